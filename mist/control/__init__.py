@@ -1,0 +1,1 @@
+"""The control plane: function registry, deploys, dependency layers, invocation records, logs."""

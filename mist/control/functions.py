@@ -1,0 +1,189 @@
+"""FunctionService: deploys, configuration changes, deletes, and name -> version resolution.
+
+A deploy, step by step (each step reported to `progress` for `mist deploy`'s live output):
+  1. the name is checked (`[a-z0-9][a-z0-9-]{0,62}`) and the config validated (models.py);
+  2. the uploaded zip is validated and extracted into `code/<sha256 of the zip>/` (skipped when
+     that content was deployed before; files read-only, later bind-mounted at /var/task);
+  3. the code is checked: every .py compiles, the handler's module and function exist;
+  4. a top-level requirements.txt is installed into a shared dependency layer (layers.py);
+  5. a new immutable FunctionVersion is stored; the name now resolves to it and idle instances of
+     older versions are retired (busy ones finish their invocation first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mist.control import packaging
+from mist.control.layers import LayerStore, Progress
+from mist.control.store import FunctionStore, NewVersion
+from mist.errors import DeployRejected, NotFound
+from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion
+from mist.worker.types import SandboxSpec
+
+Clock = Callable[[], datetime]
+Retire = Callable[[str, int | None], Awaitable[None]]
+
+
+async def _no_progress(_: dict[str, object]) -> None:
+    return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FunctionService:
+    def __init__(
+        self,
+        data_dir: Path,
+        store: FunctionStore,
+        layers: LayerStore,
+        retire: Retire,
+        *,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.code_root = data_dir / "code"
+        self.code_root.mkdir(parents=True, exist_ok=True)
+        self._store = store
+        self._layers = layers
+        self._retire = retire
+        self._clock = clock
+        self._latest: dict[str, FunctionVersion] = {}
+        self._versions: dict[tuple[str, int], FunctionVersion] = {}
+        self._extract_locks: dict[str, asyncio.Lock] = {}
+
+    # -- resolution (the hot path: served from memory) -------------------------------------
+
+    async def resolve(self, name: str, version: int | None = None) -> FunctionVersion:
+        if version is None:
+            fv = self._latest.get(name)
+            if fv is None:
+                summary = await asyncio.to_thread(self._store.get_function, name)
+                if summary is None:
+                    raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+                fv = self._latest[name] = summary.latest
+            return fv
+        fv = self._versions.get((name, version))
+        if fv is None:
+            found = await asyncio.to_thread(self._store.get_versions, name, version)
+            if not found:
+                if await asyncio.to_thread(self._store.get_function, name) is None:
+                    raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+                raise NotFound(f"function {name!r} has no version {version}; `mist show {name}` shows its versions")
+            fv = self._versions[(name, version)] = found[0]
+        return fv
+
+    def spec(self, fv: FunctionVersion) -> SandboxSpec:
+        return SandboxSpec(
+            function_name=fv.name,
+            version=fv.version,
+            code_dir=self.code_root / fv.code_sha256,
+            handler=fv.handler,
+            memory_mb=fv.memory_mb,
+            timeout_s=fv.timeout_s,
+            concurrency=fv.concurrency,
+            env=tuple(sorted(fv.env.items())),
+            layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, name: str) -> FunctionSummary:
+        packaging.validate_name(name)
+        summary = await asyncio.to_thread(self._store.get_function, name)
+        if summary is None:
+            raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+        return summary
+
+    async def list(self) -> list[FunctionSummary]:
+        return await asyncio.to_thread(self._store.list_functions)
+
+    async def versions(self, name: str) -> list[FunctionVersion]:
+        await self.get(name)
+        return await asyncio.to_thread(self._store.get_versions, name)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def deploy(
+        self, name: str, config: object, zip_path: Path, progress: Progress = _no_progress
+    ) -> FunctionVersion:
+        packaging.validate_name(name)
+        cfg = FunctionConfig.from_json(config if config is not None else {})
+        await progress({"event": "received", "bytes": zip_path.stat().st_size})
+        sha, size, files = await self._extract(zip_path)
+        await progress({"event": "validated", "files": files})
+        return await self._create(name, cfg, sha, size, progress)
+
+    async def update_config(self, name: str, config: object) -> FunctionVersion:
+        current = (await self.get(name)).latest
+        cfg = FunctionConfig.from_json(config, base=current.config())
+        return await self._create(name, cfg, current.code_sha256, current.code_size, _no_progress)
+
+    async def delete(self, name: str) -> None:
+        packaging.validate_name(name)
+        existed = await asyncio.to_thread(self._store.delete_function, name)
+        self._latest.pop(name, None)
+        for key in [k for k in self._versions if k[0] == name]:
+            del self._versions[key]
+        if not existed:
+            raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+        await self._retire(name, None)
+        in_use = await asyncio.to_thread(self._store.code_in_use)
+        for entry in self.code_root.iterdir():
+            if entry.is_dir() and entry.name not in in_use and not entry.name.startswith("."):
+                await asyncio.to_thread(shutil.rmtree, entry, True)
+
+    async def _create(
+        self, name: str, cfg: FunctionConfig, sha: str, size: int, progress: Progress
+    ) -> FunctionVersion:
+        code_dir = self.code_root / sha
+        handler = cfg.handler
+        if handler is None:
+            handler = await asyncio.to_thread(packaging.find_default_handler, code_dir)
+        await asyncio.to_thread(packaging.check_code, code_dir, handler)
+        layer = None
+        requirements = code_dir / "requirements.txt"
+        if requirements.is_file() and requirements.read_bytes().strip():
+            layer = await self._layers.ensure(requirements.read_bytes(), progress)
+        new = NewVersion(
+            name=name,
+            handler=handler,
+            memory_mb=cfg.memory_mb,
+            timeout_s=cfg.timeout_s,
+            concurrency=cfg.concurrency,
+            env=dict(cfg.env),
+            code_sha256=sha,
+            code_size=size,
+            layer_sha256=layer,
+        )
+        fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
+        latest = self._latest.get(name)
+        if latest is None or latest.version < fv.version:
+            self._latest[name] = fv
+        self._versions[(name, fv.version)] = fv
+        await self._retire(name, fv.version)
+        await progress({"event": "created", "version": fv.to_json()})
+        return fv
+
+    async def _extract(self, zip_path: Path) -> tuple[str, int, int]:
+        """Validate and extract the zip into code/<sha>/; return (sha, zip size, file count)."""
+        sha = await asyncio.to_thread(packaging.sha256_file, zip_path)
+        size = zip_path.stat().st_size
+        dest = self.code_root / sha
+        lock = self._extract_locks.setdefault(sha, asyncio.Lock())
+        async with lock:
+            if not dest.is_dir():
+                await asyncio.to_thread(packaging.extract_zip, zip_path, dest)
+        files = sum(len(f) for _, _, f in os.walk(dest))
+        if files == 0:
+            raise DeployRejected("the code archive is empty; put your handler in main.py (or pass --handler)")
+        return sha, size, files
+
+
+__all__ = ["FunctionService", "DEFAULT_HANDLER"]

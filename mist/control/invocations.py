@@ -1,0 +1,104 @@
+"""InvocationService: one invocation from resolved name to stored record.
+
+    resolve name[/version] -> SandboxSpec -> Worker.invoke -> InvocationRecord (+ log lines)
+
+The record is buffered in the InvocationLog before the caller answers, so the id in the
+answer's `X-Mist-Invocation-Id` can be looked up at once. A platform error (no capacity, a
+sandbox that could not be built) is recorded too, with status "error", and re-raised for the
+edge to map to a status code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mist.control.functions import FunctionService
+from mist.control.records import InvocationLog
+from mist.core.billing import billed_ms
+from mist.errors import PlatformError
+from mist.models import FunctionVersion, InvocationRecord, LogRecord
+from mist.worker.types import InvokeResult, SandboxSpec
+
+
+class Invoker(Protocol):
+    async def invoke(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    invocation_id: str
+    version: FunctionVersion
+    result: InvokeResult
+
+
+def new_invocation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class InvocationService:
+    def __init__(
+        self,
+        functions: FunctionService,
+        invoker: Invoker,
+        records: InvocationLog,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._functions = functions
+        self._invoker = invoker
+        self._records = records
+        self._wall = wall
+
+    async def invoke(
+        self,
+        fv: FunctionVersion,
+        payload: bytes,
+        *,
+        trigger: str,
+        invocation_id: str | None = None,
+    ) -> Outcome:
+        inv_id = invocation_id or new_invocation_id()
+        spec = self._functions.spec(fv)
+        started = self._wall()
+        try:
+            result = await self._invoker.invoke(spec, inv_id, payload)
+        except PlatformError as exc:
+            now = self._wall()
+            self._records.add(
+                InvocationRecord(
+                    id=inv_id, function=fv.name, version=fv.version, trigger=trigger, status="error",
+                    error_type=exc.code, error_message=exc.message, cold_start=False, init_ms=0.0,
+                    duration_ms=0.0, billed_ms=0, memory_mb=fv.memory_mb, max_memory_used_mb=0,
+                    started_at=started, ended_at=now,
+                ),
+                [],
+            )  # fmt: skip
+            exc.invocation_id = inv_id  # type: ignore[attr-defined]
+            raise
+        error = result.error or {}
+        record = InvocationRecord(
+            id=inv_id,
+            function=fv.name,
+            version=fv.version,
+            trigger=trigger,
+            status="succeeded" if result.ok else "failed",
+            error_type=None if result.ok else str(error.get("errorType", "Unknown")),
+            error_message=None if result.ok else str(error.get("errorMessage", "")),
+            cold_start=result.cold_start,
+            init_ms=result.init_ms,
+            duration_ms=result.duration_ms,
+            billed_ms=billed_ms(result.duration_ms),
+            memory_mb=fv.memory_mb,
+            max_memory_used_mb=result.max_memory_used_mb,
+            started_at=result.started_at or started,
+            ended_at=result.ended_at or self._wall(),
+        )
+        logs = [
+            LogRecord(inv_id, fv.name, fv.version, line.ts, line.stream, line.text) for line in result.logs
+        ]
+        self._records.add(record, logs)
+        return Outcome(inv_id, fv, result)

@@ -1,0 +1,323 @@
+"""SqlStore: FunctionStore + RecordStore over SQLAlchemy Core (SQLite here, PostgreSQL later)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from mist.control.store import NewVersion
+from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord
+
+metadata = sa.MetaData()
+
+functions = sa.Table(
+    "functions",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+)
+
+versions = sa.Table(
+    "function_versions",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("handler", sa.String(255), nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("timeout_s", sa.Float, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("env", sa.Text, nullable=False),
+    sa.Column("code_sha256", sa.String(64), nullable=False),
+    sa.Column("code_size", sa.BigInteger, nullable=False),
+    sa.Column("layer_sha256", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+invocations = sa.Table(
+    "invocations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("function", sa.String(63), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(255)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("cold_start", sa.Boolean, nullable=False),
+    sa.Column("init_ms", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("billed_ms", sa.Integer, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("max_memory_used_mb", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Index("ix_invocations_function_started", "function", "started_at"),
+)
+
+log_lines = sa.Table(
+    "log_lines",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("invocation_id", sa.String(64), nullable=False, index=True),
+    sa.Column("function", sa.String(63), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("stream", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Index("ix_log_lines_function_id", "function", "id"),
+)
+
+
+def _utc(dt: datetime) -> datetime:
+    # SQLite hands datetimes back naive; they were stored as UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class SqlStore:
+    """Both stores over one SQLAlchemy engine. `url` e.g. sqlite:////path/mist.db."""
+
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, object] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(conn, _record):  # noqa: ANN001
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- FunctionStore ---------------------------------------------------------------------
+
+    def create_version(self, new: NewVersion, now: datetime) -> FunctionVersion:
+        for _ in range(50):
+            try:
+                with self.engine.begin() as conn:
+                    return self._create_version(conn, new, now)
+            except IntegrityError:
+                continue  # a concurrent deploy took this number; take the next one
+        raise RuntimeError(f"could not allocate a version number for {new.name} after 50 tries")
+
+    def _create_version(self, conn: sa.Connection, new: NewVersion, now: datetime) -> FunctionVersion:
+        current = conn.execute(
+            sa.select(sa.func.max(versions.c.version)).where(versions.c.name == new.name)
+        ).scalar()
+        number = (current or 0) + 1
+        conn.execute(
+            versions.insert().values(
+                name=new.name,
+                version=number,
+                handler=new.handler,
+                memory_mb=new.memory_mb,
+                timeout_s=new.timeout_s,
+                concurrency=new.concurrency,
+                env=json.dumps(new.env, sort_keys=True),
+                code_sha256=new.code_sha256,
+                code_size=new.code_size,
+                layer_sha256=new.layer_sha256,
+                created_at=now,
+            )
+        )
+        updated = conn.execute(
+            functions.update()
+            .where(functions.c.name == new.name, functions.c.latest_version < number)
+            .values(latest_version=number, updated_at=now)
+        ).rowcount
+        if not updated:
+            exists = conn.execute(sa.select(functions.c.name).where(functions.c.name == new.name)).first()
+            if not exists:
+                conn.execute(
+                    functions.insert().values(name=new.name, created_at=now, updated_at=now, latest_version=number)
+                )
+        return FunctionVersion(
+            name=new.name,
+            version=number,
+            handler=new.handler,
+            memory_mb=new.memory_mb,
+            timeout_s=new.timeout_s,
+            concurrency=new.concurrency,
+            env=dict(new.env),
+            code_sha256=new.code_sha256,
+            code_size=new.code_size,
+            layer_sha256=new.layer_sha256,
+            created_at=now,
+        )
+
+    @staticmethod
+    def _version(row: sa.Row) -> FunctionVersion:
+        return FunctionVersion(
+            name=row.name,
+            version=row.version,
+            handler=row.handler,
+            memory_mb=row.memory_mb,
+            timeout_s=row.timeout_s,
+            concurrency=row.concurrency,
+            env=json.loads(row.env),
+            code_sha256=row.code_sha256,
+            code_size=row.code_size,
+            layer_sha256=row.layer_sha256,
+            created_at=_utc(row.created_at),
+        )
+
+    def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:
+        q = (
+            sa.select(functions.c.created_at.label("f_created"), functions.c.updated_at, versions)
+            .join(
+                versions,
+                sa.and_(versions.c.name == functions.c.name, versions.c.version == functions.c.latest_version),
+            )
+            .order_by(functions.c.name)
+        )
+        if where is not None:
+            q = q.where(where)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            FunctionSummary(
+                name=r.name, created_at=_utc(r.f_created), updated_at=_utc(r.updated_at), latest=self._version(r)
+            )
+            for r in rows
+        ]
+
+    def get_function(self, name: str) -> FunctionSummary | None:
+        found = self._summaries(functions.c.name == name)
+        return found[0] if found else None
+
+    def list_functions(self) -> list[FunctionSummary]:
+        return self._summaries(None)
+
+    def get_versions(self, name: str, version: int | None = None) -> list[FunctionVersion]:
+        q = sa.select(versions).where(versions.c.name == name).order_by(versions.c.version.desc())
+        if version is not None:
+            q = q.where(versions.c.version == version)
+        with self.engine.connect() as conn:
+            return [self._version(r) for r in conn.execute(q).all()]
+
+    def delete_function(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            gone = conn.execute(functions.delete().where(functions.c.name == name)).rowcount
+            conn.execute(versions.delete().where(versions.c.name == name))
+        return bool(gone)
+
+    def code_in_use(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(versions.c.code_sha256).distinct())}
+
+    # -- RecordStore -----------------------------------------------------------------------
+
+    def add_invocations(self, batch: list[tuple[InvocationRecord, list[LogRecord]]]) -> None:
+        if not batch:
+            return
+        with self.engine.begin() as conn:
+            ids = [rec.id for rec, _ in batch]
+            known = {
+                r[0] for r in conn.execute(sa.select(invocations.c.id).where(invocations.c.id.in_(ids)))
+            }
+            fresh = [(rec, logs) for rec, logs in batch if rec.id not in known]
+            fresh = list({rec.id: (rec, logs) for rec, logs in fresh}.values())
+            if not fresh:
+                return
+            conn.execute(invocations.insert(), [_record_row(rec) for rec, _ in fresh])
+            lines = [
+                {
+                    "invocation_id": l.invocation_id,
+                    "function": l.function,
+                    "version": l.version,
+                    "ts": l.ts,
+                    "stream": l.stream,
+                    "text": l.text,
+                }
+                for _, logs in fresh
+                for l in logs
+            ]
+            if lines:
+                conn.execute(log_lines.insert(), lines)
+
+    def get_invocation(self, invocation_id: str) -> tuple[InvocationRecord, list[LogRecord]] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
+            if row is None:
+                return None
+            logs = conn.execute(
+                sa.select(log_lines).where(log_lines.c.invocation_id == invocation_id).order_by(log_lines.c.id)
+            ).all()
+        return _record(row), [_log(l) for l in logs]
+
+    def list_invocations(self, function: str, limit: int) -> list[InvocationRecord]:
+        q = (
+            sa.select(invocations)
+            .where(invocations.c.function == function)
+            .order_by(invocations.c.started_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(q).all()]
+
+    def list_logs(self, function: str, *, invocation_id: str | None = None, limit: int = 200) -> list[LogRecord]:
+        q = sa.select(log_lines).where(log_lines.c.function == function)
+        if invocation_id is not None:
+            q = q.where(log_lines.c.invocation_id == invocation_id)
+        q = q.order_by(log_lines.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [_log(r) for r in reversed(rows)]
+
+
+def _record_row(rec: InvocationRecord) -> dict[str, object]:
+    return {
+        "id": rec.id,
+        "function": rec.function,
+        "version": rec.version,
+        "trigger": rec.trigger,
+        "status": rec.status,
+        "error_type": rec.error_type,
+        "error_message": rec.error_message,
+        "cold_start": rec.cold_start,
+        "init_ms": rec.init_ms,
+        "duration_ms": rec.duration_ms,
+        "billed_ms": rec.billed_ms,
+        "memory_mb": rec.memory_mb,
+        "max_memory_used_mb": rec.max_memory_used_mb,
+        "started_at": rec.started_at,
+        "ended_at": rec.ended_at,
+    }
+
+
+def _record(r: sa.Row) -> InvocationRecord:
+    return InvocationRecord(
+        id=r.id,
+        function=r.function,
+        version=r.version,
+        trigger=r.trigger,
+        status=r.status,
+        error_type=r.error_type,
+        error_message=r.error_message,
+        cold_start=bool(r.cold_start),
+        init_ms=r.init_ms,
+        duration_ms=r.duration_ms,
+        billed_ms=r.billed_ms,
+        memory_mb=r.memory_mb,
+        max_memory_used_mb=r.max_memory_used_mb,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+    )
+
+
+def _log(r: sa.Row) -> LogRecord:
+    return LogRecord(
+        invocation_id=r.invocation_id, function=r.function, version=r.version, ts=r.ts, stream=r.stream, text=r.text
+    )

@@ -1,0 +1,1 @@
+"""Pure policy and data mapping: no I/O, no clock reads; every input is an argument."""

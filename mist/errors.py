@@ -1,0 +1,131 @@
+"""The one exception tree of mist.
+
+    MistError                      every error mist raises on purpose
+    ├── UserError                  the caller asked for something wrong; fixable by the caller
+    │   ├── InvalidRequest         malformed input (bad name, bad JSON, bad config value)
+    │   ├── PayloadTooLarge        request body over the limit
+    │   ├── NotFound               no such function / version / invocation
+    │   ├── Conflict               the resource is in a state that forbids the request
+    │   └── DeployRejected         the code cannot be deployed (unsafe zip, syntax error, ...)
+    │       └── DependencyInstallFailed  pip could not install requirements.txt
+    ├── FunctionError              the user's function failed; reported in Lambda's error shape
+    │   ├── FunctionTimeout        ran past its timeout, was killed
+    │   ├── FunctionOutOfMemory    ran past its memory limit, was killed
+    │   └── FunctionCrashed        the runtime exited (os._exit, signal, ...)
+    └── PlatformError              mist itself could not serve the request; retry later
+        ├── NoCapacity             no sandbox could be had in time (the caller may retry)
+        └── SandboxFailed          a sandbox could not be built (setup failed on the host)
+
+HTTP status codes are chosen only at the edge (`mist.gateway.errors`), never here.
+Every message says what was wrong and, where it can, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MistError(Exception):
+    """Base of every error mist raises on purpose."""
+
+    code: str = "InternalError"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class UserError(MistError):
+    code = "InvalidRequest"
+
+
+class InvalidRequest(UserError):
+    code = "InvalidRequest"
+
+
+class PayloadTooLarge(UserError):
+    code = "PayloadTooLarge"
+
+
+class NotFound(UserError):
+    code = "NotFound"
+
+
+class Conflict(UserError):
+    code = "Conflict"
+
+
+class DeployRejected(UserError):
+    """The code cannot be deployed. `detail` carries a traceback or a list of offending paths."""
+
+    code = "DeployRejected"
+
+    def __init__(self, message: str, *, detail: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.detail = detail
+
+
+class FunctionError(MistError):
+    """The user's function failed. Carries Lambda's error shape."""
+
+    code = "FunctionError"
+
+    def __init__(
+        self,
+        error_type: str,
+        error_message: str,
+        stack_trace: list[str] | None = None,
+    ) -> None:
+        super().__init__(error_message, code=error_type)
+        self.error_type = error_type
+        self.error_message = error_message
+        self.stack_trace = list(stack_trace or [])
+
+    def to_lambda(self) -> dict[str, object]:
+        return {
+            "errorType": self.error_type,
+            "errorMessage": self.error_message,
+            "stackTrace": self.stack_trace,
+        }
+
+
+class FunctionTimeout(FunctionError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__("Sandbox.Timedout", f"Task timed out after {timeout_s:.2f} seconds")
+
+
+class FunctionOutOfMemory(FunctionError):
+    def __init__(self, memory_mb: int) -> None:
+        super().__init__(
+            "Runtime.OutOfMemory",
+            f"Runtime exited: out of memory (the function's memory limit of {memory_mb} MB "
+            "was exceeded; deploy with a larger --memory)",
+        )
+
+
+class FunctionCrashed(FunctionError):
+    def __init__(self, how: str) -> None:
+        super().__init__("Runtime.ExitError", f"Runtime exited with error: {how}")
+
+
+class PlatformError(MistError):
+    code = "PlatformError"
+
+
+class NoCapacity(PlatformError):
+    """No sandbox could be had in time. `retry_after` is a hint in seconds."""
+
+    code = "NoCapacity"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, queue_full: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.queue_full = queue_full
+
+
+class SandboxFailed(PlatformError):
+    code = "SandboxFailed"
+
+
+class DependencyInstallFailed(DeployRejected):
+    code = "DependencyInstallFailed"

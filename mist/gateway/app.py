@@ -1,0 +1,83 @@
+"""The Gateway: mist's whole HTTP request path, assembled in `build_app`.
+
+A request goes, outermost first:
+  1. uvicorn (HTTP/1.1 parsing, keep-alive)                              mist/server.py
+  2. exception handlers: every MistError -> status + JSON body            mist/gateway/errors.py
+     (FastAPI's own 404/405/422 are reshaped into the same error body)
+  3. the route:
+       /healthz                          readiness
+       /v1/functions... (management)     mist/gateway/functions.py -> control/functions.py
+       /v1/functions/{n}/invocations     mist/gateway/invoke.py    -> control/invocations.py -> worker
+       /v1/invocations/{id}              mist/gateway/invoke.py    -> control/records.py
+       /v1/functions/{n}/logs            mist/gateway/logs.py      -> control/records.py
+       /fn/{n}/{path}  (HTTP trigger)    mist/gateway/invoke.py    -> core/httpevent.py
+There is no other middleware: nothing runs on the hot path that is not listed here.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from mist import __version__
+from mist.errors import MistError
+from mist.gateway import functions, invoke, logs
+from mist.gateway.errors import error_response, plain_error
+from mist.gateway.services import Services
+
+
+def build_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="mist",
+        version=__version__,
+        description="Deploy Python functions and invoke them in isolated sandboxes. See docs/api.md.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+
+    # 2. errors -> status codes, in one place
+    app.add_exception_handler(MistError, _mist_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    # 3. routes
+    app.add_api_route("/healthz", _healthz, methods=["GET"], summary="Readiness")
+    app.add_api_route("/v1/statistics", _statistics, methods=["GET"], summary="Component statistics")
+    app.include_router(functions.router)
+    app.include_router(invoke.router)
+    app.include_router(logs.router)
+    return app
+
+
+async def _healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _statistics(request: Request) -> Response:
+    stats = request.app.state.services.statistics
+    return JSONResponse(stats() if callable(stats) else {})
+
+
+async def _mist_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MistError)
+    return error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()
+    )
+    return plain_error(400, "InvalidRequest", f"invalid request: {problems}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return plain_error(404, "NotFound", f"no route {request.method} {request.url.path}; see /docs or docs/api.md")
+    if exc.status_code == 405:
+        return plain_error(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.url.path}")
+    return plain_error(exc.status_code, "HTTPError", str(exc.detail))

@@ -1,0 +1,64 @@
+"""The edge's one mapping from mist's exception tree to HTTP status codes and bodies.
+
+This is the only place in mist that chooses a status code for an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from starlette.responses import JSONResponse
+
+from mist import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: list[tuple[type[errors.MistError], int]] = [
+    (errors.PayloadTooLarge, 413),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.DeployRejected, 422),
+    (errors.UserError, 400),
+    (errors.NoCapacity, 503),  # 429 when the queue was full, see status_for
+    (errors.PlatformError, 500),
+    (errors.MistError, 500),
+]
+
+
+def status_for(exc: errors.MistError) -> int:
+    if isinstance(exc, errors.NoCapacity) and exc.queue_full:
+        return 429
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(exc: errors.MistError) -> dict[str, object]:
+    err: dict[str, object] = {"code": exc.code, "message": exc.message}
+    detail = getattr(exc, "detail", None)
+    if detail:
+        err["detail"] = detail
+    return {"error": err}
+
+
+def error_headers(exc: errors.MistError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.NoCapacity):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    inv = getattr(exc, "invocation_id", None)
+    if inv:
+        headers["X-Mist-Invocation-Id"] = inv
+    return headers
+
+
+def error_response(exc: errors.MistError) -> JSONResponse:
+    status = status_for(exc)
+    if status >= 500 and not isinstance(exc, errors.NoCapacity):
+        log.error("platform error: %s", exc.message)
+    return JSONResponse(error_body(exc), status_code=status, headers=error_headers(exc))
+
+
+def plain_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

@@ -1,0 +1,129 @@
+"""Management routes: deploy, change, read, list and delete functions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from mist.control import packaging
+from mist.errors import InvalidRequest, MistError
+from mist.gateway.errors import error_body, status_for
+from mist.gateway.services import Services
+
+router = APIRouter()
+
+
+def _parse_config(raw: str | None) -> object:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"the config part is not JSON ({exc})") from None
+
+
+@router.post(
+    "/v1/functions/{name}/versions",
+    status_code=201,
+    summary="Deploy: create the function if needed and a new version from a zip",
+)
+async def deploy(
+    name: str,
+    request: Request,
+    code: Annotated[UploadFile, File(description="zip of the function's directory")],
+    config: Annotated[str | None, Form(description="JSON object: handler, memory_mb, timeout_s, concurrency, env")] = None,
+    stream: bool = False,
+) -> Response:
+    services: Services = request.app.state.services
+    packaging.validate_name(name)
+    cfg = _parse_config(config)
+    fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=".zip", dir=services.uploads_dir)
+    with os.fdopen(fd, "wb") as out:
+        await asyncio.to_thread(shutil.copyfileobj, code.file, out, 1 << 20)
+    zip_path = services.uploads_dir / os.path.basename(tmp)
+
+    if not stream:
+        try:
+            fv = await services.functions.deploy(name, cfg, zip_path)
+        finally:
+            zip_path.unlink(missing_ok=True)
+        return JSONResponse(fv.to_json(), status_code=201)
+
+    queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+
+    async def progress(event: dict[str, object]) -> None:
+        await queue.put(event)
+
+    async def run() -> None:
+        try:
+            await services.functions.deploy(name, cfg, zip_path, progress)
+        except MistError as exc:
+            await queue.put({"event": "error", "status": status_for(exc), **error_body(exc)})
+        except Exception as exc:  # noqa: BLE001 - reported to the client, never swallowed silently
+            await queue.put(
+                {"event": "error", "status": 500, "error": {"code": "InternalError", "message": repr(exc)}}
+            )
+        finally:
+            zip_path.unlink(missing_ok=True)
+            await queue.put(None)
+
+    task = asyncio.create_task(run())
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            while (event := await queue.get()) is not None:
+                yield json.dumps(event).encode() + b"\n"
+        finally:
+            await task  # the deploy finishes even if the client went away
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.patch("/v1/functions/{name}", status_code=201, summary="Change configuration (creates a new version)")
+async def update(name: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        cfg = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON ({exc})") from None
+    fv = await services.functions.update_config(name, cfg)
+    return JSONResponse(fv.to_json(), status_code=201)
+
+
+@router.get("/v1/functions", summary="List functions")
+async def list_functions(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse({"functions": [f.to_json() for f in await services.functions.list()]})
+
+
+@router.get("/v1/functions/{name}", summary="A function and its newest version")
+async def get_function(name: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse((await services.functions.get(name)).to_json())
+
+
+@router.get("/v1/functions/{name}/versions", summary="A function's versions, newest first")
+async def list_versions(name: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse({"versions": [v.to_json() for v in await services.functions.versions(name)]})
+
+
+@router.get("/v1/functions/{name}/versions/{version}", summary="One version")
+async def get_version(name: str, version: int, request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse((await services.functions.resolve(name, version)).to_json())
+
+
+@router.delete("/v1/functions/{name}", status_code=204, summary="Delete a function (records are kept)")
+async def delete_function(name: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    await services.functions.delete(name)
+    return Response(status_code=204)

@@ -1,0 +1,166 @@
+"""Invocation routes: the API (`POST /v1/functions/{name}/invocations`), the HTTP trigger
+(`/fn/{name}/...`) and invocation records (`GET /v1/invocations/{id}`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from mist.control.invocations import new_invocation_id
+from mist.core import httpevent
+from mist.errors import InvalidRequest, NotFound, PayloadTooLarge
+from mist.gateway.services import Services
+
+MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit, 6 MB
+HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int = MAX_PAYLOAD) -> bytes:
+    """The request body, refused with PayloadTooLarge as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"the payload is {int(declared):,} bytes; the limit is {limit:,} bytes (6 MB). "
+            "Pass large data by reference (e.g. an object-store key) instead"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the payload is over {limit:,} bytes (6 MB). Pass large data by reference instead"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _version_param(request: Request) -> int | None:
+    raw = request.query_params.get("version")
+    if raw is None or raw in ("", "latest", "$LATEST"):
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidRequest(f"version must be a version number like 3 (or 'latest'), got {raw!r}")
+    return int(raw)
+
+
+def _result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -> dict[str, str]:
+    return {
+        "X-Mist-Invocation-Id": inv_id,
+        "X-Mist-Version": str(version),
+        "X-Mist-Cold-Start": "true" if cold else "false",
+        "X-Mist-Duration-Ms": f"{duration_ms:.3f}",
+    }
+
+
+@router.post(
+    "/v1/functions/{name}/invocations",
+    summary="Invoke a function synchronously",
+    responses={
+        200: {"description": "The handler's return value (JSON)"},
+        500: {"description": "Function error (header X-Mist-Function-Error, Lambda error body)"},
+        404: {"description": "No such function"},
+        413: {"description": "Payload over 6 MB"},
+        429: {"description": "Queue full; retry after Retry-After"},
+        503: {"description": "No capacity in time; retry after Retry-After"},
+    },
+)
+async def invoke(name: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    version = _version_param(request)
+    body = await read_body(request)
+    payload = body if body.strip() else b"null"
+    try:
+        json.loads(payload)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"
+        ) from None
+    fv = await services.functions.resolve(name, version)
+    out = await services.invocations.invoke(fv, payload, trigger="api")
+    r = out.result
+    headers = _result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms)
+    if r.ok:
+        return Response(r.payload, status_code=200, media_type="application/json", headers=headers)
+    headers["X-Mist-Function-Error"] = "Unhandled"
+    return JSONResponse(r.error, status_code=500, headers=headers)
+
+
+@router.get("/v1/invocations/{invocation_id}", summary="An invocation's record and its log lines")
+async def get_invocation(invocation_id: str, request: Request) -> Response:
+    services: Services = request.app.state.services
+    found = await services.records.get(invocation_id)
+    if found is None:
+        raise NotFound(f"no invocation {invocation_id!r}; the id is in the X-Mist-Invocation-Id header of the answer")
+    record, logs = found
+    return JSONResponse(record.to_json(logs))
+
+
+@router.get("/v1/functions/{name}/invocations", summary="Recent invocations of a function, newest first")
+async def list_invocations(name: str, request: Request, limit: int = 50) -> Response:
+    services: Services = request.app.state.services
+    await services.functions.get(name)
+    limit = max(1, min(limit, 1000))
+    records = await services.records.list(name, limit)
+    return JSONResponse({"invocations": [r.to_json() for r in records]})
+
+
+async def http_trigger(request: Request) -> Response:
+    services: Services = request.app.state.services
+    name = request.path_params["name"]
+    fv = await services.functions.resolve(name)
+    body = await read_body(request)
+    inv_id = new_invocation_id()
+    client = request.client
+    event = httpevent.build_event(
+        method=request.method,
+        path="/" + request.path_params.get("path", ""),
+        raw_query=request.url.query,
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
+        body=body,
+        source_ip=client.host if client else "",
+        request_id=inv_id,
+        function_name=name,
+        now=time.time(),
+        protocol=f"HTTP/{request.scope.get('http_version', '1.1')}",
+    )
+    out = await services.invocations.invoke(fv, json.dumps(event).encode(), trigger="http", invocation_id=inv_id)
+    r = out.result
+    headers = _result_headers(inv_id, fv.version, r.cold_start, r.duration_ms)
+    if not r.ok:
+        headers["X-Mist-Function-Error"] = "Unhandled"
+        return JSONResponse(r.error, status_code=502, headers=headers)
+    try:
+        mapped = httpevent.map_response(json.loads(r.payload), r.payload)
+    except httpevent.BadFunctionResponse as exc:
+        headers["X-Mist-Function-Error"] = "Unhandled"
+        return JSONResponse(
+            {"errorType": "Runtime.InvalidResponse", "errorMessage": f"the function's response is malformed: {exc}",
+             "stackTrace": []},
+            status_code=502,
+            headers=headers,
+        )  # fmt: skip
+    resp = Response(mapped.body, status_code=mapped.status)
+    for k, v in headers.items():
+        resp.headers[k] = v
+    for k, v in mapped.headers:
+        if k not in HOP_BY_HOP:
+            resp.headers.append(k, v)
+    return resp
+
+
+for _method in HTTP_METHODS:
+    for _path, _suffix in (("/fn/{name}", "root"), ("/fn/{name}/{path:path}", "path")):
+        router.add_api_route(
+            _path,
+            http_trigger,
+            methods=[_method],
+            operation_id=f"http_trigger_{_suffix}_{_method.lower()}",
+            summary="HTTP trigger: the request as an API Gateway payload 2.0 event",
+        )

@@ -1,0 +1,19 @@
+"""The services the routes use, held on `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mist.control.functions import FunctionService
+from mist.control.invocations import InvocationService
+from mist.control.records import InvocationLog
+
+
+@dataclass
+class Services:
+    functions: FunctionService
+    invocations: InvocationService
+    records: InvocationLog
+    uploads_dir: Path
+    statistics: object = None  # a callable returning a dict of component statistics, for /v1/statistics

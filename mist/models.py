@@ -1,0 +1,224 @@
+"""The records mist keeps: FunctionConfig, FunctionVersion, InvocationRecord, LogRecord.
+
+Validation lives here (one place); messages name the key, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from mist.errors import InvalidRequest
+
+MEMORY_MIN_MB = 64
+MEMORY_MAX_MB = 10240
+TIMEOUT_MAX_S = 900.0
+CONCURRENCY_MAX = 1000
+DEFAULT_HANDLER = "main.handler"
+ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """The user-settable configuration of a function. Defaults are the documented ones."""
+
+    handler: str | None = None  # None: detect (main.handler, or the only module defining handler)
+    memory_mb: int = 128
+    timeout_s: float = 30.0
+    concurrency: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+    KEYS = ("handler", "memory_mb", "timeout_s", "concurrency", "env")
+
+    @classmethod
+    def from_json(cls, data: Any, base: "FunctionConfig | None" = None) -> "FunctionConfig":
+        """Build from a JSON object, starting from `base` (defaults if None), validating each key."""
+        if not isinstance(data, dict):
+            raise InvalidRequest(f"config must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.KEYS))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(cls.KEYS)}"
+            )
+        cfg = base or cls()
+        changes: dict[str, Any] = {}
+        if "handler" in data and data["handler"] is not None:
+            changes["handler"] = _handler(data["handler"])
+        if "memory_mb" in data:
+            changes["memory_mb"] = _int_in("memory_mb", data["memory_mb"], MEMORY_MIN_MB, MEMORY_MAX_MB)
+        if "timeout_s" in data:
+            changes["timeout_s"] = _timeout(data["timeout_s"])
+        if "concurrency" in data:
+            changes["concurrency"] = _int_in("concurrency", data["concurrency"], 1, CONCURRENCY_MAX)
+        if "env" in data:
+            changes["env"] = _env(data["env"])
+        return replace(cfg, **changes)
+
+
+def _int_in(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{key} must be a whole number from {lo} to {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{key} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest(f"timeout_s must be a number of seconds, got {value!r}")
+    if not 0 < value <= TIMEOUT_MAX_S:
+        raise InvalidRequest(f"timeout_s must be more than 0 and at most {TIMEOUT_MAX_S:g} seconds, got {value}")
+    return float(value)
+
+
+def _handler(value: Any) -> str:
+    if not isinstance(value, str) or "." not in value or value.startswith(".") or value.endswith("."):
+        raise InvalidRequest(f"handler must look like module.function (e.g. main.handler), got {value!r}")
+    if not all(part.isidentifier() for part in value.split(".")):
+        raise InvalidRequest(f"handler {value!r} is not a dotted Python name like main.handler")
+    return value
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"env must be an object of names to strings, got {type(value).__name__}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k or not (k[0].isalpha() or k[0] == "_") or not all(
+            c.isalnum() or c == "_" for c in k
+        ):
+            raise InvalidRequest(f"env name {k!r} is not valid: use letters, digits and _, not starting with a digit")
+        if k.upper().startswith(ENV_RESERVED_PREFIXES):
+            raise InvalidRequest(
+                f"env name {k!r} is reserved (names starting with {', '.join(ENV_RESERVED_PREFIXES)} are set by mist)"
+            )
+        if not isinstance(v, str):
+            raise InvalidRequest(f"env value of {k} must be a string, got {v!r}")
+        if "\x00" in v:
+            raise InvalidRequest(f"env value of {k} contains a NUL byte")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    """One immutable version of a function: its code and its configuration."""
+
+    name: str
+    version: int
+    handler: str
+    memory_mb: int
+    timeout_s: float
+    concurrency: int
+    env: dict[str, str]
+    code_sha256: str
+    code_size: int
+    layer_sha256: str | None
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "handler": self.handler,
+            "memory_mb": self.memory_mb,
+            "timeout_s": self.timeout_s,
+            "concurrency": self.concurrency,
+            "env": dict(self.env),
+            "code_sha256": self.code_sha256,
+            "code_size": self.code_size,
+            "layer_sha256": self.layer_sha256,
+            "created_at": iso(self.created_at),
+        }
+
+    def config(self) -> FunctionConfig:
+        return FunctionConfig(self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env))
+
+
+@dataclass(frozen=True)
+class FunctionSummary:
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    latest: FunctionVersion
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "latest_version": self.latest.version,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "latest": self.latest.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    invocation_id: str
+    function: str
+    version: int
+    ts: float
+    stream: str
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ts": iso(epoch(self.ts)),
+            "invocation_id": self.invocation_id,
+            "version": self.version,
+            "stream": self.stream,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class InvocationRecord:
+    """What mist keeps about one invocation (see docs/api.md)."""
+
+    id: str
+    function: str
+    version: int
+    trigger: str  # "api" | "http"
+    status: str  # "succeeded" | "failed" | "error"
+    error_type: str | None
+    error_message: str | None
+    cold_start: bool
+    init_ms: float
+    duration_ms: float
+    billed_ms: int
+    memory_mb: int
+    max_memory_used_mb: int
+    started_at: float
+    ended_at: float
+
+    def to_json(self, logs: list[LogRecord] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "function": self.function,
+            "version": self.version,
+            "trigger": self.trigger,
+            "status": self.status,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "cold_start": self.cold_start,
+            "init_ms": round(self.init_ms, 3),
+            "duration_ms": round(self.duration_ms, 3),
+            "billed_ms": self.billed_ms,
+            "memory_mb": self.memory_mb,
+            "max_memory_used_mb": self.max_memory_used_mb,
+            "started_at": iso(epoch(self.started_at)),
+            "ended_at": iso(epoch(self.ended_at)),
+        }
+        if logs is not None:
+            out["logs"] = [{"ts": iso(epoch(l.ts)), "stream": l.stream, "text": l.text} for l in logs]
+        return out
+
+
+def epoch(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat()

@@ -1,0 +1,159 @@
+"""`mist up`: the whole platform in one process tree (gateway + control plane + worker).
+
+Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
+-> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
+HTTP server. "mist is ready at URL" is printed only once the server accepts requests, and
+/healthz answers 200 from then on. SIGINT/SIGTERM stop the HTTP server, write pending records,
+kill every sandbox and remove every cgroup, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+
+import uvicorn
+
+from mist.control.functions import FunctionService
+from mist.control.invocations import InvocationService
+from mist.control.layers import LayerStore
+from mist.control.records import InvocationLog
+from mist.control.sqlstore import SqlStore
+from mist.errors import MistError
+from mist.gateway.app import build_app
+from mist.gateway.services import Services
+from mist.worker import Worker, WorkerConfig
+
+log = logging.getLogger("mist")
+
+
+class StartupError(MistError):
+    code = "StartupError"
+
+
+@dataclass
+class ServerOptions:
+    data_dir: Path = Path(".mist")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keepalive_s: float | None = None  # idle instance keep-alive; None: the worker's default (600 s)
+    prewarm: int | None = None  # pre-built sandboxes kept ready; None: the worker's default
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    fd = os.open(data_dir / "mist.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(
+            f"another mist is already running with data dir {data_dir}; stop it first or pass another --data-dir"
+        ) from None
+    return fd
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another mist running? pass --port to choose another"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _stats(*components: object) -> Callable[[], dict[str, object]]:
+    def collect() -> dict[str, object]:
+        out: dict[str, object] = {}
+        for c in components:
+            s = c.statistics()  # type: ignore[attr-defined]
+            out[type(c).__name__] = asdict(s) if is_dataclass(s) else s
+        return out
+
+    return collect
+
+
+async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None = None) -> None:
+    data_dir = opts.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_data_dir(data_dir)
+    sock = _listen(opts.host, opts.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    uploads = data_dir / "uploads"
+    uploads.mkdir(exist_ok=True)
+    for stale in uploads.iterdir():
+        stale.unlink(missing_ok=True)
+
+    store = SqlStore(f"sqlite:///{data_dir / 'mist.db'}")
+    worker_cfg = WorkerConfig(data_dir=data_dir)
+    if opts.keepalive_s is not None:
+        worker_cfg.keepalive_s = opts.keepalive_s
+    if opts.prewarm is not None:
+        worker_cfg.prewarm = opts.prewarm
+    worker_cfg.validate()
+    worker = Worker(worker_cfg)
+    records = InvocationLog(store)
+    try:
+        await worker.start()
+        await records.start()
+        functions = FunctionService(data_dir, store, LayerStore(data_dir / "layers"), worker.retire)
+        invocations = InvocationService(functions, worker, records)
+        services = Services(functions, invocations, records, uploads, _stats(worker, records))
+        app = build_app(services)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="httptools",
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            if on_ready:
+                on_ready(url)
+            else:
+                print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
+        await serving
+    finally:
+        await records.stop()
+        await worker.stop()
+        store.close()
+        sock.close()
+        os.close(lock_fd)
+        log.info("mist stopped")
+
+
+def run(opts: ServerOptions) -> None:
+    """Run until SIGINT/SIGTERM. Exits 1 with a clear message if mist cannot start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        runner = asyncio.run
+    try:
+        runner(serve(opts))
+    except StartupError as exc:
+        print(f"mist up: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass

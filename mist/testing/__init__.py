@@ -1,0 +1,1 @@
+"""Fakes and fixtures for code that builds on mist (and for mist's own tests)."""

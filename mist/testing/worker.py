@@ -1,0 +1,70 @@
+"""FakeWorker: an in-memory stand-in for `mist.worker.Worker` (no sandboxes).
+
+It answers each invocation with `behaviour(spec, payload)`; the default echoes the event back.
+Use it to test code above the worker (gateway, control plane) without root or namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mist.worker.types import InvokeResult, LogLine, SandboxSpec
+
+Behaviour = Callable[[SandboxSpec, bytes], InvokeResult]
+
+
+def echo(spec: SandboxSpec, payload: bytes) -> InvokeResult:
+    now = time.time()
+    return InvokeResult(
+        ok=True,
+        payload=payload,
+        duration_ms=0.25,
+        started_at=now,
+        ended_at=now,
+        logs=[LogLine(now, "stdout", f"event: {payload.decode()[:80]}")],
+    )
+
+
+def fails(error_type: str, message: str) -> Behaviour:
+    def behaviour(spec: SandboxSpec, payload: bytes) -> InvokeResult:
+        return InvokeResult(ok=False, error={"errorType": error_type, "errorMessage": message, "stackTrace": []})
+
+    return behaviour
+
+
+def returns(value: object) -> Behaviour:
+    def behaviour(spec: SandboxSpec, payload: bytes) -> InvokeResult:
+        return InvokeResult(ok=True, payload=json.dumps(value).encode(), duration_ms=1.5)
+
+    return behaviour
+
+
+@dataclass
+class FakeWorker:
+    behaviour: Behaviour = echo
+    calls: list[tuple[SandboxSpec, str, bytes]] = field(default_factory=list)
+    retired: list[tuple[str, int | None]] = field(default_factory=list)
+    _warm: set[tuple[str, int]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._warm.clear()
+
+    async def invoke(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        self.calls.append((spec, invocation_id, payload))
+        result = self.behaviour(spec, payload)
+        result.cold_start = spec.key not in self._warm
+        self._warm.add(spec.key)
+        return result
+
+    async def retire(self, function_name: str, keep_version: int | None = None) -> None:
+        self.retired.append((function_name, keep_version))
+        self._warm = {k for k in self._warm if k[0] != function_name or k[1] == keep_version}
+
+    def statistics(self) -> dict[str, int]:
+        return {"calls": len(self.calls), "warm": len(self._warm)}

@@ -1,0 +1,58 @@
+"""Values exchanged between the gateway and the worker (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a sandbox needs to load one FunctionVersion.
+
+    Two specs that compare equal may share instances (a warm instance of one version serves
+    the next invocation of the same version).
+    """
+
+    function_name: str
+    version: int
+    code_dir: Path  # host path of the extracted code (read-only, content-addressed); /var/task inside
+    handler: str  # "module.function", module may be dotted ("pkg.mod.handler")
+    memory_mb: int = 128
+    timeout_s: float = 30.0
+    concurrency: int = 1  # invocations one instance serves at once
+    env: tuple[tuple[str, str], ...] = ()  # from --env, sorted
+    layer_dir: Path | None = None  # host path of the dependency layer (pip --target); /opt/python inside
+    network: bool = False  # False: empty network namespace and no inet sockets
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.function_name, self.version)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    ts: float  # wall clock, seconds since the epoch
+    stream: str  # "stdout" | "stderr" | "log" (logging module) | "platform"
+    text: str  # one line, without its trailing newline
+
+
+@dataclass
+class InvokeResult:
+    """What one invocation produced.
+
+    ok=True: `payload` is the handler's return value encoded as JSON (bytes).
+    ok=False: `error` is the Lambda-shaped error {"errorType", "errorMessage", "stackTrace"}.
+    """
+
+    ok: bool
+    payload: bytes = b"null"
+    error: dict[str, object] | None = None
+    cold_start: bool = False
+    init_ms: float = 0.0  # the init phase (module import) when cold, else 0
+    duration_ms: float = 0.0  # the handler's run, measured in the sandbox (or until the kill)
+    max_memory_used_mb: int = 0
+    started_at: float = 0.0  # wall clock when the handler started
+    ended_at: float = 0.0
+    instance_id: str = ""
+    logs: list[LogLine] = field(default_factory=list)

@@ -1,0 +1,39 @@
+import pytest
+
+from mist.errors import InvalidRequest
+from mist.models import FunctionConfig
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = FunctionConfig.from_json({})
+    assert (cfg.handler, cfg.memory_mb, cfg.timeout_s, cfg.concurrency, cfg.env) == (None, 128, 30.0, 1, {})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"memory_mb": 63}, "memory_mb must be from 64 to 10240, got 63"),
+        ({"memory_mb": 10241}, "memory_mb must be from 64 to 10240, got 10241"),
+        ({"memory_mb": "128"}, "memory_mb must be a whole number"),
+        ({"timeout_s": 0}, "timeout_s must be more than 0 and at most 900"),
+        ({"timeout_s": 901}, "timeout_s must be more than 0 and at most 900"),
+        ({"concurrency": 0}, "concurrency must be from 1 to 1000"),
+        ({"handler": "main"}, "handler must look like module.function"),
+        ({"handler": "main.1x"}, "is not a dotted Python name"),
+        ({"env": {"1A": "x"}}, "env name '1A' is not valid"),
+        ({"env": {"AWS_REGION": "x"}}, "is reserved"),
+        ({"env": {"A": 1}}, "env value of A must be a string"),
+        ({"memroy_mb": 1}, "unknown config key(s) memroy_mb"),
+        ([], "config must be a JSON object"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_and_value(config, message):
+    with pytest.raises(InvalidRequest) as info:
+        FunctionConfig.from_json(config)
+    assert message in info.value.message
+
+
+def test_update_starts_from_the_previous_config():
+    base = FunctionConfig("app.main", 256, 10.0, 4, {"A": "1"})
+    cfg = FunctionConfig.from_json({"memory_mb": 512}, base=base)
+    assert cfg == FunctionConfig("app.main", 512, 10.0, 4, {"A": "1"})

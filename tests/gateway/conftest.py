@@ -1,0 +1,59 @@
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mist.control.functions import FunctionService
+from mist.control.invocations import InvocationService
+from mist.control.layers import LayerStore
+from mist.control.packaging import zip_directory
+from mist.control.records import InvocationLog
+from mist.gateway.app import build_app
+from mist.gateway.services import Services
+from mist.testing.stores import MemoryStore
+from mist.testing.worker import FakeWorker
+
+
+@pytest.fixture
+def worker():
+    return FakeWorker()
+
+
+@pytest.fixture
+async def client(tmp_path, worker):
+    store = MemoryStore()
+    records = InvocationLog(store, flush_interval=0.01)
+    await records.start()
+    functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    services = Services(functions, InvocationService(functions, worker, records), records, uploads)
+    app = build_app(services)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist") as c:
+        yield c
+    await records.stop()
+
+
+def make_zip(tmp_path: Path, files: dict[str, str]) -> bytes:
+    src = tmp_path / f"src-{len(list(tmp_path.iterdir()))}"
+    src.mkdir()
+    for rel, text in files.items():
+        p = src / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    buf = io.BytesIO()
+    zip_directory(src, buf)
+    return buf.getvalue()
+
+
+HELLO = {"main.py": "def handler(event, context):\n    return {'hello': event}\n"}
+
+
+async def deploy(client, tmp_path, name="hello", files=None, config="{}", stream=False):
+    data = make_zip(tmp_path, files or HELLO)
+    return await client.post(
+        f"/v1/functions/{name}/versions" + ("?stream=true" if stream else ""),
+        files={"code": ("code.zip", data, "application/zip")},
+        data={"config": config},
+    )
