@@ -1,0 +1,1 @@
+"""The `mist` command: a thin client of the HTTP API (docs/api.md), plus `mist up`."""

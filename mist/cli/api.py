@@ -1,0 +1,186 @@
+"""The HTTP client of the CLI: every command reaches the server through `Api`, and only here.
+
+`make_client()` builds the httpx client; tests replace it to inject a transport. Failures are
+mapped at this boundary: a refused or broken connection becomes `Unreachable`, an error answer
+of the API becomes `ApiError` (its `{"error": {...}}` body unpacked). Function errors of an
+invocation are not exceptions here: `invoke` returns the response for the command to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+NO_READ_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=None)  # invocations, deploys, followed logs
+
+
+def base_url() -> str:
+    return (os.environ.get("MIST_URL") or DEFAULT_URL).rstrip("/")
+
+
+def make_client() -> httpx.Client:
+    """The httpx client every command uses (tests monkeypatch this to inject a transport)."""
+    return httpx.Client(base_url=base_url(), timeout=TIMEOUT, headers={"User-Agent": "mist-cli"})
+
+
+class Unreachable(Exception):
+    """The server could not be reached, or the connection broke."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ApiError(Exception):
+    """An error answer of the API (a platform error, never a function error)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, detail: str | None = None, retry_after: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_body(cls, status: int, body: object, retry_after: str | None = None) -> ApiError:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            detail = error.get("detail")
+            return cls(status, str(error.get("code", "Error")), error["message"],
+                       detail if isinstance(detail, str) else None, retry_after)
+        text = body if isinstance(body, str) else json.dumps(body)
+        return cls(status, "Error", f"mist answered HTTP {status}: {text[:300].strip() or '(no body)'}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        return cls.from_body(response.status_code, parse_body(response), response.headers.get("retry-after"))
+
+
+def parse_body(response: httpx.Response) -> Any:
+    """The JSON body, or the text if it is not JSON, or None if empty."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        raise Unreachable(
+            f"cannot reach mist at {url} — is `mist up` running? (set MIST_URL to point elsewhere)"
+        ) from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise Unreachable(f"MIST_URL={url!r} is not a usable URL ({exc}); e.g. MIST_URL={DEFAULT_URL}") from None
+    except httpx.TimeoutException:
+        raise Unreachable(f"mist at {url} did not answer in time; is it overloaded?") from None
+    except httpx.TransportError as exc:
+        raise Unreachable(f"lost the connection to mist at {url} ({exc or type(exc).__name__})") from None
+
+
+class Api:
+    """The documented HTTP API, one method per call the CLI makes."""
+
+    def __init__(self, client: httpx.Client | None = None) -> None:
+        with _translated(base_url()):
+            self._client = client if client is not None else make_client()
+        self.url = str(self._client.base_url).rstrip("/")
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        with _translated(self.url):
+            request = self._client.build_request(method, path, **kwargs)
+            return self._client.send(request, stream=stream)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return parse_body(response)
+
+    def _open_stream(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._send(method, path, stream=True, **kwargs)
+        if response.status_code >= 400:
+            with _translated(self.url):
+                response.read()
+            response.close()
+            raise ApiError.from_response(response)
+        return response
+
+    def ndjson(self, response: httpx.Response) -> Iterator[dict[str, Any] | str]:
+        """The objects of an NDJSON answer as they arrive; blank (keep-alive) lines skipped, a line
+        that is not a JSON object yielded as its text."""
+        with _translated(self.url):
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    obj = None
+                yield obj if isinstance(obj, dict) else line
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/functions").get("functions", []))
+
+    def get_function(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/functions/{name}"))
+
+    def list_invocations(self, name: str, limit: int) -> list[dict[str, Any]]:
+        body = self._json("GET", f"/v1/functions/{name}/invocations", params={"limit": limit})
+        return list(body.get("invocations", []))
+
+    def delete_function(self, name: str) -> None:
+        self._json("DELETE", f"/v1/functions/{name}")
+
+    def invoke(self, name: str, payload: bytes | None, version: int | None) -> httpx.Response:
+        """The answer as is (status 200, a function error, or a platform error)."""
+        params = {"version": version} if version is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else None
+        return self._send(
+            "POST", f"/v1/functions/{name}/invocations", params=params, content=payload or b"",
+            headers=headers, timeout=NO_READ_TIMEOUT,
+        )
+
+    def start_deploy(self, name: str, config: dict[str, Any], code: BinaryIO, filename: str) -> httpx.Response:
+        """Upload the code (read from `code` while sending) and return the open NDJSON answer."""
+        return self._open_stream(
+            "POST", f"/v1/functions/{name}/versions", params={"stream": "true"},
+            data={"config": json.dumps(config)}, files={"code": (filename, code, "application/zip")},
+            timeout=NO_READ_TIMEOUT,
+        )
+
+    def open_logs(
+        self, name: str, *, invocation_id: str | None, limit: int | None, follow: bool
+    ) -> httpx.Response:
+        params: dict[str, Any] = {}
+        if invocation_id is not None:
+            params["invocation_id"] = invocation_id
+        if limit is not None:
+            params["limit"] = limit
+        if follow:
+            params["follow"] = "true"
+        return self._open_stream("GET", f"/v1/functions/{name}/logs", params=params, timeout=NO_READ_TIMEOUT)

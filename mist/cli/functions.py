@@ -1,0 +1,132 @@
+"""`mist ls`, `mist show` and `mist rm`: read and delete deployed functions."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mist.cli import output
+from mist.cli.api import Api
+from mist.cli.output import EXIT_FAILED, fmt_bytes, fmt_seconds, fmt_ts, say
+from mist.control import packaging
+
+LS_HELP = """List the deployed functions and their newest versions.
+
+Examples:
+
+  mist ls
+  mist ls --json"""
+
+SHOW_HELP = """Show a function: its newest version's configuration and its recent invocations.
+
+Examples:
+
+  mist show hello
+  mist show hello --json"""
+
+RM_HELP = """Delete a function: its versions and code go, its invocation records stay.
+
+Asks first when run in a terminal; --yes skips the question.
+
+Examples:
+
+  mist rm hello
+  mist rm hello --yes"""
+
+_JSON = typer.Option("--json", help="Print the API's JSON instead of a table.")
+
+
+@output.handle_errors
+def ls(as_json: Annotated[bool, _JSON] = False) -> None:
+    with Api() as api:
+        functions = api.list_functions()
+    if as_json:
+        output.print_json({"functions": functions})
+        return
+    if not functions:
+        say("No functions deployed yet. Deploy one with: mist deploy hello ./hello")
+        return
+    table = _table("NAME", "VERSION", "HANDLER", "MEMORY", "TIMEOUT", "UPDATED")
+    for f in functions:
+        latest = f.get("latest") or {}
+        table.add_row(
+            str(f.get("name")), str(f.get("latest_version")), str(latest.get("handler", "-")),
+            f"{latest.get('memory_mb', '-')} MB", fmt_seconds(latest.get("timeout_s")), fmt_ts(f.get("updated_at")),
+        )
+    output.print_table(table)
+
+
+@output.handle_errors
+def show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The function to show.")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    packaging.validate_name(name)
+    with Api() as api:
+        function = api.get_function(name)
+        invocations = api.list_invocations(name, limit=5)
+    if as_json:
+        output.print_json({"function": function, "invocations": invocations})
+        return
+    latest: dict[str, Any] = function.get("latest") or {}
+    env = latest.get("env") or {}
+    rows = [
+        ("handler", latest.get("handler")),
+        ("memory", f"{latest.get('memory_mb')} MB"),
+        ("timeout", fmt_seconds(latest.get("timeout_s"))),
+        ("concurrency", latest.get("concurrency")),
+        ("env", " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
+        ("code", f"{str(latest.get('code_sha256'))[:12]} ({fmt_bytes(latest.get('code_size'))} zipped)"),
+        ("dependencies", f"layer {str(latest.get('layer_sha256'))[:12]}" if latest.get("layer_sha256") else "none"),
+        ("created", fmt_ts(function.get("created_at"))),
+        ("updated", fmt_ts(function.get("updated_at"))),
+    ]
+    say(f"{function.get('name')}  version {function.get('latest_version')}", style="bold")
+    for key, value in rows:
+        say(f"  {key:<13}{value}")
+    if not invocations:
+        say(f"\nNo invocations yet. Try: mist invoke {name}")
+        return
+    say("\nRecent invocations", style="bold")
+    table = _table("ID", "VERSION", "STATUS", "COLD", "DURATION", "STARTED")
+    for inv in invocations:
+        status = str(inv.get("status"))
+        if inv.get("error_type"):
+            status += f" ({inv['error_type']})"
+        duration = inv.get("duration_ms")
+        table.add_row(
+            str(inv.get("id")), str(inv.get("version")), status, "yes" if inv.get("cold_start") else "no",
+            f"{duration:.1f} ms" if isinstance(duration, (int, float)) else "-", fmt_ts(inv.get("started_at")),
+        )
+    output.print_table(table)
+
+
+def interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+@output.handle_errors
+def rm(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The function to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    packaging.validate_name(name)
+    if not yes and interactive() and not typer.confirm(f"Delete function {name} and all its versions?"):
+        say(f"Not deleted: {name}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    with Api() as api:
+        api.delete_function(name)
+    say(f"Deleted {name}")
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table; on a narrow terminal the first column (a name or an id) folds onto
+    more lines rather than being cut, so it can still be copied."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0, min_width=len(column))
+    return table

@@ -1,0 +1,34 @@
+"""The `mist` command line (console script `mist = "mist.cli.main:app"`): the commands, wired."""
+
+from __future__ import annotations
+
+import typer
+
+from mist.cli import deploy, functions, invoke, logs, up
+from mist.cli.output import help_text
+
+app = typer.Typer(
+    name="mist",
+    help=help_text("""mist: deploy Python functions and run them in fast, isolated sandboxes.
+
+Start the server with mist up, then, in another terminal:
+
+  mist deploy hello ./hello
+  mist invoke hello --data '{"name": "Ada"}'
+  mist logs hello --follow
+
+Commands other than up talk to the server over HTTP at MIST_URL (default http://127.0.0.1:8080).
+
+Exit status: 0 done; 1 the function or its code failed; 2 bad input, mist error or mist unreachable."""),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+app.command("up", help=help_text(up.HELP))(up.up)
+app.command("deploy", help=help_text(deploy.HELP))(deploy.deploy)
+app.command("invoke", help=help_text(invoke.HELP))(invoke.invoke)
+app.command("ls", help=help_text(functions.LS_HELP))(functions.ls)
+app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
+app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
+app.command("logs", help=help_text(logs.HELP))(logs.logs)

@@ -1,0 +1,46 @@
+"""`mist up`: run the whole platform (gateway, control plane, worker) in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mist.cli import output
+
+HELP = """Start mist: the API, the gateway and the sandboxes, in the foreground until Ctrl-C.
+
+State (functions, code, dependency layers, invocation records) lives in --data-dir.
+Sandboxes need root, namespaces and cgroups.
+
+Examples:
+
+  sudo mist up
+  sudo mist up --port 9000 --data-dir /var/lib/mist
+  sudo mist up --keepalive 60 --prewarm 4
+
+Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
+
+
+@output.handle_errors
+def up(
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where mist keeps its state.")] = Path(".mist"),
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    keepalive: Annotated[
+        float | None, typer.Option(metavar="SECONDS", min=0, help="How long an idle instance is kept warm.")
+    ] = None,
+    prewarm: Annotated[
+        int | None, typer.Option(metavar="N", min=0, help="Sandboxes kept built and ready.")
+    ] = None,
+) -> None:
+    try:
+        from mist.server import ServerOptions, run
+    except ImportError as exc:
+        output.fail(f"the mist server cannot be loaded in this installation ({exc})")
+    options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm)
+    try:
+        run(options)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,251 @@
+"""A small in-memory fake of the mist HTTP API (docs/api.md), served through httpx.MockTransport.
+
+Deploys run the real packaging checks (as the server does); invocations run the handler in this
+process. The real server is tested elsewhere: this fake exists so the CLI's tests can assert what
+a user sees without starting one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import io
+import json
+import re
+import runpy
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from mist.cli import api
+from mist.cli.main import app
+from mist.control import packaging
+from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
+
+_STATUS = {"InvalidRequest": 400, "NotFound": 404, "DeployRejected": 422}
+
+
+class FakeMist:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.functions: dict[str, list[dict[str, Any]]] = {}  # name -> versions, oldest first
+        self.invocations: list[dict[str, Any]] = []
+        self.log_lines: list[dict[str, Any]] = []
+        self.requests: list[httpx.Request] = []
+        self.configs: list[dict[str, Any]] = []  # the `config` part of each deploy
+        self.answer: httpx.Response | None = None  # answers the next request instead, once
+        self.interrupt_followed_logs = False  # Ctrl-C after the history of a followed log stream
+        self._clock = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.answer is not None:
+            answer, self.answer = self.answer, None
+            return answer
+        name = r"/v1/functions/(?P<name>[^/]+)"
+        routes: list[tuple[str, str, Callable[..., httpx.Response]]] = [
+            ("GET", "/v1/functions", self.list_functions),
+            ("POST", name + "/versions", self.deploy),
+            ("GET", name, self.get_function),
+            ("DELETE", name, self.delete_function),
+            ("POST", name + "/invocations", self.invoke),
+            ("GET", name + "/invocations", self.list_invocations),
+            ("GET", name + "/logs", self.logs),
+        ]
+        for method, pattern, route in routes:
+            match = re.fullmatch(pattern, request.url.path)
+            if method == request.method and match:
+                try:
+                    return route(request, **match.groupdict())
+                except MistError as exc:
+                    return error_response(exc)
+        return error_response(NotFound(f"no route {request.method} {request.url.path}"))
+
+    # -- functions ---------------------------------------------------------------------------
+
+    def summary(self, name: str) -> dict[str, Any]:
+        versions = self._versions(name)
+        return {
+            "name": name, "latest_version": versions[-1]["version"], "created_at": versions[0]["created_at"],
+            "updated_at": versions[-1]["created_at"], "latest": versions[-1],
+        }
+
+    def list_functions(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"functions": [self.summary(n) for n in sorted(self.functions)]})
+
+    def get_function(self, request: httpx.Request, name: str) -> httpx.Response:
+        return httpx.Response(200, json=self.summary(name))
+
+    def delete_function(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        del self.functions[name]
+        return httpx.Response(204)
+
+    def deploy(self, request: httpx.Request, name: str) -> httpx.Response:
+        packaging.validate_name(name)
+        parts = multipart(request)
+        config = json.loads(parts.get("config") or b"{}")
+        self.configs.append(config)
+        if not 64 <= config.get("memory_mb", 128) <= 10240:
+            raise InvalidRequest(f"memory_mb {config['memory_mb']} is out of range: use 64-10240")
+        events: list[dict[str, Any]] = [{"event": "received", "bytes": len(parts["code"])}]
+        try:
+            events += self._create(name, config, parts["code"])
+        except MistError as exc:
+            events.append({"event": "error", "status": _STATUS.get(exc.code, 500), **error_body(exc)})
+        if request.url.params.get("stream") != "true":
+            raise AssertionError("the CLI deploys with ?stream=true")
+        lines = (json.dumps(e).encode() + b"\n" for e in events)
+        return httpx.Response(200, headers={"Content-Type": "application/x-ndjson"}, content=lines)
+
+    def _create(self, name: str, config: dict[str, Any], code: bytes) -> list[dict[str, Any]]:
+        zip_path = self.root / "upload.zip"
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+        zip_path.write_bytes(code)
+        sha = packaging.sha256_file(zip_path)
+        code_dir = self.root / "code" / sha
+        if not code_dir.exists():
+            packaging.extract_zip(zip_path, code_dir)
+        events: list[dict[str, Any]] = [{"event": "validated", "files": sum(1 for p in code_dir.rglob("*") if p.is_file())}]
+        handler = config.get("handler") or packaging.find_default_handler(code_dir)
+        packaging.check_code(code_dir, handler)
+        requirements = code_dir / "requirements.txt"
+        if requirements.is_file():
+            events.append({"event": "layer", "status": "installing", "sha256": "ab12cd34ef56" + "0" * 52})
+            events += [{"event": "pip", "line": f"Collecting {r}"} for r in requirements.read_text().split()]
+        versions = self.functions.setdefault(name, [])
+        self._clock += 1
+        fv = {
+            "name": name, "version": len(versions) + 1, "handler": handler,
+            "memory_mb": config.get("memory_mb", 128), "timeout_s": float(config.get("timeout_s", 30.0)),
+            "concurrency": config.get("concurrency", 1), "env": config.get("env", {}),
+            "code_sha256": sha, "code_size": len(code), "layer_sha256": None,
+            "created_at": f"2026-11-26T04:01:{self._clock:02d}.123456+00:00",
+        }
+        versions.append(fv)
+        return [*events, {"event": "created", "version": fv}]
+
+    # -- invocations -------------------------------------------------------------------------
+
+    def invoke(self, request: httpx.Request, name: str) -> httpx.Response:
+        versions = self._versions(name)
+        wanted = request.url.params.get("version")
+        fv = versions[int(wanted) - 1] if wanted else versions[-1]
+        event = json.loads(request.content) if request.content else None
+        inv_id = f"inv-{len(self.invocations) + 1}"
+        headers = {"X-Mist-Invocation-Id": inv_id, "X-Mist-Version": str(fv["version"]),
+                   "X-Mist-Cold-Start": "true", "X-Mist-Duration-Ms": "1.500"}
+        module, _, function = fv["handler"].rpartition(".")
+        code_dir = self.root / "code" / fv["code_sha256"]
+        out = io.StringIO()
+        record = {"id": inv_id, "function": name, "version": fv["version"], "status": "succeeded",
+                  "error_type": None, "cold_start": True, "duration_ms": 1.5,
+                  "started_at": f"2026-11-26T05:00:{len(self.invocations):02d}+00:00"}
+        self.invocations.insert(0, record)
+        try:
+            with contextlib.redirect_stdout(out):
+                handler = runpy.run_path(str(code_dir / f"{module.replace('.', '/')}.py"))[function]
+                result = handler(event, None)
+        except Exception as exc:  # the function failed: Lambda's error shape
+            record.update(status="failed", error_type=type(exc).__name__)
+            frames = traceback.format_list(traceback.extract_tb(exc.__traceback__)[1:])
+            body = {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": frames}
+            return httpx.Response(500, json=body, headers={**headers, "X-Mist-Function-Error": "Unhandled"})
+        finally:
+            for text in out.getvalue().splitlines():
+                self.log_lines.append({"ts": "2026-11-26T05:00:00.5+00:00", "invocation_id": inv_id,
+                                       "version": fv["version"], "stream": "stdout", "text": text})
+        return httpx.Response(200, json=result, headers=headers)
+
+    def list_invocations(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        limit = int(request.url.params.get("limit", 50))
+        return httpx.Response(200, json={"invocations": [i for i in self.invocations if i["function"] == name][:limit]})
+
+    def logs(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        params = request.url.params
+        lines = [l for l in self.log_lines if params.get("invocation_id") in (None, l["invocation_id"])]
+        lines = lines[-int(params.get("limit", 200)):]
+        follow = params.get("follow") == "true"
+
+        def body() -> Iterator[bytes]:
+            for line in lines:
+                yield json.dumps(line).encode() + b"\n"
+            if follow:
+                yield b"\n"  # keep-alive
+            if follow and self.interrupt_followed_logs:
+                raise KeyboardInterrupt
+
+        return httpx.Response(200, headers={"Content-Type": "application/x-ndjson"}, content=body())
+
+    def _versions(self, name: str) -> list[dict[str, Any]]:
+        packaging.validate_name(name)
+        if name not in self.functions:
+            raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+        return self.functions[name]
+
+
+def error_body(exc: MistError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, DeployRejected) and exc.detail:
+        error["detail"] = exc.detail
+    return {"error": error}
+
+
+def error_response(exc: MistError) -> httpx.Response:
+    return httpx.Response(_STATUS.get(exc.code, 500), json=error_body(exc))
+
+
+def multipart(request: httpx.Request) -> dict[str, bytes]:
+    head = b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.content)
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMist:
+    server = FakeMist(tmp_path / "server")
+    transport = httpx.MockTransport(server.handle)
+    monkeypatch.setattr(api, "make_client", lambda: httpx.Client(base_url="http://mist.test", transport=transport))
+    return server
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def cli() -> Run:
+    """Run `mist ARGS...` as a user would; an unexpected exception fails the test with its traceback."""
+    env = {"NO_COLOR": "1", "FORCE_COLOR": None, "TTY_COMPATIBLE": None, "COLUMNS": "120", "MIST_URL": None}
+    runner = CliRunner(env=env)
+
+    def run(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
+        result = runner.invoke(app, list(args), input=input, env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    return run
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> Path:
+    """A function directory: main.py greets event["name"] and prints a log line."""
+    d = tmp_path / "hello"
+    d.mkdir()
+    (d / "main.py").write_text(
+        "def handler(event, context):\n"
+        "    print('greeting', (event or {}).get('name'))\n"
+        "    return {'greeting': 'hello ' + str((event or {}).get('name'))}\n"
+    )
+    return d

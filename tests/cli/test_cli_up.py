@@ -1,0 +1,62 @@
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Replace mist.server with a stub recording the options `mist up` starts it with."""
+    calls = []
+
+    @dataclass
+    class ServerOptions:
+        data_dir: Path
+        host: str
+        port: int
+        keepalive_s: float | None
+        prewarm: int | None
+
+    stub = types.ModuleType("mist.server")
+    stub.ServerOptions = ServerOptions
+    stub.run = calls.append
+    monkeypatch.setitem(sys.modules, "mist.server", stub)
+    return calls
+
+
+def test_up_starts_the_server_with_the_defaults(cli, started):
+    result = cli("up")
+
+    assert result.exit_code == 0
+    (options,) = started
+    assert (options.data_dir, options.host, options.port, options.keepalive_s, options.prewarm) == (
+        Path(".mist"), "127.0.0.1", 8080, None, None,
+    )
+
+
+def test_up_passes_every_option(cli, started, tmp_path):
+    cli("up", "--data-dir", str(tmp_path), "--host", "0.0.0.0", "--port", "9000", "--keepalive", "60", "--prewarm", "4")
+
+    (options,) = started
+    assert (options.data_dir, options.host, options.port, options.keepalive_s, options.prewarm) == (
+        tmp_path, "0.0.0.0", 9000, 60.0, 4,
+    )
+
+
+def test_up_refuses_a_port_out_of_range(cli, started):
+    result = cli("up", "--port", "70000")
+
+    assert result.exit_code == 2 and started == []
+
+
+def test_ctrl_c_stops_up_quietly(cli, monkeypatch, started):
+    def interrupted(options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["mist.server"], "run", interrupted)
+
+    result = cli("up")
+
+    assert result.exit_code == 0 and result.output == ""
