@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -123,6 +124,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
+        # uvicorn restores the handlers it found and re-raises the signal it caught once it has
+        # shut down; with these in place that re-raise is a no-op, so the cleanup below runs
+        # and `mist up` exits 0 after SIGTERM/Ctrl-C instead of dying before its sandboxes do.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _note_signal)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -139,6 +145,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         sock.close()
         os.close(lock_fd)
         log.info("mist stopped")
+
+
+def _note_signal(sig: int, _frame: object) -> None:
+    log.info("received %s; stopping", signal.Signals(sig).name)
 
 
 def run(opts: ServerOptions) -> None:

@@ -27,7 +27,7 @@ Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you change
 def up(
     data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where mist keeps its state.")] = Path(".mist"),
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one (printed).")] = 8080,
     keepalive: Annotated[
         float | None, typer.Option(metavar="SECONDS", min=0, help="How long an idle instance is kept warm.")
     ] = None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,7 +136,7 @@ class FunctionService:
         in_use = await asyncio.to_thread(self._store.code_in_use)
         for entry in self.code_root.iterdir():
             if entry.is_dir() and entry.name not in in_use and not entry.name.startswith("."):
-                await asyncio.to_thread(shutil.rmtree, entry, True)
+                await asyncio.to_thread(packaging.remove_tree, entry)
 
     async def _create(
         self, name: str, cfg: FunctionConfig, sha: str, size: int, progress: Progress

@@ -1,0 +1,96 @@
+"""A real `mist up` (real sandboxes, SQLite, uvicorn) started as a subprocess, driven over HTTP and the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+MIST = str(Path(sys.executable).parent / "mist")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MIST_URL": self.url, "NO_COLOR": "1", "COLUMNS": "200"}
+        return subprocess.run(
+            [MIST, *args], capture_output=True, text=True, env=env, input=input, timeout=timeout, cwd=REPO
+        )
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_server(data_dir: Path, *extra: str) -> Server:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "server.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [MIST, "up", "--data-dir", str(data_dir), "--port", "0", *extra],
+            stdout=subprocess.PIPE, stderr=out, cwd=REPO,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if not line:
+            break
+        m = re.search(r"mist is ready at (http://\S+)", line)
+        if m:
+            return Server(data_dir, proc, m.group(1), log)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    raise AssertionError(f"mist up did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("mist") / "data")
+    yield s
+    s.stop()
+
+
+def write_function(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def sandbox_cgroup_dirs(data_dir: Path) -> list[str]:
+    """Every cgroup directory under the mist hierarchy (left over or live) for any data dir."""
+    found = []
+    for ctrl in ("memory", "cpu", "pids"):
+        base = Path("/sys/fs/cgroup") / ctrl / "mist"
+        if base.is_dir():
+            found += [str(p) for p in base.rglob("*") if p.is_dir()]
+    return found
