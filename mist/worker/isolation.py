@@ -1,0 +1,231 @@
+"""Building one sandbox, in the zygote's children (stdlib + ctypes only).
+
+Three stages, each run by a different process:
+
+1. `enter` (the intermediate, forked from the zygote, still root): move to the sandbox's
+   cgroups by writing `0` to the v1 `tasks` files, set rlimits, unshare the mount, pid, ipc,
+   uts (and network) namespaces. It then forks the sandbox's pid 1 and exits.
+2. `build_generic` (pid 1, root, before any user code): a tmpfs root with read-only binds of
+   /usr and the interpreter tree, an empty tmpfs over site-packages, a minimal /etc and /dev,
+   a fresh /proc and a size-capped /tmp. A prewarmed sandbox waits here for its function.
+3. `finish` (pid 1, on ASSIGN): bind the code at /var/task and the layer at /opt/python,
+   pivot_root, detach the host tree, make / read-only, switch to the sandbox uid, enter a
+   user namespace mapping that uid to itself, drop every capability, set NO_NEW_PRIVS and load
+   the seccomp filter. After this nothing in the process is privileged.
+
+Timing (this machine, p50): stage 1+2 about 5 ms off the critical path for a prewarmed sandbox;
+stage 3 about 0.7 ms. A prewarmed sandbox also breaks copy-on-write with the zygote up front
+(`syscalls.populate_writable_memory`), which saves about 1 ms of page faults on its cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from dataclasses import dataclass, field
+
+from mist.worker import syscalls as sc
+
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+_ROOT_OPTS = "size=4m,nr_inodes=4096,mode=0755"
+_NSSWITCH = b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n"
+
+
+@dataclass
+class HostLayout:
+    """What the zygote learns about the host once, and every sandbox reuses."""
+
+    root_dir: str  # an empty host directory each sandbox mounts its tmpfs root on
+    base_prefix: str = sys.base_prefix
+    stdlib_paths: list[str] = field(default_factory=list)
+    executable: str = ""
+    site_packages: str = ""
+    ld_so_cache: bytes = b""
+    resolv_conf: bytes = b""
+    has_ssl: bool = False
+    cap_last: int = 40
+    seccomp: dict[bool, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def probe(cls, root_dir: str) -> "HostLayout":
+        base = sys.base_prefix
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        stdlib = [p for p in sys.path if p.startswith(base) and "site-packages" not in p]
+        return cls(
+            root_dir=root_dir,
+            base_prefix=base,
+            stdlib_paths=stdlib,
+            executable=os.path.join(base, "bin", version),
+            site_packages=os.path.join(base, "lib", version, "site-packages"),
+            ld_so_cache=_read("/etc/ld.so.cache"),
+            resolv_conf=_read("/etc/resolv.conf"),
+            has_ssl=os.path.isdir("/etc/ssl"),
+            cap_last=sc.cap_last_cap(),
+        )
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _write(path: str, data: bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def enter(req: dict) -> None:
+    """Stage 1, in the intermediate process: cgroups, rlimits, namespaces."""
+    for tasks in req["cgroups"]:
+        fd = os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    limits = req["rlimits"]
+    for res, value in (
+        (resource.RLIMIT_NOFILE, limits["nofile"]),
+        (resource.RLIMIT_NPROC, limits["nproc"]),
+        (resource.RLIMIT_FSIZE, limits["fsize"]),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(res, (value, value))
+    flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+    if not req["network"]:
+        flags |= sc.CLONE_NEWNET
+    sc.unshare(flags)
+
+
+def build_generic(req: dict, host: HostLayout) -> None:
+    """Stage 2, in pid 1 of the new namespaces: everything that does not depend on the function."""
+    os.umask(0o022)
+    sc.sethostname("mist")
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    r = host.root_dir
+    sc.mount("tmpfs", r, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, _ROOT_OPTS)
+    for d in ("usr", "etc", "dev", "proc", "tmp", "var/task", "opt/python"):
+        os.makedirs(f"{r}/{d}", 0o755)
+    sc.bind_readonly("/usr", f"{r}/usr")
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = os.readlink(f"/{link}") if os.path.islink(f"/{link}") else f"usr/{link}"
+        if os.path.exists(f"/{link}"):
+            os.symlink(target, f"{r}/{link}")
+    base = host.base_prefix
+    if not base.startswith("/usr/"):
+        os.makedirs(r + base, 0o755)
+        sc.bind_readonly(base, r + base)
+    if os.path.isdir(host.site_packages):
+        sc.mount("tmpfs", r + host.site_packages, "tmpfs",
+                 sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=4k,mode=0755")
+    _build_etc(r, req, host)
+    _build_dev(r)
+    sc.mount("proc", f"{r}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("tmpfs", f"{r}/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={req['tmp_mb']}m,mode=1777")
+
+
+def _build_etc(r: str, req: dict, host: HostLayout) -> None:
+    uid = req["uid"]
+    _write(f"{r}/etc/passwd", f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                              f"sbx_user:x:{uid}:{uid}:mist sandbox:/tmp:/usr/sbin/nologin\n".encode())
+    _write(f"{r}/etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n".encode())
+    _write(f"{r}/etc/hosts", b"127.0.0.1\tlocalhost mist\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    _write(f"{r}/etc/hostname", b"mist\n")
+    _write(f"{r}/etc/nsswitch.conf", _NSSWITCH)
+    _write(f"{r}/etc/resolv.conf", host.resolv_conf if req["network"] else b"")
+    if host.ld_so_cache:
+        _write(f"{r}/etc/ld.so.cache", host.ld_so_cache)
+    if host.has_ssl:
+        os.mkdir(f"{r}/etc/ssl", 0o755)
+        sc.bind_readonly("/etc/ssl", f"{r}/etc/ssl")
+
+
+def _build_dev(r: str) -> None:
+    for name in _DEVICES:
+        _write(f"{r}/dev/{name}", b"", 0o666)
+        sc.mount(f"/dev/{name}", f"{r}/dev/{name}", None, sc.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("shm", "/tmp")):
+        os.symlink(target, f"{r}/dev/{name}")
+
+
+def finish(assign: dict, req: dict, host: HostLayout) -> None:
+    """Stage 3, on ASSIGN: the function's mounts, pivot_root, then give up every privilege."""
+    r = host.root_dir
+    sc.bind_readonly(assign["code_dir"], f"{r}/var/task")
+    if assign.get("layer_dir"):
+        sc.bind_readonly(assign["layer_dir"], f"{r}/opt/python")
+    os.chdir(r)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+    sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
+    drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])])
+
+
+def drop_privileges(uid: int, cap_last: int, bpf: bytes) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
+    sc.unshare(sc.CLONE_NEWUSER)
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n".encode())
+    _write("/proc/self/setgroups", b"deny")
+    _write("/proc/self/gid_map", f"{uid} {uid} 1\n".encode())
+    sc.drop_bounding_set(cap_last)  # after unshare: a new user namespace starts with a full one
+    sc.drop_all_capabilities()
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    sc.load_seccomp(bpf)
+
+
+def function_environment(assign: dict, host: HostLayout) -> dict[str, str]:
+    """Lambda's environment: unreserved defaults, then the user's env, then reserved keys."""
+    name, version, memory = assign["function_name"], str(assign["version"]), str(assign["memory_mb"])
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        "PYTHONPATH": "/var/task:/opt/python",
+        "HOME": "/tmp",
+    }
+    env.update(dict(assign.get("env") or ()))
+    env.update({
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory,
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/mist/{name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": assign["log_stream"],
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": "local",
+        "AWS_DEFAULT_REGION": "local",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "LAMBDA_RUNTIME_DIR": host.base_prefix,
+        "_HANDLER": assign["handler"],
+    })
+    return env
+
+
+def enter_function(assign: dict, host: HostLayout) -> None:
+    """After `finish`: the process's environment, paths and imports as the user code sees them."""
+    import importlib
+    import time
+
+    os.environ.clear()
+    os.environ.update(function_environment(assign, host))
+    time.tzset()
+    os.chdir("/var/task")
+    sys.path[:] = ["/var/task", "/opt/python", *host.stdlib_paths]
+    sys.path_importer_cache.clear()
+    sys.executable = host.executable
+    sys.argv = [""]
+    for name in list(sys.modules):
+        if name == "mist" or name.startswith("mist.") or name == "pyseccomp":
+            del sys.modules[name]
+    importlib.invalidate_caches()

@@ -1,0 +1,101 @@
+"""The Worker's decisions as pure functions: placement, keep-alive, prewarm refill.
+
+Each takes a snapshot and returns a decision; the Worker gathers the snapshot and applies it.
+
+Worked example of `place` (budget 512 MB, pool of 2 sandboxes reserving 128 MB each):
+function f (256 MB, concurrency 1) has one BUSY instance; 512 - 256 - 2*128 = 0 MB free.
+A second call of f finds no free slot; taking a pool sandbox frees its 128 MB and needs 256,
+so 128 more are needed: the other pool sandbox is evicted. Decision: start from the pool,
+evict_pool=1. A third call finds no slot, no pool, no idle instance to evict: wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mist.worker.lifecycle import State
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    id: str
+    key: tuple[str, int]
+    state: State
+    in_flight: int
+    concurrency: int
+    memory_mb: int
+    last_used: float  # clock reading of the last release (or of the start)
+    retiring: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    action: Literal["use", "start", "wait"]
+    instance_id: str | None = None  # action "use"
+    from_pool: bool = False  # action "start": assign a prewarmed sandbox instead of forking
+    evict: tuple[str, ...] = ()  # idle instances to kill before starting
+    evict_pool: int = 0  # prewarmed sandboxes to kill before starting
+
+
+_SERVING = (State.IDLE, State.BUSY, State.INITIALIZING)
+
+
+def place(
+    key: tuple[str, int],
+    memory_mb: int,
+    instances: Sequence[InstanceView],
+    *,
+    free_mb: int,
+    pool_size: int,
+    pool_mb: int,
+    pool_usable: bool = True,
+) -> Placement:
+    """Where the next invocation of `key` runs: a free slot, a new instance, or nowhere yet.
+
+    A free slot wins (ready instances before initializing ones, the fullest first so the others
+    can idle out, then the most recently used). Otherwise a new instance if the budget allows,
+    taking a prewarmed sandbox when one is usable, after evicting prewarmed sandboxes and then
+    idle instances (least recently used first) if it must. Otherwise wait.
+    """
+    slots = [
+        i for i in instances
+        if i.key == key and not i.retiring and i.state in _SERVING and i.in_flight < i.concurrency
+    ]
+    if slots:
+        best = min(slots, key=lambda i: (i.state is State.INITIALIZING, -i.in_flight, -i.last_used))
+        return Placement("use", instance_id=best.id)
+    from_pool = pool_usable and pool_size > 0
+    need = memory_mb - (pool_mb if from_pool else 0)
+    if free_mb >= need:
+        return Placement("start", from_pool=from_pool)
+    free = free_mb
+    evict_pool = 0
+    spare_pool = pool_size - (1 if from_pool else 0)
+    while free < need and evict_pool < spare_pool:
+        evict_pool += 1
+        free += pool_mb
+    victims: list[str] = []
+    idle = sorted((i for i in instances if i.state is State.IDLE and i.in_flight == 0), key=lambda i: i.last_used)
+    for inst in idle:
+        if free >= need:
+            break
+        victims.append(inst.id)
+        free += inst.memory_mb
+    if free >= need:
+        return Placement("start", from_pool=from_pool, evict=tuple(victims), evict_pool=evict_pool)
+    return Placement("wait")
+
+
+def should_reclaim(idle_since: float, now: float, keepalive_s: float) -> bool:
+    """An idle instance is reclaimed once it has been idle for keepalive_s."""
+    return now - idle_since >= keepalive_s
+
+
+def pool_deficit(target: int, have: int, *, free_mb: int, pool_mb: int, waiting: int) -> int:
+    """How many prewarmed sandboxes to start now: up to the target, within the free budget,
+    and none while invocations wait for budget (they come first)."""
+    if waiting > 0 or pool_mb <= 0:
+        return 0
+    return max(0, min(target - have, free_mb // pool_mb))

@@ -1,0 +1,63 @@
+"""The sandbox's seccomp filter, compiled once (in the zygote) to raw BPF bytes.
+
+Default action: allow. Denied with EPERM: everything that changes mounts, namespaces, the
+kernel, keys, time, tracing and (without network) every socket family but AF_UNIX. `clone3`
+answers ENOSYS so glibc falls back to `clone`, whose flags a filter can inspect; `clone` with
+any CLONE_NEW* flag is denied. io_uring is denied because it can open sockets behind the
+filter's back.
+
+`compile_filter` needs pyseccomp (libseccomp); the BPF it returns is loaded in each sandbox with
+`syscalls.load_seccomp`, which needs nothing but ctypes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from mist.worker import syscalls
+
+DENIED = (
+    "mount", "umount2", "pivot_root", "chroot", "ptrace", "process_vm_readv", "process_vm_writev",
+    "unshare", "setns", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "bpf", "keyctl", "add_key", "request_key", "perf_event_open", "userfaultfd",
+    "open_by_handle_at", "name_to_handle_at", "swapon", "swapoff", "reboot", "acct", "quotactl",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "fsopen", "fsmount", "fsconfig", "fspick",
+    "open_tree", "move_mount", "mount_setattr", "lookup_dcookie", "vhangup", "syslog",
+    "iopl", "ioperm",
+)
+_CLONE_NEW_FLAGS = (
+    syscalls.CLONE_NEWTIME, syscalls.CLONE_NEWNS, syscalls.CLONE_NEWCGROUP, syscalls.CLONE_NEWUTS,
+    syscalls.CLONE_NEWIPC, syscalls.CLONE_NEWUSER, syscalls.CLONE_NEWPID, syscalls.CLONE_NEWNET,
+)
+
+
+def compile_filter(network: bool) -> bytes:
+    """Build the filter for a sandbox with (`network=True`) or without inet sockets."""
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(sc.ALLOW)
+    eperm = sc.ERRNO(errno.EPERM)
+    for name in DENIED:
+        f.add_rule(eperm, name)
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    for flag in _CLONE_NEW_FLAGS:
+        f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    if network:
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.EQ, socket.AF_PACKET))
+    else:
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
+        f.add_rule(eperm, "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    fd = os.memfd_create("mist-seccomp")
+    try:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            f.export_bpf(out)
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -1,0 +1,509 @@
+"""Worker: runs invocations in isolated sandboxes, keeping warm instances and a prewarmed pool.
+
+    worker = Worker(WorkerConfig(data_dir=...))
+    await worker.start()          zygote up, a crashed predecessor's leftovers removed, pool filling
+    await worker.invoke(spec, invocation_id, payload) -> InvokeResult
+    await worker.retire(name, keep_version=None)
+    worker.statistics()           frozen WorkerStatistics
+    await worker.stop()           every sandbox and the zygote killed, every cgroup removed
+
+An invocation: `policy.place` picks a free slot of a warm instance of spec.key, or a new
+instance (a prewarmed sandbox assigned the function, else the full fork path), evicting
+prewarmed sandboxes and least-recently-used idle instances when the memory budget demands,
+or a wait in the function's bounded queue (NoCapacity when full, or when nothing frees up
+within the function's timeout). Function errors come back as InvokeResult(ok=False); only
+PlatformError is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mist.errors import MistError, NoCapacity, SandboxFailed
+from mist.worker import policy
+from mist.worker.cgroups import CgroupTree, pids_limit
+from mist.worker.config import WorkerConfig
+from mist.worker.lifecycle import State
+from mist.worker.sandbox import Sandbox
+from mist.worker.spawner import Spawner, kill_stale_zygote
+from mist.worker.types import InvokeResult, SandboxSpec
+from mist.worker.uids import UidRange
+
+log = logging.getLogger("mist.worker")
+
+
+@dataclass(frozen=True)
+class FunctionStatistics:
+    name: str
+    version: int
+    instances: int
+    busy: int
+    idle: int
+    initializing: int
+    in_flight: int
+    waiting: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class WorkerStatistics:
+    functions: tuple[FunctionStatistics, ...]
+    instances: int
+    prewarmed: int
+    prewarm_target: int
+    prewarm_starting: int
+    memory_budget_mb: int
+    memory_reserved_mb: int
+    invocations: int
+    cold_starts: int
+    pool_cold_starts: int
+    timeouts: int
+    out_of_memory: int
+    crashes: int
+    sandboxes_started: int
+    sandboxes_failed: int
+    reclaimed: int
+    waiting: int
+    zygote_pid: int | None
+
+
+MAX_CONCURRENCY = 1000  # the API's limit; RLIMIT_NPROC must leave room for that many threads
+_ERROR_COUNTERS = {"Sandbox.Timedout": "timeouts", "Runtime.OutOfMemory": "out_of_memory",
+                   "Runtime.ExitError": "crashes"}
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config.validate()
+        self._clock = clock
+        data_dir = config.data_dir
+        self._root_dir = data_dir / "sandbox-root"
+        self._spawner = Spawner(config.python, self._root_dir, data_dir / "zygote.pid")
+        self._cgroups = CgroupTree(config.cgroup_root, config.instance_tag)
+        self._uids = UidRange(config.first_uid, config.uid_count)
+        self._all: dict[str, Sandbox] = {}  # every live sandbox, pooled or not
+        self._functions: dict[str, Sandbox] = {}  # sandboxes assigned a function
+        self._by_key: dict[tuple[str, int], dict[str, Sandbox]] = {}  # the same, by spec.key
+        self._pool: list[Sandbox] = []
+        self._pool_starting = 0
+        self._reserved: dict[str, int] = {}  # sandbox id -> MB held against the budget
+        self._waiting: Counter[tuple[str, int]] = Counter()
+        self._wakeups: list[asyncio.Future] = []
+        self._destroying: dict[str, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._refill: asyncio.Task | None = None
+        self._reaper: asyncio.Task | None = None
+        self._zygote_lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._run = secrets.token_hex(2)
+        self._counters: Counter[str] = Counter()
+        self._started = False
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._root_dir.mkdir(mode=0o755, exist_ok=True)
+        kill_stale_zygote(cfg.data_dir / "zygote.pid", self._root_dir)
+        await self._remove_leftovers()
+        self._cgroups.prepare()
+        await self._spawner.start()
+        self._started = True
+        self._reaper = asyncio.create_task(self._reap_loop(), name="mist-worker-reaper")
+        self._schedule_refill()
+
+    async def stop(self) -> None:
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        for task in (self._reaper, self._refill):
+            if task is not None:
+                task.cancel()
+        for task in (self._reaper, self._refill):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._notify()
+        sandboxes = list(self._all.values())
+        for sb in sandboxes:
+            sb.killed_by_worker = True
+            self._discard(sb)
+        await asyncio.gather(*self._destroying.values(), return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._spawner.stop()
+        await self._remove_leftovers()
+        self._started = False
+
+    async def _remove_leftovers(self) -> None:
+        """Kill what is left in this data dir's cgroups and remove them (a crashed run's, or ours)."""
+        for attempt in range(100):
+            groups = self._cgroups.leftovers()
+            if all([g.remove() for g in groups]) and self._cgroups.remove_parents():
+                return
+            await asyncio.sleep(0.02 if attempt < 50 else 0.1)
+        log.warning("could not remove every cgroup under %s", self._cgroups.parents)
+
+    # -- invoking -------------------------------------------------------------------------------
+    async def invoke(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        """Run one invocation. Function errors are in the result; raises only PlatformError."""
+        if not self._started or self._stopping:
+            raise NoCapacity("the worker is not running")
+        if spec.memory_mb > self.config.memory_budget_mb:
+            raise NoCapacity(
+                f"{spec.function_name} needs {spec.memory_mb} MB; this worker's budget is "
+                f"{self.config.memory_budget_mb} MB", retry_after=60.0)
+        try:
+            sb = await self._acquire(spec, asyncio.get_running_loop().time() + spec.timeout_s)
+            try:
+                result = await sb.invoke(invocation_id, payload, init_timeout_s=self.config.init_timeout_s)
+            finally:
+                self._released(sb)
+        except MistError:
+            raise
+        except Exception as exc:  # a bug here must still reach the caller as a platform error
+            log.exception("invocation %s of %s:%s failed in the worker", invocation_id, *spec.key)
+            raise SandboxFailed(f"the worker failed to run the invocation: {exc!r}") from exc
+        self._counters["invocations"] += 1
+        if result.cold_start:
+            self._counters["cold_starts"] += 1
+        if result.error is not None:
+            counter = _ERROR_COUNTERS.get(str(result.error.get("errorType")))
+            if counter:
+                self._counters[counter] += 1
+        return result
+
+    async def _acquire(self, spec: SandboxSpec, deadline: float) -> Sandbox:
+        key = spec.key
+        queued = False
+        try:
+            while True:
+                if self._stopping:
+                    raise NoCapacity("the worker is stopping")
+                decision = self._place(spec, self._by_key.get(key, {}).values())
+                if decision.action != "use":  # starting may evict others: decide on everything
+                    decision = self._place(spec, self._functions.values())
+                if decision.action == "use":
+                    sb = self._functions[decision.instance_id]  # type: ignore[index]
+                    sb.acquire()
+                    return sb
+                if decision.action == "start":
+                    self._evict(decision)
+                    return await self._start(spec, decision.from_pool)
+                if not queued:
+                    if self._waiting[key] >= self.config.queue_limit:
+                        raise NoCapacity(
+                            f"{spec.function_name}:{spec.version} has {self._waiting[key]} invocations "
+                            "waiting already; retry later", queue_full=True)
+                    self._waiting[key] += 1
+                    queued = True
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0 or not await self._wait_change(remaining):
+                    raise NoCapacity(
+                        f"no instance of {spec.function_name}:{spec.version} became free within "
+                        f"{spec.timeout_s:.2f} seconds", retry_after=min(spec.timeout_s, 5.0))
+        finally:
+            if queued:
+                self._waiting[key] -= 1
+                if self._waiting[key] <= 0:
+                    del self._waiting[key]
+
+    async def _wait_change(self, timeout: float) -> bool:
+        fut = asyncio.get_running_loop().create_future()
+        self._wakeups.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._wakeups.remove(fut)
+
+    def _notify(self) -> None:
+        wakeups, self._wakeups = self._wakeups, []
+        for fut in wakeups:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _place(self, spec: SandboxSpec, sandboxes) -> policy.Placement:
+        return policy.place(
+            spec.key, spec.memory_mb, [self._view(sb) for sb in sandboxes],
+            free_mb=self._free_mb(), pool_size=len(self._pool),
+            pool_mb=self.config.prewarm_memory_mb, pool_usable=not spec.network,
+        )
+
+    def _view(self, sb: Sandbox) -> policy.InstanceView:
+        spec = sb.spec
+        assert spec is not None
+        return policy.InstanceView(sb.id, spec.key, sb.state, sb.in_flight, spec.concurrency,
+                                   spec.memory_mb, sb.last_used, sb.retiring)
+
+    def _free_mb(self) -> int:
+        return self.config.memory_budget_mb - sum(self._reserved.values())
+
+    def _evict(self, decision: policy.Placement) -> None:
+        for _ in range(decision.evict_pool):
+            if len(self._pool) > (1 if decision.from_pool else 0):
+                self._discard(self._pool.pop(0))
+        for sid in decision.evict:
+            sb = self._functions.get(sid)
+            if sb is not None and sb.in_flight == 0:
+                self._discard(sb)
+
+    async def _start(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
+        if from_pool and self._pool:
+            sb = self._pool.pop()
+            self._counters["pool_cold_starts"] += 1  # refilled once this invocation ends: a fork
+            # now would compete for the CPU with the cold start it is replacing
+        else:
+            sid = self._new_id()
+            self._reserved[sid] = spec.memory_mb
+            try:
+                sb = await self._spawn(sid, spec.memory_mb, network=spec.network)
+            except BaseException:
+                self._reserved.pop(sid, None)
+                self._notify()
+                raise
+        self._reserved[sb.id] = spec.memory_mb
+        try:
+            sb.cgroups.set_memory(spec.memory_mb)
+            if spec.concurrency > 1:
+                sb.cgroups.set_pids(pids_limit(self.config.pids_max, spec.concurrency))
+        except OSError as exc:
+            self._discard(sb)
+            raise SandboxFailed(f"could not set the memory limit of sandbox {sb.id}: {exc}") from None
+        sb.assign(spec, f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{sb.id}")
+        sb.last_used = self._clock()
+        self._functions[sb.id] = sb
+        self._by_key.setdefault(spec.key, {})[sb.id] = sb
+        sb.acquire()
+        return sb
+
+    def _released(self, sb: Sandbox) -> None:
+        if not sb.alive or (sb.retiring and sb.in_flight == 0):
+            self._discard(sb)
+        self._notify()
+        if len(self._pool) + self._pool_starting < self.config.prewarm:
+            self._schedule_refill()
+
+    # -- sandboxes ------------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"s{self._run}-{next(self._ids)}"
+
+    async def _spawn(self, sid: str, memory_mb: int, *, network: bool, pooled: bool = False) -> Sandbox:
+        cfg = self.config
+        if not self._spawner.alive:
+            await self._restart_zygote()
+        uid = self._uids.allocate()
+        if uid is None:
+            raise SandboxFailed(f"all {cfg.uid_count} sandbox uids are in use")
+        cgroups = self._cgroups.sandbox(sid)
+        try:
+            cgroups.create()
+            cgroups.set_limits(memory_mb, cfg.pids_max)
+            sb = await asyncio.wait_for(Sandbox.spawn(
+                sid, uid, cgroups, self._spawner, network=network, tmp_mb=cfg.tmp_size_mb,
+                rlimits={"nofile": cfg.nofile, "nproc": pids_limit(cfg.pids_max, MAX_CONCURRENCY),
+                         "fsize": cfg.fsize_mb * 1024 * 1024},
+                max_log_lines=cfg.max_log_lines, prefault=pooled and cfg.prefault, clock=self._clock,
+            ), cfg.spawn_timeout_s)
+        except BaseException as exc:
+            self._counters["sandboxes_failed"] += 1
+            self._track(self._cleanup(sid, uid, cgroups))
+            if isinstance(exc, (SandboxFailed, asyncio.CancelledError)):
+                raise
+            raise SandboxFailed(f"could not build sandbox {sid}: {exc!r}") from exc
+        sb.on_dead = self._on_dead
+        self._all[sid] = sb
+        self._counters["sandboxes_started"] += 1
+        return sb
+
+    async def _restart_zygote(self) -> None:
+        """The zygote died (it should not): start a new one. Sandboxes already running keep
+        running; their exit statuses are lost (a crash then reads "the sandbox exited")."""
+        async with self._zygote_lock:
+            if self._spawner.alive or self._stopping:
+                return
+            log.error("the zygote exited; starting a new one")
+            old = self._spawner
+            self._spawner = Spawner(self.config.python, self._root_dir, self.config.data_dir / "zygote.pid")
+            self._track(old.stop())
+            await self._spawner.start()
+
+    def _on_dead(self, sb: Sandbox) -> None:
+        if sb.in_flight == 0:
+            self._discard(sb)
+
+    def _discard(self, sb: Sandbox) -> None:
+        """Kill a sandbox and clean up after it in the background."""
+        sb.kill()
+        self._forget_function(sb)
+        with contextlib.suppress(ValueError):
+            self._pool.remove(sb)
+        if sb.id not in self._destroying and sb.id in self._all:
+            self._destroying[sb.id] = self._track(self._destroy(sb))
+        if not self._stopping:
+            self._schedule_refill()
+
+    def _forget_function(self, sb: Sandbox) -> None:
+        self._functions.pop(sb.id, None)
+        if sb.spec is not None:
+            same = self._by_key.get(sb.spec.key)
+            if same is not None:
+                same.pop(sb.id, None)
+                if not same:
+                    del self._by_key[sb.spec.key]
+
+    async def _destroy(self, sb: Sandbox) -> None:
+        sb.kill()
+        await sb.wait_exit(5.0)
+        sb.close()
+        await self._cleanup(sb.id, sb.uid, sb.cgroups)
+        self._forget_function(sb)
+        self._all.pop(sb.id, None)
+        self._destroying.pop(sb.id, None)
+
+    async def _cleanup(self, sid: str, uid: int, cgroups) -> None:
+        for attempt in range(100):
+            if cgroups.remove():
+                self._uids.release(uid)
+                break
+            await asyncio.sleep(0.01 if attempt < 20 else 0.1)
+        else:
+            log.warning("sandbox %s: cgroups still busy; uid %d not recycled", sid, uid)
+        self._spawner.forget(sid)
+        self._reserved.pop(sid, None)
+        self._notify()
+
+    def _track(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- prewarm pool ---------------------------------------------------------------------------
+    def _schedule_refill(self) -> None:
+        if self._stopping or not self._started or self.config.prewarm == 0:
+            return
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(self._fill_pool(), name="mist-worker-prewarm")
+
+    async def _fill_pool(self) -> None:
+        failures = 0
+        while not self._stopping:
+            n = policy.pool_deficit(
+                self.config.prewarm, len(self._pool) + self._pool_starting, free_mb=self._free_mb(),
+                pool_mb=self.config.prewarm_memory_mb, waiting=sum(self._waiting.values()),
+            )
+            if n <= 0:
+                return
+            sid = self._new_id()
+            self._reserved[sid] = self.config.prewarm_memory_mb
+            self._pool_starting += 1
+            try:
+                sb = await self._spawn(sid, self.config.prewarm_memory_mb, network=False, pooled=True)
+                await sb.wait_ready(self.config.spawn_timeout_s)
+            except SandboxFailed as exc:
+                failures += 1
+                log.error("prewarming a sandbox failed (%d): %s", failures, exc)
+                self._reserved.pop(sid, None)
+                if sid in self._all:
+                    self._discard(self._all[sid])
+                if failures >= 3:
+                    return
+                await asyncio.sleep(0.5 * failures)
+                continue
+            finally:
+                self._pool_starting -= 1
+            if sb.alive:
+                self._pool.append(sb)
+                self._notify()
+
+    # -- keep-alive -----------------------------------------------------------------------------
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval_s)
+            self.reclaim_idle()
+
+    def reclaim_idle(self) -> int:
+        """Kill every instance idle for keepalive_s (and idle retired ones). Returns how many."""
+        now = self._clock()
+        victims = [
+            sb for sb in self._functions.values()
+            if sb.state is State.IDLE and sb.in_flight == 0
+            and (sb.retiring or policy.should_reclaim(sb.last_used, now, self.config.keepalive_s))
+        ]
+        for sb in victims:
+            self._discard(sb)
+        self._counters["reclaimed"] += len(victims)
+        return len(victims)
+
+    async def retire(self, function_name: str, keep_version: int | None = None) -> None:
+        """Stop serving `function_name` (every version but keep_version): idle instances are
+        killed now, busy ones when their invocations end."""
+        for sb in list(self._functions.values()):
+            spec = sb.spec
+            if spec is None or spec.function_name != function_name or spec.version == keep_version:
+                continue
+            sb.retiring = True
+            if sb.in_flight == 0:
+                self._discard(sb)
+
+    # -- statistics -----------------------------------------------------------------------------
+    def statistics(self) -> WorkerStatistics:
+        by_key: dict[tuple[str, int], list[Sandbox]] = {}
+        for sb in self._functions.values():
+            if sb.spec is not None and sb.alive:
+                by_key.setdefault(sb.spec.key, []).append(sb)
+        keys = sorted(set(by_key) | set(self._waiting))
+        functions = tuple(
+            FunctionStatistics(
+                name=k[0], version=k[1], instances=len(by_key.get(k, [])),
+                busy=sum(sb.state is State.BUSY for sb in by_key.get(k, [])),
+                idle=sum(sb.state is State.IDLE for sb in by_key.get(k, [])),
+                initializing=sum(sb.state is State.INITIALIZING for sb in by_key.get(k, [])),
+                in_flight=sum(sb.in_flight for sb in by_key.get(k, [])),
+                waiting=self._waiting.get(k, 0),
+                memory_mb=sum(sb.spec.memory_mb for sb in by_key.get(k, []) if sb.spec),
+            )
+            for k in keys
+        )
+        c = self._counters
+        return WorkerStatistics(
+            functions=functions, instances=sum(f.instances for f in functions),
+            prewarmed=len(self._pool), prewarm_target=self.config.prewarm,
+            prewarm_starting=self._pool_starting, memory_budget_mb=self.config.memory_budget_mb,
+            memory_reserved_mb=sum(self._reserved.values()), invocations=c["invocations"],
+            cold_starts=c["cold_starts"], pool_cold_starts=c["pool_cold_starts"],
+            timeouts=c["timeouts"], out_of_memory=c["out_of_memory"], crashes=c["crashes"],
+            sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
+            reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
+            zygote_pid=self._spawner.pid,
+        )
+
+    async def wait_prewarmed(self, timeout: float = 10.0) -> bool:
+        """Until the pool holds `prewarm` sandboxes (tests and benchmarks)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self._pool) < self.config.prewarm:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            self._schedule_refill()
+            await asyncio.sleep(0.005)
+        return True
+
+    @property
+    def cgroup_parents(self) -> dict[str, os.PathLike]:
+        return dict(self._cgroups.parents)

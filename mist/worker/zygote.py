@@ -1,0 +1,229 @@
+"""The zygote: a single-threaded fork server that turns spawn requests into sandboxes.
+
+Started once per Worker as `python -I -S -c <bootstrap> ...` (see `spawner.py`). It imports the
+runtime and the common stdlib modules, compiles the seccomp filters, becomes the child
+subreaper, then serves the Worker over a SOCK_SEQPACKET control socket, one JSON message per
+packet:
+
+    Worker -> zygote   {"op": "spawn", "id", "uid", "cgroups", "rlimits", "tmp_mb", "network"}
+                       + SCM_RIGHTS [channel socket, output pipe]   (the zygote closes its copies)
+    zygote -> Worker   {"op": "hello", "pid"}                        once, when ready
+                       {"op": "spawned", "id", "pid"} + SCM_RIGHTS [pidfd of the sandbox]
+                       {"op": "spawn_failed", "id", "error"}
+                       {"op": "exit", "id", "pid", "status"}         status as from waitpid
+
+The sandbox's pid 1 is reparented to the zygote (subreaper), which reaps it and reports its
+exit status, so the Worker can tell a crash from a kill. EOF on the control socket: the zygote
+kills every sandbox it started and exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+
+# Pre-imported so sandboxes start with them loaded (shared copy-on-write with the zygote).
+import asyncio  # noqa: F401
+import base64  # noqa: F401
+import collections  # noqa: F401
+import concurrent.futures  # noqa: F401
+import copy  # noqa: F401
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import enum  # noqa: F401
+import functools  # noqa: F401
+import hashlib  # noqa: F401
+import hmac  # noqa: F401
+import itertools  # noqa: F401
+import logging  # noqa: F401
+import math  # noqa: F401
+import random  # noqa: F401
+import re  # noqa: F401
+import string  # noqa: F401
+import typing  # noqa: F401
+import urllib.parse  # noqa: F401
+import uuid  # noqa: F401
+
+from mist.worker import isolation, protocol, runtime, seccomp
+from mist.worker.protocol import recv_control, send_control
+from mist.worker import syscalls as sc
+
+_PID = struct.Struct("!i")
+
+
+class Zygote:
+    def __init__(self, ctrl: socket.socket, host: isolation.HostLayout) -> None:
+        self.ctrl = ctrl
+        self.host = host
+        self.children: dict[int, str] = {}  # pid of a sandbox's pid 1 -> sandbox id
+
+    # -- the fork path ------------------------------------------------------------------------
+    def spawn(self, req: dict, fds: list[int]) -> None:
+        sid = req["id"]
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "expected 2 fds"})
+            return
+        chan, out = fds
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._intermediate(req, chan, out, w)  # never returns
+        os.close(w)
+        os.close(chan)
+        os.close(out)
+        inner = self._read_pid(r)
+        os.close(r)
+        os.waitpid(pid, 0)
+        if inner is None:
+            send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "sandbox setup failed"})
+            return
+        self.children[inner] = sid
+        try:
+            pidfd = os.pidfd_open(inner)
+        except OSError:  # already gone: its exit is reported by the next reap
+            send_control(self.ctrl, {"op": "spawned", "id": sid, "pid": inner})
+            return
+        try:
+            send_control(self.ctrl, {"op": "spawned", "id": sid, "pid": inner}, [pidfd])
+        finally:
+            os.close(pidfd)
+
+    @staticmethod
+    def _read_pid(r: int) -> int | None:
+        ready, _, _ = select.select([r], [], [], 10.0)
+        if not ready:
+            return None
+        data = os.read(r, _PID.size)
+        return _PID.unpack(data)[0] if len(data) == _PID.size else None
+
+    def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int) -> None:
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            # Move every fd above 10 first so the dup2s below cannot clobber one another.
+            devnull, out, chan, pidpipe = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, out, chan, pidpipe))
+            for target, fd in ((0, devnull), (1, out), (2, out), (3, chan), (4, pidpipe)):
+                os.dup2(fd, target)
+            os.closerange(5, 65536)
+            os.setsid()  # no controlling terminal: a Ctrl-C meant for mist never reaches a sandbox
+            isolation.enter(req)
+            inner = os.fork()
+            if inner:
+                os.write(4, _PID.pack(inner))
+                os._exit(0)
+            os.close(4)
+            self._sandbox_main(req)
+        except BaseException:  # noqa: BLE001 - reported on the channel, then exit
+            _report_failure(3, traceback.format_exc())
+        os._exit(70)
+
+    def _sandbox_main(self, req: dict) -> None:
+        sock = socket.socket(fileno=3)
+        sock.set_inheritable(False)
+        try:
+            isolation.build_generic(req, self.host)
+        except BaseException:  # noqa: BLE001
+            _report_failure(3, traceback.format_exc())
+            os._exit(71)
+        if req.get("prefault"):
+            sc.populate_writable_memory()
+        sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid()}))
+        host = self.host
+
+        def finish(assign: dict) -> None:
+            isolation.finish(assign, req, host)
+            isolation.enter_function(assign, host)
+
+        runtime.main(sock, finish)
+        os._exit(0)
+
+    # -- reaping and serving ------------------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            sid = self.children.pop(pid, None)
+            if sid is not None:
+                send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
+
+    def shutdown(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.children.clear()
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        send_control(self.ctrl, {"op": "hello", "pid": os.getpid()})
+        poller = select.poll()
+        poller.register(self.ctrl, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        while True:
+            for fd, _events in poller.poll():
+                if fd == wake_r:
+                    try:
+                        while os.read(wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                message, fds = recv_control(self.ctrl)
+                if message is None:
+                    self.shutdown()
+                    return
+                if message.get("op") == "spawn":
+                    self.spawn(message, fds)
+                else:
+                    for f in fds:
+                        os.close(f)
+            self.reap()
+
+
+def _report_failure(fd: int, text: str) -> None:
+    try:
+        os.write(fd, protocol.encode(protocol.FAILED, {"error": text}))
+    except OSError:
+        pass
+
+
+def main(ctrl_fd: int, root_dir: str) -> None:
+    ctrl = socket.socket(fileno=ctrl_fd)
+    ctrl.set_inheritable(False)
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    host = isolation.HostLayout.probe(root_dir)
+    host.seccomp = {False: seccomp.compile_filter(network=False), True: seccomp.compile_filter(network=True)}
+    sys.modules.pop("pyseccomp", None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker stops us by closing the socket
+    gc.collect()
+    gc.freeze()  # keep the collector from touching (and un-sharing) the zygote's objects in children
+    Zygote(ctrl, host).serve()
+
+
+if __name__ == "__main__":  # pragma: no cover - started by spawner.py
+    main(int(sys.argv[1]), sys.argv[2])

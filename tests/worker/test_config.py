@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from mist.errors import InvalidRequest
+from mist.worker import WorkerConfig
+
+
+def test_defaults_are_valid():
+    config = WorkerConfig(data_dir=Path("/srv/mist")).validate()
+    assert (config.keepalive_s, config.prewarm, config.tmp_size_mb, config.pids_max) == (600.0, 2, 512, 64)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [("memory_budget_mb", 10), ("prewarm", -1), ("keepalive_s", -5.0), ("queue_limit", -1),
+     ("pids_max", 1), ("tmp_size_mb", 0), ("uid_base", 0), ("python", "python3")],
+)
+def test_validation_names_the_key_and_the_value(key, bad):
+    with pytest.raises(InvalidRequest) as info:
+        WorkerConfig(data_dir=Path("/srv/mist"), **{key: bad}).validate()
+    assert key in str(info.value) and repr(bad) in str(info.value)
+
+
+def test_relative_data_dir_is_rejected():
+    with pytest.raises(InvalidRequest, match="data_dir must be an absolute path, got PosixPath\\('data'\\)"):
+        WorkerConfig(data_dir=Path("data")).validate()
+
+
+def test_uid_range_and_cgroup_tag_are_stable_per_data_dir_and_differ_between_them():
+    a, b = WorkerConfig(data_dir=Path("/srv/a")), WorkerConfig(data_dir=Path("/srv/b"))
+    assert a.first_uid == WorkerConfig(data_dir=Path("/srv/a")).first_uid >= 200_000
+    assert (a.instance_tag, a.first_uid) != (b.instance_tag, b.first_uid)

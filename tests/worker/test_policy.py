@@ -1,0 +1,77 @@
+import pytest
+
+from mist.worker.lifecycle import State
+from mist.worker.policy import InstanceView, Placement, place, pool_deficit, should_reclaim
+
+F1 = ("f", 1)
+
+
+def inst(id, key=F1, state=State.IDLE, in_flight=0, concurrency=1, memory_mb=128, last_used=0.0, retiring=False):
+    return InstanceView(id, key, state, in_flight, concurrency, memory_mb, last_used, retiring)
+
+
+def test_uses_the_idle_instance_of_the_same_version():
+    assert place(F1, 128, [inst("a")], free_mb=0, pool_size=0, pool_mb=128) == Placement("use", "a")
+
+
+def test_prefers_the_most_recently_used_idle_instance_so_others_can_idle_out():
+    got = place(F1, 128, [inst("old", last_used=1), inst("new", last_used=9)], free_mb=0, pool_size=0, pool_mb=128)
+    assert got.instance_id == "new"
+
+
+def test_packs_concurrent_invocations_into_the_fullest_instance():
+    views = [inst("a", state=State.BUSY, in_flight=1, concurrency=4), inst("b", state=State.BUSY, in_flight=3, concurrency=4)]
+    assert place(F1, 128, views, free_mb=0, pool_size=0, pool_mb=128).instance_id == "b"
+
+
+def test_prefers_a_ready_instance_over_one_still_initializing():
+    views = [inst("init", state=State.INITIALIZING, in_flight=1, concurrency=4),
+             inst("ready", state=State.BUSY, in_flight=1, concurrency=4)]
+    assert place(F1, 128, views, free_mb=0, pool_size=0, pool_mb=128).instance_id == "ready"
+
+
+def test_never_uses_another_version_a_full_instance_or_a_retiring_one():
+    views = [inst("v2", key=("f", 2)), inst("full", state=State.BUSY, in_flight=1), inst("old", retiring=True)]
+    assert place(F1, 128, views, free_mb=1024, pool_size=0, pool_mb=128) == Placement("start")
+
+
+def test_starts_from_the_pool_when_one_is_prewarmed():
+    assert place(F1, 256, [], free_mb=128, pool_size=1, pool_mb=128) == Placement("start", from_pool=True)
+
+
+def test_network_functions_skip_the_pool():
+    assert place(F1, 128, [], free_mb=512, pool_size=2, pool_mb=128, pool_usable=False) == Placement("start")
+
+
+def test_worked_example_evicts_the_other_prewarmed_sandbox_to_make_room():
+    views = [inst("busy", state=State.BUSY, in_flight=1, memory_mb=256)]
+    got = place(F1, 256, views, free_mb=0, pool_size=2, pool_mb=128)
+    assert got == Placement("start", from_pool=True, evict_pool=1)
+
+
+def test_evicts_least_recently_used_idle_instances_of_other_functions():
+    views = [inst("recent", key=("g", 1), last_used=9), inst("stale", key=("h", 1), last_used=1),
+             inst("busy", key=("g", 1), state=State.BUSY, in_flight=1)]
+    got = place(F1, 128, views, free_mb=0, pool_size=0, pool_mb=128)
+    assert got == Placement("start", evict=("stale",))
+
+
+def test_waits_when_nothing_can_be_freed_and_evicts_nothing():
+    views = [inst("busy", key=("g", 1), state=State.BUSY, in_flight=1, memory_mb=1024)]
+    assert place(F1, 512, views, free_mb=256, pool_size=0, pool_mb=128) == Placement("wait")
+
+
+@pytest.mark.parametrize(
+    ("idle_since", "now", "keepalive", "expected"),
+    [(0, 599.9, 600, False), (0, 600, 600, True), (100, 650, 600, False), (100, 800, 600, True), (5, 5, 0, True)],
+)
+def test_reclaims_only_after_the_keepalive(idle_since, now, keepalive, expected):
+    assert should_reclaim(idle_since, now, keepalive) is expected
+
+
+@pytest.mark.parametrize(
+    ("target", "have", "free_mb", "waiting", "expected"),
+    [(2, 0, 4096, 0, 2), (2, 1, 4096, 0, 1), (2, 2, 4096, 0, 0), (3, 0, 200, 0, 1), (2, 0, 4096, 1, 0), (2, 5, 4096, 0, 0)],
+)
+def test_pool_refills_to_target_within_budget_and_yields_to_waiters(target, have, free_mb, waiting, expected):
+    assert pool_deficit(target, have, free_mb=free_mb, pool_mb=128, waiting=waiting) == expected
