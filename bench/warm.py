@@ -1,0 +1,284 @@
+"""Warm invocations: added latency and throughput, mist vs. peers, in one run.
+
+(i) Latency, one keep-alive connection (httpx), N sequential requests after a warm-up, in
+    interleaved rounds so every side sees the same machine state:
+      - mist: `POST /v1/functions/hello/invocations` of a warm hello instance;
+      - the same handler called directly in-process (the zero of "added latency");
+      - the loopback HTTP floor: the same client against a raw-socket server with a fixed answer;
+      - functions-framework serving the same handler (one connection);
+      - optional: a direct call into a sandbox through `mist.worker.Worker` (no HTTP), run after
+        the server stopped (its own data dir), skipped when the worker API is not importable.
+(ii) Throughput: `wrk -c64 -d10s` POST (bench/wrk_post.lua) against mist's invocation route and
+    against Google's functions-framework (own venv bench/.venvs/ff, production mode = gunicorn,
+    as its CLI runs it without --debug) serving the same handler. mist runs with isolation and
+    invocation records on (the record count is checked after the run). A limit is measured
+    too: the smallest ASGI app on mist's own server stack (uvicorn + httptools + uvloop, one
+    process, fixed answer; bench/peers/asgi_floor.py).
+
+Target: mist requests/s >= 3x functions-framework's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    BENCH_DIR,
+    HELLO_RESULT,
+    HELLO_SOURCE,
+    REAL_PYTHON,
+    MistServer,
+    Peer,
+    Report,
+    arg_parser,
+    client,
+    deploy,
+    free_port,
+    invoke,
+    run_wrk,
+    start_floor,
+    statistics,
+    summary,
+)
+
+FF_VENV = BENCH_DIR / ".venvs" / "ff"
+FF_BIN = FF_VENV / "bin" / "functions-framework"
+EVENT = {"name": "bench"}
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def ensure_ff_venv() -> None:
+    if FF_BIN.exists():
+        return
+    print(f"creating {FF_VENV} (functions-framework) ...", file=sys.stderr, flush=True)
+    FF_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([REAL_PYTHON, "-m", "venv", str(FF_VENV)], check=True)
+    subprocess.run([str(FF_VENV / "bin" / "pip"), "install", "-q", "functions-framework"], check=True)
+
+
+def start_asgi_floor() -> Peer:
+    port = free_port()
+    return Peer([sys.executable, str(BENCH_DIR / "peers" / "asgi_floor.py"), str(port)], port)
+
+
+def start_ff(workers: int | None, threads: int | None) -> Peer:
+    ensure_ff_venv()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "WORKERS", "THREADS")}
+    if workers:
+        env["WORKERS"] = str(workers)
+    if threads:
+        env["THREADS"] = str(threads)
+    cmd = [str(FF_BIN), "--target=handler", f"--source={BENCH_DIR / 'peers' / 'ff_main.py'}",
+           "--host=127.0.0.1", f"--port={port}"]  # fmt: skip
+    return Peer(cmd, port, env)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def time_http(c, path: str, n: int, out: list[float]) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = {"content-type": "application/json"}
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        r = c.post(path, content=body, headers=headers)
+        t1 = time.perf_counter_ns()
+        if r.status_code != 200:
+            raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
+        out.append((t1 - t0) / 1e6)
+
+
+def time_inprocess(n: int) -> list[float]:
+    ns: dict = {}
+    exec(compile(HELLO_SOURCE, "main.py", "exec"), ns)
+    handler = ns["handler"]
+
+    class Ctx:
+        function_name = "hello"
+
+    ctx = Ctx()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        handler(EVENT, ctx)
+        t1 = time.perf_counter_ns()
+        out.append((t1 - t0) / 1e6)
+    return out
+
+
+def time_worker_direct(n: int) -> tuple[list[float] | None, str]:
+    """Optional: Worker.invoke into a warm sandbox, no HTTP. Needs the server stopped."""
+    try:
+        from mist.worker import Worker, WorkerConfig  # type: ignore[attr-defined]
+        from mist.worker.types import SandboxSpec
+    except ImportError as exc:
+        return None, f"mist.worker API not importable ({exc})"
+
+    async def run() -> list[float]:
+        with tempfile.TemporaryDirectory(prefix="bench-worker-") as td:
+            data = Path(td) / "data"
+            code = Path(td) / "code"
+            code.mkdir()
+            (code / "main.py").write_text(HELLO_SOURCE)
+            os.chmod(td, 0o755)
+            worker = Worker(WorkerConfig(data_dir=data))
+            await worker.start()
+            try:
+                spec = SandboxSpec(function_name="hello", version=1, code_dir=code, handler="main.handler")
+                payload = json.dumps(EVENT).encode()
+                for i in range(200):
+                    res = await worker.invoke(spec, f"warmup-{i}", payload)
+                    if not res.ok:
+                        raise RuntimeError(f"worker invoke failed: {res.error}")
+                out = []
+                for i in range(n):
+                    t0 = time.perf_counter_ns()
+                    await worker.invoke(spec, f"bench-{i}", payload)
+                    t1 = time.perf_counter_ns()
+                    out.append((t1 - t0) / 1e6)
+                return out
+            finally:
+                await worker.stop()
+
+    try:
+        try:
+            import uvloop
+
+            return uvloop.run(run()), ""
+        except ImportError:
+            return asyncio.run(run()), ""
+    except Exception as exc:  # noqa: BLE001 - optional part: report, don't fail the benchmark
+        return None, f"direct worker call failed: {type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = arg_parser(__doc__.split("\n")[0])
+    ap.add_argument("-n", type=int, default=2000, help="latency samples per side (default 2000)")
+    ap.add_argument("--duration", type=float, default=10.0, help="wrk seconds per side (default 10)")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the 2 CPUs to the servers)")
+    ap.add_argument("--concurrency", type=int, default=None, help="hello's concurrency config (default: mist's default)")
+    ap.add_argument("--ff-workers", type=int, default=None, help="WORKERS for functions-framework (default: its own, 1)")
+    ap.add_argument("--ff-threads", type=int, default=None, help="THREADS for functions-framework (default: its own, 4 x CPUs)")
+    ap.add_argument("--skip-worker-direct", action="store_true")
+    args = ap.parse_args()
+    rep = Report("warm")
+
+    ff = start_ff(args.ff_workers, args.ff_threads)
+    floor = start_floor()
+    asgi = start_asgi_floor()
+    try:
+        with MistServer(args.mist_arg) as srv, client(srv.url) as c, client(ff.url) as cff, client(floor.url) as cfl:
+            config = {} if args.concurrency is None else {"concurrency": args.concurrency}
+            fv = deploy(c, "hello", config=config)
+            r = invoke(c, "hello", EVENT)
+            assert r.status_code == 200 and r.json() == HELLO_RESULT, (r.status_code, r.text)
+            path = "/v1/functions/hello/invocations"
+            # ---- (i) latency
+            warm = 200
+            lat = {"mist": [], "ff": [], "floor": []}
+            time_http(c, path, warm, [])
+            time_http(cff, "/", warm, [])
+            time_http(cfl, "/", warm, [])
+            rounds = 20
+            per = max(1, args.n // rounds)
+            for _ in range(rounds):
+                time_http(c, path, per, lat["mist"])
+                time_http(cff, "/", per, lat["ff"])
+                time_http(cfl, "/", per, lat["floor"])
+            r = invoke(c, "hello", EVENT)
+            if r.headers.get("x-mist-cold-start") != "false":
+                rep.notes.append("the hello instance was not warm at the end of the latency run")
+            inproc = time_inprocess(args.n)
+
+            # ---- (ii) throughput
+            stats0 = statistics(c)
+            run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads, duration_s=2)  # warm-up
+            stats1 = statistics(c)
+            w_mist = run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads,
+                             duration_s=args.duration)  # fmt: skip
+            time.sleep(0.5)  # let the record writer flush
+            stats2 = statistics(c)
+            run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads, duration_s=2)
+            w_ff = run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads,
+                           duration_s=args.duration)  # fmt: skip
+            run_wrk(asgi.url + "/", connections=args.connections, threads=args.wrk_threads, duration_s=2)
+            w_asgi = run_wrk(asgi.url + "/", connections=args.connections, threads=args.wrk_threads,
+                             duration_s=args.duration)  # fmt: skip
+            # records written for the measured run (InvocationLog statistics, if exposed)
+            def recs(s: dict) -> int | None:
+                il = s.get("InvocationLog") or {}
+                if "written" in il:
+                    return int(il["written"]) + int(il.get("pending", 0))
+                return None
+
+            rec_before, rec_after = recs(stats1), recs(stats2)
+            records = None if rec_before is None or rec_after is None else rec_after - rec_before
+            rep.data["statistics_after_wrk"] = stats2
+            rep.data["statistics_before"] = stats0
+            rep.data["function_version"] = fv
+    finally:
+        ff.stop()
+        floor.stop()
+        asgi.stop()
+
+    direct, why = (None, "skipped (--skip-worker-direct)") if args.skip_worker_direct else time_worker_direct(args.n)
+
+    sm, sf, sfl, si = summary(lat["mist"]), summary(lat["ff"]), summary(lat["floor"]), summary(inproc)
+    rep.row("mist warm invoke (HTTP)", f"p50 {sm['p50']:.3f} / p99 {sm['p99']:.3f} ms", f"n={sm['n']}")
+    rep.row("handler called in-process", f"p50 {si['p50'] * 1000:.2f} / p99 {si['p99'] * 1000:.2f} µs", "")
+    rep.row("  => mist added latency", f"p50 {sm['p50'] - si['p50']:.3f} / p99 {sm['p99'] - si['p99']:.3f} ms",
+            "vs. in-process call")  # fmt: skip
+    rep.row("loopback HTTP floor (same client)", f"p50 {sfl['p50']:.3f} / p99 {sfl['p99']:.3f} ms",
+            "raw-socket server, fixed answer")  # fmt: skip
+    rep.row("  => mist above the HTTP floor", f"p50 {sm['p50'] - sfl['p50']:.3f} / p99 {sm['p99'] - sfl['p99']:.3f} ms", "")
+    rep.row("functions-framework (HTTP)", f"p50 {sf['p50']:.3f} / p99 {sf['p99']:.3f} ms", "same client, one connection")
+    if direct:
+        sd = summary(direct)
+        rep.row("direct Worker.invoke (no HTTP)", f"p50 {sd['p50']:.3f} / p99 {sd['p99']:.3f} ms", "own worker, after the server stopped")
+        rep.data["worker_direct_ms"] = sd
+    else:
+        rep.notes.append(f"direct worker call: {why}")
+    ratio = w_mist["requests_per_s"] / w_ff["requests_per_s"]
+    for label, w in (("mist", w_mist), ("functions-framework", w_ff), ("limit: bare uvicorn ASGI app", w_asgi)):
+        e = w["errors"]
+        nerr = sum(e.values())
+        lu = w["latency_us"]
+        rep.row(f"wrk -c{args.connections} {label}", f"{w['requests_per_s']:.0f} req/s",
+                f"latency p50 {lu['p50'] / 1000:.2f} / p99 {lu['p99'] / 1000:.2f} ms, errors {nerr} {e if nerr else ''}")  # fmt: skip
+    rep.row("throughput ratio mist / ff", f"{ratio:.2f}x", "")
+    if records is not None:
+        rep.row("mist invocation records written", f"{records}", f"(wrk counted {w_mist['requests']} completed)")
+        if records < w_mist["requests"]:
+            rep.notes.append("fewer records than completed requests: check the record writer")
+    else:
+        rep.notes.append("GET /v1/statistics does not expose InvocationLog counts; records not verified")
+    rep.check("mist warm p50 added ms", sm["p50"] - si["p50"], "(no target)", None)
+    rep.check("mist / ff requests/s", ratio, ">= 3x", ratio >= 3 and sum(w_mist["errors"].values()) == 0)
+    if sum(w_mist["errors"].values()):
+        rep.notes.append(f"mist wrk errors: {w_mist['errors']} (non-2xx count as errors; the check needs 0)")
+    rep.data.update({"mist_ms": sm, "ff_ms": sf, "floor_ms": sfl, "inprocess_ms": si,
+                     "wrk_mist": w_mist, "wrk_ff": w_ff, "wrk_asgi_floor": w_asgi, "ff_env": {"WORKERS": args.ff_workers or "default(1)",
+                     "THREADS": args.ff_threads or f"default({(os.cpu_count() or 1) * 4})"}})  # fmt: skip
+    rep.notes.append(
+        f"functions-framework in production mode: gunicorn gthread, WORKERS={args.ff_workers or 1}, "
+        f"THREADS={args.ff_threads or (os.cpu_count() or 1) * 4} (its defaults unless overridden)"
+    )
+    rep.print(args.json)
+
+
+if __name__ == "__main__":
+    main()
