@@ -121,6 +121,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             access_log=False,
             lifespan="off",
             http="httptools",
+            proxy_headers=False,  # mist up is the edge; X-Forwarded-* are not trusted
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)

@@ -21,28 +21,31 @@ HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 router = APIRouter()
 
 
+def too_large_message(size: int | None) -> str:
+    said = f"is {size:,} bytes" if size is not None else f"is over {MAX_PAYLOAD:,} bytes"
+    return (
+        f"the payload {said}; the limit is {MAX_PAYLOAD:,} bytes (6 MB). "
+        "Pass large data by reference (e.g. an object-store key) instead"
+    )
+
+
 async def read_body(request: Request, limit: int = MAX_PAYLOAD) -> bytes:
     """The request body, refused with PayloadTooLarge as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"the payload is {int(declared):,} bytes; the limit is {limit:,} bytes (6 MB). "
-            "Pass large data by reference (e.g. an object-store key) instead"
-        )
+        raise PayloadTooLarge(too_large_message(int(declared)))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the payload is over {limit:,} bytes (6 MB). Pass large data by reference instead"
-            )
+            raise PayloadTooLarge(too_large_message(None))
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _version_param(request: Request) -> int | None:
-    raw = request.query_params.get("version")
+def parse_version(raw: str | None) -> int | None:
+    """The `?version=` qualifier: a version number, or None for the newest."""
     if raw is None or raw in ("", "latest", "$LATEST"):
         return None
     if not raw.isdigit() or int(raw) < 1:
@@ -50,7 +53,24 @@ def _version_param(request: Request) -> int | None:
     return int(raw)
 
 
-def _result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -> dict[str, str]:
+def check_payload(body: bytes) -> bytes:
+    """The event to send: the body if it is JSON, `null` if empty; InvalidRequest otherwise."""
+    if not body.strip():
+        return b"null"
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"
+        ) from None
+    return body
+
+
+def error_json(error: dict[str, object] | None) -> bytes:
+    return json.dumps(error or {"errorType": "Unknown", "errorMessage": "", "stackTrace": []}).encode()
+
+
+def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -> dict[str, str]:
     return {
         "X-Mist-Invocation-Id": inv_id,
         "X-Mist-Version": str(version),
@@ -72,24 +92,19 @@ def _result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -
     },
 )
 async def invoke(name: str, request: Request) -> Response:
+    """Served by `mist/gateway/fastpath.py` in `mist up`; declared here for the OpenAPI document
+    and as the same behaviour for apps built without the fast path."""
     services: Services = request.app.state.services
-    version = _version_param(request)
-    body = await read_body(request)
-    payload = body if body.strip() else b"null"
-    try:
-        json.loads(payload)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"
-        ) from None
+    version = parse_version(request.query_params.get("version"))
+    payload = check_payload(await read_body(request))
     fv = await services.functions.resolve(name, version)
     out = await services.invocations.invoke(fv, payload, trigger="api")
     r = out.result
-    headers = _result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms)
+    headers = result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms)
     if r.ok:
         return Response(r.payload, status_code=200, media_type="application/json", headers=headers)
     headers["X-Mist-Function-Error"] = "Unhandled"
-    return JSONResponse(r.error, status_code=500, headers=headers)
+    return Response(error_json(r.error), status_code=500, media_type="application/json", headers=headers)
 
 
 @router.get("/v1/invocations/{invocation_id}", summary="An invocation's record and its log lines")
@@ -132,7 +147,7 @@ async def http_trigger(request: Request) -> Response:
     )
     out = await services.invocations.invoke(fv, json.dumps(event).encode(), trigger="http", invocation_id=inv_id)
     r = out.result
-    headers = _result_headers(inv_id, fv.version, r.cold_start, r.duration_ms)
+    headers = result_headers(inv_id, fv.version, r.cold_start, r.duration_ms)
     if not r.ok:
         headers["X-Mist-Function-Error"] = "Unhandled"
         return JSONResponse(r.error, status_code=502, headers=headers)

@@ -20,8 +20,8 @@ def worker():
     return FakeWorker()
 
 
-@pytest.fixture
-async def client(tmp_path, worker):
+@pytest.fixture(params=["fast-path", "fastapi"])
+async def client(request, tmp_path, worker):
     store = MemoryStore()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()
@@ -29,7 +29,7 @@ async def client(tmp_path, worker):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     services = Services(functions, InvocationService(functions, worker, records), records, uploads)
-    app = build_app(services)
+    app = build_app(services, fast_path=request.param == "fast-path")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist") as c:
         yield c
     await records.stop()
