@@ -1,13 +1,16 @@
 """Sandbox micro-benchmark at the Worker API: cold start from the prewarm pool, cold start on
 the full fork path, and a warm invocation. 100 sparse runs each; prints p50/p99 in ms.
+`--throughput S`: instead, N concurrent tasks (default 64) call Worker.invoke on a hello function
+(memory 128, concurrency 1, default budget) for S seconds; prints req/s and the instance count.
 
-    sudo .venv/bin/python bench/sandbox_micro.py [--runs 100]
+    sudo .venv/bin/python bench/sandbox_micro.py [--runs 100] [--throughput 5 [--tasks 64]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +74,52 @@ async def warm(tmp: Path, code: Path, runs: int) -> list[float]:
     return times
 
 
+def sandbox_ticks(worker: Worker) -> int:
+    """utime + stime of every live sandbox process (clock ticks)."""
+    total = 0
+    for sb in list(worker._all.values()):  # noqa: SLF001 - a benchmark peeking in
+        try:
+            with open(f"/proc/{sb.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+async def throughput(tmp: Path, code: Path, seconds: float, tasks: int, **config: object) -> None:
+    worker = Worker(WorkerConfig(data_dir=tmp / "data-tp", **config))  # type: ignore[arg-type]
+    await worker.start()
+    spec = SandboxSpec("bench", 1, code, "main.handler")
+    payload = b'{"n": 1}'
+    stop = False
+
+    async def loop() -> None:
+        while not stop:
+            result = await worker.invoke(spec, "bench", payload)
+            assert result.ok, result.error
+
+    try:
+        await asyncio.gather(*(worker.invoke(spec, "warmup", payload) for _ in range(tasks)))
+        runners = [asyncio.create_task(loop()) for _ in range(tasks)]
+        await asyncio.sleep(1.0)  # let every instance start
+        ticks0 = sandbox_ticks(worker)
+        inv0, t0, cpu0 = worker.statistics().invocations, time.perf_counter(), os.times()
+        await asyncio.sleep(seconds)
+        inv1, t1, cpu1 = worker.statistics().invocations, time.perf_counter(), os.times()
+        stop = True
+        await asyncio.gather(*runners)
+        n = inv1 - inv0
+        stats = worker.statistics()
+        user, system = (cpu1.user - cpu0.user) / n * 1e6, (cpu1.system - cpu0.system) / n * 1e6
+        sandbox_cpu = (sandbox_ticks(worker) - ticks0) / os.sysconf("SC_CLK_TCK") / n * 1e6
+        print(f"throughput {n / (t1 - t0):9.0f} req/s   worker CPU/req {user + system:6.1f} us "
+              f"(user {user:.1f}, sys {system:.1f})   sandboxes CPU/req {sandbox_cpu:5.1f} us   instances {stats.instances}   tasks {tasks}   "
+              f"config {config or 'default'}")
+    finally:
+        await worker.stop()
+
+
 def direct(runs: int) -> list[float]:
     namespace: dict = {}
     exec(HANDLER, namespace)
@@ -86,6 +135,8 @@ def direct(runs: int) -> list[float]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--throughput", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--tasks", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mist-bench-") as d:
         tmp = Path(d)
@@ -94,6 +145,9 @@ async def main() -> None:
         code.mkdir(mode=0o755)
         (code / "main.py").write_text(HANDLER)
         (code / "main.py").chmod(0o644)
+        if args.throughput:
+            await throughput(tmp, code, args.throughput, args.tasks)
+            return
         report("cold, prewarm pool hit", await cold(tmp, code, args.runs, prewarm=2))
         report("cold, full fork path", await cold(tmp, code, args.runs, prewarm=0))
         w = await warm(tmp, code, args.runs)

@@ -45,6 +45,7 @@ from mist.worker.spawner import Spawner
 from mist.worker.types import InvokeResult, LogLine, SandboxSpec
 
 log = logging.getLogger("mist.worker")
+_BUSY, _IDLE = State.BUSY, State.IDLE
 
 
 @dataclass
@@ -115,6 +116,9 @@ class Sandbox:
         self.pid: int | None = None
         self.pidfd: int | None = None
         self.calls: dict[str, _Call] = {}
+        self.slots = 0  # invocations the Worker placed here and has not released yet
+        self.key: tuple[str, int] | None = None  # spec.key once assigned
+        self.concurrency = 1  # spec.concurrency once assigned
         self.last_used = clock()
         self.retiring = False
         self.failure: str | None = None
@@ -170,6 +174,8 @@ class Sandbox:
     def assign(self, spec: SandboxSpec, log_stream: str) -> None:
         self.state = transition(self.state, Event.ASSIGN)
         self.spec = spec
+        self.key = spec.key
+        self.concurrency = spec.concurrency
         header = {
             "function_name": spec.function_name, "version": spec.version, "handler": spec.handler,
             "memory_mb": spec.memory_mb, "timeout_s": spec.timeout_s, "concurrency": spec.concurrency,
@@ -182,15 +188,31 @@ class Sandbox:
     # -- invoking -------------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return len(self.calls)
+        """Invocations placed on this sandbox (acquired, not yet released)."""
+        return self.slots
 
     @property
     def alive(self) -> bool:
         return self.state is not State.DEAD
 
     def acquire(self) -> None:
-        """Count one more invocation on this sandbox (the caller then awaits `invoke`)."""
-        self.state = transition(self.state, Event.ACQUIRE)
+        """Count one more invocation on this sandbox (the caller then awaits `invoke`, then
+        calls `release`)."""
+        state = self.state
+        if state is _BUSY or state is _IDLE:  # the warm path; the same as the ACQUIRE transition
+            self.state = _BUSY
+        else:
+            self.state = transition(state, Event.ACQUIRE)
+        self.slots += 1
+
+    def release(self) -> None:
+        """One invocation placed here ended; the last one makes the sandbox IDLE."""
+        self.slots -= 1
+        if self.slots <= 0:
+            self.slots = 0
+            if self.state is _BUSY:
+                self.state = _IDLE  # the DRAIN transition
+                self.last_used = self._clock()
 
     async def invoke(self, rid: str, payload: bytes, *, init_timeout_s: float) -> InvokeResult:
         assert self.spec is not None
@@ -214,9 +236,6 @@ class Sandbox:
             if call.timer is not None:
                 call.timer.cancel()
             self.calls.pop(cid, None)
-            if self.state is State.BUSY and not self.calls:
-                self.state = transition(self.state, Event.DRAIN)
-                self.last_used = self._clock()
 
     async def _result(self, call: _Call) -> InvokeResult:
         kind, frame = await call.future

@@ -7,11 +7,14 @@
     worker.statistics()           frozen WorkerStatistics
     await worker.stop()           every sandbox and the zygote killed, every cgroup removed
 
-An invocation: `policy.place` picks a free slot of a warm instance of spec.key, or a new
-instance (a prewarmed sandbox assigned the function, else the full fork path), evicting
-prewarmed sandboxes and least-recently-used idle instances when the memory budget demands,
-or a wait in the function's bounded queue (NoCapacity when full, or when nothing frees up
-within the function's timeout). Function errors come back as InvokeResult(ok=False); only
+An invocation takes a free slot of a warm instance of spec.key in O(1) (per-function free
+lists kept up to date on acquire and release; the most recently released instance first, so
+the others can idle out). Only without a free slot does `policy.place` decide: a new instance
+(a prewarmed sandbox assigned the function, else the full fork path), evicting prewarmed
+sandboxes and least-recently-used idle instances when the memory budget demands, or a wait in
+the function's bounded FIFO queue (NoCapacity when full, or when nothing frees up within the
+function's timeout). A freed slot is handed to the first waiter directly; waiters decide
+again only when the budget, the pool or the set of instances changed. Function errors come back as InvokeResult(ok=False); only
 PlatformError is raised.
 """
 
@@ -24,7 +27,7 @@ import logging
 import os
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,6 +79,25 @@ class WorkerStatistics:
     zygote_pid: int | None
 
 
+class _Slots:
+    """One function's warm path: its instances with a free slot and its queued invocations."""
+
+    __slots__ = ("ready", "starting", "waiters")
+
+    def __init__(self) -> None:
+        self.ready: dict[str, Sandbox] = {}  # loaded, a free slot; popitem(): the last released
+        self.starting: dict[str, Sandbox] = {}  # still initializing, a free slot (concurrency > 1)
+        self.waiters: deque[asyncio.Future] = deque()  # FIFO
+
+
+_TIMED_OUT = object()
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(_TIMED_OUT)
+
+
 MAX_CONCURRENCY = 1000  # the API's limit; RLIMIT_NPROC must leave room for that many threads
 _ERROR_COUNTERS = {"Sandbox.Timedout": "timeouts", "Runtime.OutOfMemory": "out_of_memory",
                    "Runtime.ExitError": "crashes"}
@@ -96,8 +118,10 @@ class Worker:
         self._pool: list[Sandbox] = []
         self._pool_starting = 0
         self._reserved: dict[str, int] = {}  # sandbox id -> MB held against the budget
+        self._slots: dict[tuple[str, int], _Slots] = {}  # the warm path's free slots and waiters
         self._waiting: Counter[tuple[str, int]] = Counter()
-        self._wakeups: list[asyncio.Future] = []
+        self._invocations = 0
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._destroying: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._refill: asyncio.Task | None = None
@@ -114,6 +138,7 @@ class Worker:
         if self._started:
             return
         cfg = self.config
+        self._loop = asyncio.get_running_loop()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._root_dir.mkdir(mode=0o755, exist_ok=True)
         kill_stale_zygote(cfg.data_dir / "zygote.pid", self._root_dir)
@@ -166,7 +191,16 @@ class Worker:
                 f"{spec.function_name} needs {spec.memory_mb} MB; this worker's budget is "
                 f"{self.config.memory_budget_mb} MB", retry_after=60.0)
         try:
-            sb = await self._acquire(spec, asyncio.get_running_loop().time() + spec.timeout_s)
+            # The warm path, O(1): the most recently released instance with a free slot, unless
+            # earlier invocations of this function are queued (they come first).
+            slots = self._slots.get(spec.key)
+            if slots is not None and slots.ready and not slots.waiters:
+                sb = slots.ready.popitem()[1]
+                sb.acquire()
+                if sb.slots < sb.concurrency:
+                    slots.ready[sb.id] = sb
+            else:
+                sb = await self._acquire(spec, self._loop.time() + spec.timeout_s)
             try:
                 result = await sb.invoke(invocation_id, payload, init_timeout_s=self.config.init_timeout_s)
             finally:
@@ -176,7 +210,7 @@ class Worker:
         except Exception as exc:  # a bug here must still reach the caller as a platform error
             log.exception("invocation %s of %s:%s failed in the worker", invocation_id, *spec.key)
             raise SandboxFailed(f"the worker failed to run the invocation: {exc!r}") from exc
-        self._counters["invocations"] += 1
+        self._invocations += 1
         if result.cold_start:
             self._counters["cold_starts"] += 1
         if result.error is not None:
@@ -186,22 +220,29 @@ class Worker:
         return result
 
     async def _acquire(self, spec: SandboxSpec, deadline: float) -> Sandbox:
+        """The slow path: a free slot, else `policy.place` decides (start an instance or wait).
+        A waiter is woken with a slot handed over (FIFO, one per freed slot) or, when the
+        budget or the pool changed, with None to decide again."""
         key = spec.key
         queued = False
         try:
             while True:
                 if self._stopping:
                     raise NoCapacity("the worker is stopping")
-                decision = self._place(spec, self._by_key.get(key, {}).values())
-                if decision.action != "use":  # starting may evict others: decide on everything
+                slots = self._slots.get(key)
+                if slots is None or not slots.waiters:
+                    sb = self._take(slots)
+                    if sb is not None:
+                        return sb
                     decision = self._place(spec, self._functions.values())
-                if decision.action == "use":
-                    sb = self._functions[decision.instance_id]  # type: ignore[index]
-                    sb.acquire()
-                    return sb
-                if decision.action == "start":
-                    self._evict(decision)
-                    return await self._start(spec, decision.from_pool)
+                    if decision.action == "use":  # not in the free lists (should not happen): use it
+                        sb = self._functions[decision.instance_id]  # type: ignore[index]
+                        sb.acquire()
+                        self._offer(sb)
+                        return sb
+                    if decision.action == "start":
+                        self._evict(decision)
+                        return await self._start(spec, decision.from_pool)
                 if not queued:
                     if self._waiting[key] >= self.config.queue_limit:
                         raise NoCapacity(
@@ -209,34 +250,85 @@ class Worker:
                             "waiting already; retry later", queue_full=True)
                     self._waiting[key] += 1
                     queued = True
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0 or not await self._wait_change(remaining):
+                remaining = deadline - self._loop.time()
+                got = await self._wait(key, remaining) if remaining > 0 else _TIMED_OUT
+                if got is _TIMED_OUT:
                     raise NoCapacity(
                         f"no instance of {spec.function_name}:{spec.version} became free within "
                         f"{spec.timeout_s:.2f} seconds", retry_after=min(spec.timeout_s, 5.0))
+                if got is not None:
+                    return got  # type: ignore[return-value]
         finally:
             if queued:
                 self._waiting[key] -= 1
                 if self._waiting[key] <= 0:
                     del self._waiting[key]
+                    self._drop_slots(key)
 
-    async def _wait_change(self, timeout: float) -> bool:
-        fut = asyncio.get_running_loop().create_future()
-        self._wakeups.append(fut)
+    def _take(self, slots: _Slots | None) -> Sandbox | None:
+        """A free slot of this function, ready instances before initializing ones."""
+        if slots is None:
+            return None
+        if slots.ready:
+            sb = slots.ready.popitem()[1]
+        elif slots.starting:
+            sb = slots.starting.popitem()[1]
+        else:
+            return None
+        sb.acquire()
+        self._offer(sb)
+        return sb
+
+    def _offer(self, sb: Sandbox) -> None:
+        """File `sb` where the warm path finds it if it has a free slot, else nowhere."""
+        slots = self._slots.get(sb.key)
+        if slots is None:
+            return
+        sid = sb.id
+        if sb.slots >= sb.concurrency or sb.retiring or sb.failure is not None or not sb.alive:
+            slots.ready.pop(sid, None)
+            slots.starting.pop(sid, None)
+        elif sb.state is State.INITIALIZING:
+            slots.starting[sid] = sb
+        else:
+            slots.starting.pop(sid, None)
+            slots.ready[sid] = sb
+
+    async def _wait(self, key: tuple[str, int], timeout: float) -> Sandbox | object | None:
+        """Queue for a slot: the Sandbox handed over, None (decide again) or _TIMED_OUT."""
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = _Slots()
+        fut = self._loop.create_future()
+        slots.waiters.append(fut)
+        timer = self._loop.call_later(timeout, _expire, fut)
         try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and isinstance(fut.result(), Sandbox):
+                self._released(fut.result())  # the slot handed over is passed on
+            raise
         finally:
-            with contextlib.suppress(ValueError):
-                self._wakeups.remove(fut)
+            timer.cancel()
+            if not fut.done() or fut.cancelled() or fut.result() is _TIMED_OUT:
+                with contextlib.suppress(ValueError):
+                    slots.waiters.remove(fut)
 
     def _notify(self) -> None:
-        wakeups, self._wakeups = self._wakeups, []
-        for fut in wakeups:
-            if not fut.done():
-                fut.set_result(None)
+        """The budget, the pool or the instances changed: every waiter decides again."""
+        if not self._waiting:
+            return
+        for slots in self._slots.values():
+            waiters, slots.waiters = slots.waiters, deque()
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _drop_slots(self, key: tuple[str, int]) -> None:
+        slots = self._slots.get(key)
+        if slots is not None and not slots.ready and not slots.starting and not slots.waiters \
+                and key not in self._by_key:
+            del self._slots[key]
 
     def _place(self, spec: SandboxSpec, sandboxes) -> policy.Placement:
         return policy.place(
@@ -289,13 +381,38 @@ class Worker:
         sb.last_used = self._clock()
         self._functions[sb.id] = sb
         self._by_key.setdefault(spec.key, {})[sb.id] = sb
+        slots = self._slots.get(spec.key)
+        if slots is None:
+            slots = self._slots[spec.key] = _Slots()
         sb.acquire()
+        while slots.waiters and sb.slots < sb.concurrency:  # concurrency > 1: queued calls join
+            fut = slots.waiters.popleft()
+            if not fut.done():
+                sb.acquire()
+                fut.set_result(sb)
+        self._offer(sb)
         return sb
 
     def _released(self, sb: Sandbox) -> None:
-        if not sb.alive or (sb.retiring and sb.in_flight == 0):
+        """One invocation on `sb` ended: hand its slot to the first waiter of the function, or
+        file it as free."""
+        if not sb.alive or sb.failure is not None or (sb.retiring and sb.slots <= 1):
+            sb.release()
             self._discard(sb)
-        self._notify()
+            self._notify()
+        else:
+            slots = self._slots.get(sb.key)
+            if slots is not None and slots.waiters and not sb.retiring:
+                waiters = slots.waiters
+                while waiters:
+                    fut = waiters.popleft()
+                    if not fut.done():
+                        fut.set_result(sb)  # the slot changes hands: sb.slots stays
+                        return
+            sb.release()
+            self._offer(sb)
+            if self._waiting and sb.slots == 0:
+                self._notify()  # waiters of other functions may evict this now idle instance
         if len(self._pool) + self._pool_starting < self.config.prewarm:
             self._schedule_refill()
 
@@ -361,11 +478,17 @@ class Worker:
     def _forget_function(self, sb: Sandbox) -> None:
         self._functions.pop(sb.id, None)
         if sb.spec is not None:
-            same = self._by_key.get(sb.spec.key)
+            key = sb.spec.key
+            slots = self._slots.get(key)
+            if slots is not None:
+                slots.ready.pop(sb.id, None)
+                slots.starting.pop(sb.id, None)
+            same = self._by_key.get(key)
             if same is not None:
                 same.pop(sb.id, None)
                 if not same:
-                    del self._by_key[sb.spec.key]
+                    del self._by_key[key]
+            self._drop_slots(key)
 
     async def _destroy(self, sb: Sandbox) -> None:
         sb.kill()
@@ -459,6 +582,7 @@ class Worker:
             if spec is None or spec.function_name != function_name or spec.version == keep_version:
                 continue
             sb.retiring = True
+            self._offer(sb)
             if sb.in_flight == 0:
                 self._discard(sb)
 
@@ -486,7 +610,7 @@ class Worker:
             functions=functions, instances=sum(f.instances for f in functions),
             prewarmed=len(self._pool), prewarm_target=self.config.prewarm,
             prewarm_starting=self._pool_starting, memory_budget_mb=self.config.memory_budget_mb,
-            memory_reserved_mb=sum(self._reserved.values()), invocations=c["invocations"],
+            memory_reserved_mb=sum(self._reserved.values()), invocations=self._invocations,
             cold_starts=c["cold_starts"], pool_cold_starts=c["pool_cold_starts"],
             timeouts=c["timeouts"], out_of_memory=c["out_of_memory"], crashes=c["crashes"],
             sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
