@@ -137,6 +137,8 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--throughput", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--budget", type=int, default=4096, help="memory_budget_mb (instances = budget / 128)")
+    parser.add_argument("--prewarm", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mist-bench-") as d:
         tmp = Path(d)
@@ -146,7 +148,8 @@ async def main() -> None:
         (code / "main.py").write_text(HANDLER)
         (code / "main.py").chmod(0o644)
         if args.throughput:
-            await throughput(tmp, code, args.throughput, args.tasks)
+            await throughput(tmp, code, args.throughput, args.tasks,
+                             memory_budget_mb=args.budget, prewarm=args.prewarm)
             return
         report("cold, prewarm pool hit", await cold(tmp, code, args.runs, prewarm=2))
         report("cold, full fork path", await cold(tmp, code, args.runs, prewarm=0))

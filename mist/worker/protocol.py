@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import array
 import json
+import json.encoder
+import json.scanner
 import socket
 import struct
 from typing import NamedTuple
@@ -38,6 +40,8 @@ PREFIX = struct.Struct("!BII")
 MAX_FRAME = 64 * 1024 * 1024  # a frame larger than this is a protocol violation
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_quote = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
+_scan = json.scanner.make_scanner(json.JSONDecoder())
 
 
 class ProtocolError(Exception):
@@ -52,7 +56,31 @@ class Frame(NamedTuple):
 
 def encode(kind: int, header: dict, payload: bytes = b"") -> bytes:
     head = _dumps(header).encode()
-    return PREFIX.pack(kind, len(head), len(payload)) + head + payload
+    return b"".join((PREFIX.pack(kind, len(head), len(payload)), head, payload))
+
+
+def encode_invoke(cid: str, rid: str, timeout_ms: int, payload: bytes) -> bytes:
+    """`encode(INVOKE, {"id": cid, "rid": rid, "t": timeout_ms}, payload)`, without the generic
+    encoder (the warm path's frame)."""
+    head = ('{"id":%s,"rid":%s,"t":%d}' % (_quote(cid), _quote(rid), timeout_ms)).encode()
+    return b"".join((PREFIX.pack(INVOKE, len(head), len(payload)), head, payload))
+
+
+def decode_header(raw: bytes | bytearray) -> dict:
+    """A frame header (a JSON object); ProtocolError if it is not one."""
+    try:
+        text = raw.decode()
+        try:
+            header, end = _scan(text, 0)  # the C scanner, without json.loads' wrappers
+            if end != len(text):
+                raise ValueError
+        except (StopIteration, ValueError):
+            header = json.loads(text)  # whitespace around the object, or the error message
+    except ValueError as exc:
+        raise ProtocolError(f"frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(f"frame header is not a JSON object: {type(header).__name__}")
+    return header
 
 
 class FrameDecoder:
@@ -64,28 +92,29 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = buf  # type: ignore[assignment]
         frames: list[Frame] = []
         pos = 0
         size = PREFIX.size
-        while len(buf) - pos >= size:
-            kind, hlen, plen = PREFIX.unpack_from(buf, pos)
+        total = len(data)
+        while total - pos >= size:
+            kind, hlen, plen = PREFIX.unpack_from(data, pos)
             if hlen + plen > self._max:
                 raise ProtocolError(f"frame of {hlen + plen} bytes is over the {self._max} limit")
             end = pos + size + hlen + plen
-            if len(buf) < end:
+            if total < end:
                 break
             start = pos + size
-            try:
-                header = json.loads(buf[start : start + hlen]) if hlen else {}
-            except ValueError as exc:
-                raise ProtocolError(f"frame header is not JSON: {exc}") from None
-            if not isinstance(header, dict):
-                raise ProtocolError(f"frame header is not a JSON object: {type(header).__name__}")
-            frames.append(Frame(kind, header, bytes(buf[start + hlen : end])))
+            header = decode_header(data[start : start + hlen]) if hlen else {}
+            frames.append(Frame(kind, header, bytes(data[start + hlen : end])))
             pos = end
-        if pos:
-            del buf[:pos]
+        if buf:
+            if pos:
+                del buf[:pos]
+        elif pos < total:
+            buf += data[pos:]  # a partial frame: keep it for the next feed
         return frames
 
     @property

@@ -17,12 +17,15 @@ the init error. A handler calling `sys.exit(n)` ends the sandbox with status n.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextvars
 import decimal
+import fcntl
 import inspect
 import io
 import json
+import json.encoder
 import logging
 import os
 import resource
@@ -40,6 +43,7 @@ from mist.worker import protocol
 # The call id (the frame's "id") of the invocation the current thread or task is running.
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("mist_call_id", default=None)
 _RUNTIME_FILES = {__file__}
+_getrusage, _RUSAGE_SELF, _RUSAGE_CHILDREN = resource.getrusage, resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
 _MAX_LINE = 64 * 1024
 
 
@@ -73,7 +77,10 @@ class Channel:
         return self._decoder.feed(data)
 
     def send(self, kind: int, header: dict, payload: bytes = b"") -> None:
-        data = memoryview(protocol.encode(kind, header, payload))
+        self.send_frame(protocol.encode(kind, header, payload))
+
+    def send_frame(self, frame: bytes) -> None:
+        data = memoryview(frame)
         with self._lock:
             while data:
                 try:
@@ -149,6 +156,8 @@ class _Stream(io.TextIOBase):
         return len(s)
 
     def flush_call(self, cid: str) -> None:
+        if not self._partial:
+            return
         with self._lock:
             rest = self._partial.pop(cid, "")
         if rest:
@@ -213,6 +222,48 @@ class LambdaContext:
     def __repr__(self) -> str:
         return f"LambdaContext(aws_request_id={self.aws_request_id!r}, function_name={self.function_name!r})"
 
+    @classmethod
+    def factory(cls, assign: dict) -> Callable[[str, float], "LambdaContext"]:
+        """`factory(assign)(request_id, deadline)`: the same object as `LambdaContext(request_id,
+        deadline, assign)`, with the fields that never change per instance set once."""
+        fixed = vars(cls("", 0.0, assign)).copy()
+        for name in ("aws_request_id", "request_id", "_deadline"):
+            del fixed[name]
+
+        def __init__(self: LambdaContext, request_id: str, deadline: float) -> None:
+            self.aws_request_id = self.request_id = request_id
+            self._deadline = deadline
+
+        return type(cls.__name__, (cls,), {**fixed, "__init__": __init__, "__module__": cls.__module__})
+
+
+_FIONREAD = 0x541B
+_pending = array.array("i", [0])
+
+
+def output_pending(fd: int | None) -> bool:
+    """Whether OS-level output (of C code, subprocesses) waits in the output pipe, so the Worker
+    reads the pipe before it takes the result (True when it cannot tell)."""
+    if fd is None:
+        return True
+    try:
+        fcntl.ioctl(fd, _FIONREAD, _pending, True)
+    except OSError:
+        return True
+    return _pending[0] > 0
+
+
+def result_frame(cid: object, error: dict | None, duration_ms: float, max_rss_mb: int, started: float,
+                 ended: float, output: bool, body: bytes) -> bytes:
+    """The RESULT frame; a success with a numeric call id skips the generic JSON encoder."""
+    if error is None and type(cid) is str and cid.isdigit() and cid.isascii():
+        head = ('{"id":"%s","ok":true,"error":null,"d":%r,"m":%d,"s":%r,"e":%r,"o":%s}' % (
+            cid, duration_ms, max_rss_mb, started, ended, "true" if output else "false")).encode()
+        return b"".join((protocol.PREFIX.pack(protocol.RESULT, len(head), len(body)), head, body))
+    header = {"id": cid, "ok": error is None, "error": error, "d": duration_ms, "m": max_rss_mb,
+              "s": started, "e": ended, "o": output}
+    return protocol.encode(protocol.RESULT, header, body if error is None else b"")
+
 
 def _error(error_type: str, message: str, trace: list[str] | None = None) -> dict:
     return {"errorType": error_type, "errorMessage": message, "stackTrace": trace or []}
@@ -236,12 +287,32 @@ def _decimal_default(obj: object) -> object:
 
 
 _encode = json.JSONEncoder(default=_decimal_default, ensure_ascii=False, separators=(",", ":")).encode
+_encoders = threading.local()
+
+
+def _fast_encode(value: object) -> str:
+    """`_encode(value)`, reusing one C encoder per thread instead of building one per call."""
+    c_make_encoder = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    if c_make_encoder is None or isinstance(value, str):
+        return _encode(value)
+    try:
+        markers, encoder = _encoders.state
+    except AttributeError:
+        markers = {}
+        encoder = c_make_encoder(markers, _decimal_default, json.encoder.encode_basestring, None,
+                                 ":", ",", False, False, True)
+        _encoders.state = markers, encoder
+    try:
+        return "".join(encoder(value, 0))
+    except BaseException:
+        markers.clear()  # the circular-reference guard must start empty next time
+        raise
 
 
 def marshal(value: object) -> bytes:
     """The handler's return value as JSON bytes; raises ValueError with Lambda's message."""
     try:
-        return _encode(value).encode()
+        return _fast_encode(value).encode()
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ValueError(f"Unable to marshal response: {exc}") from None
 
@@ -287,6 +358,8 @@ class Instance:
         self.stderr = _Stream(self.output, "stderr", 2)
         self.handler: Callable | None = None
         self.init_error: dict | None = None
+        self.output_fd: int | None = None  # a private copy of the output pipe's write end
+        self._context = LambdaContext.factory(assign)
 
     def install(self) -> None:
         sys.stdout, sys.stderr = self.stdout, self.stderr  # type: ignore[assignment]
@@ -321,14 +394,9 @@ class Instance:
         self.stderr.flush_call(cid)
         _current.reset(token)
         self.output.inflight.pop(cid, None)
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(
-            resource.RUSAGE_CHILDREN
-        ).ru_maxrss
-        header = {
-            "id": cid, "ok": error is None, "error": error, "d": duration,
-            "m": -(-maxrss // 1024), "s": wall0, "e": time.time(),
-        }
-        self.channel.send(protocol.RESULT, header, body if error is None else b"")
+        maxrss = _getrusage(_RUSAGE_SELF).ru_maxrss + _getrusage(_RUSAGE_CHILDREN).ru_maxrss
+        self.channel.send_frame(result_frame(cid, error, duration, -(-maxrss // 1024), wall0, time.time(),
+                                             output_pending(self.output_fd), body))
 
     def _exit(self, exc: SystemExit) -> None:
         code = exc.code
@@ -345,8 +413,8 @@ class Instance:
         os._exit(status)
 
     def _call(self, rid: str, timeout_ms: int, payload: bytes) -> object:
-        context = LambdaContext(rid, time.monotonic() + timeout_ms / 1000, self.assign)
-        event = json.loads(payload) if payload else None
+        context = self._context(rid, time.monotonic() + timeout_ms / 1000)
+        event = _loads(payload) if payload else None
         return self.handler(event, context)  # type: ignore[misc]
 
     def run_sync(self, cid: str, rid: str, timeout_ms: int, payload: bytes) -> None:
@@ -376,6 +444,17 @@ class Instance:
             except BaseException as exc:  # noqa: BLE001 - the user's error, reported
                 error = exception_error(exc)
         self._finish(cid, token, wall0, t0, value, error)
+
+
+_decode = json.JSONDecoder().decode
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def _loads(payload: bytes) -> object:
+    """json.loads(payload), without its encoding detection for plain UTF-8."""
+    if b"\x00" in payload[:4] or payload.startswith(_BOMS):
+        return json.loads(payload)
+    return _decode(payload.decode("utf-8", "surrogatepass"))
 
 
 async def _await(value: object) -> object:
@@ -445,11 +524,16 @@ def main(sock: socket.socket, finish: Callable[[dict], None]) -> None:
         os._exit(0)
     assign = frame.header
     try:
+        output_fd: int | None = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        output_fd = None
+    try:
         finish(assign)
     except BaseException:  # noqa: BLE001 - reported to the Worker as a host failure
         channel.send(protocol.FAILED, {"error": traceback.format_exc()})
         os._exit(70)
     instance = Instance(channel, assign)
+    instance.output_fd = output_fd
     instance.install()
     init_ms = instance.init()
     channel.send(protocol.INIT, {"init_ms": init_ms, "error": instance.init_error})

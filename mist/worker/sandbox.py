@@ -35,7 +35,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from mist.errors import FunctionCrashed, FunctionError, FunctionOutOfMemory, FunctionTimeout, SandboxFailed
 from mist.worker import protocol
@@ -48,16 +47,21 @@ log = logging.getLogger("mist.worker")
 _BUSY, _IDLE = State.BUSY, State.IDLE
 
 
-@dataclass
 class _Call:
-    cid: str  # the call's id on the channel (invocation ids are the caller's and may repeat)
-    future: asyncio.Future
-    cold: bool
-    timeout_s: float
-    started_wall: float
-    logs: list[LogLine] = field(default_factory=list)
-    dropped: int = 0
-    timer: asyncio.TimerHandle | None = None
+    """One invocation in flight on a sandbox."""
+
+    __slots__ = ("cid", "future", "cold", "timeout_s", "started_wall", "deadline", "logs", "dropped")
+
+    def __init__(self, cid: str, future: asyncio.Future, cold: bool, timeout_s: float, started_wall: float,
+                 deadline: float) -> None:
+        self.cid = cid  # the call's id on the channel (invocation ids are the caller's and may repeat)
+        self.future = future
+        self.cold = cold
+        self.timeout_s = timeout_s
+        self.started_wall = started_wall
+        self.deadline = deadline  # loop time; the sandbox is killed if no RESULT came by then
+        self.logs: list[LogLine] = []
+        self.dropped = 0
 
 
 def describe_exit(status: int | None) -> str:
@@ -135,6 +139,8 @@ class Sandbox:
         self._dead: asyncio.Future = self._loop.create_future()
         self._init_logs: list[LogLine] = []
         self._cold_cid: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._call_ids = itertools.count(1)
         self._init_ms = 0.0
         self.on_dead: Callable[[Sandbox], None] | None = None
@@ -215,35 +221,45 @@ class Sandbox:
                 self.last_used = self._clock()
 
     async def invoke(self, rid: str, payload: bytes, *, init_timeout_s: float) -> InvokeResult:
-        assert self.spec is not None
         spec = self.spec
+        assert spec is not None
         cid = str(next(self._call_ids))
         cold = self._cold_cid is None
         if cold:
             self._cold_cid = cid
-        call = _Call(cid, self._loop.create_future(), cold, spec.timeout_s, time.time())
+        loop = self._loop
+        timeout_s = spec.timeout_s
+        limit = timeout_s if self._init.done() else init_timeout_s + timeout_s
+        call = _Call(cid, loop.create_future(), cold, timeout_s, time.time(), loop.time() + limit)
         self.calls[cid] = call
         if not self.alive:
             self._finish_dead(call)
         else:
-            waiting_init = not self._init.done()
-            self._arm(call, (init_timeout_s if waiting_init else 0.0) + spec.timeout_s)
-            header = {"id": cid, "rid": rid, "t": int(spec.timeout_s * 1000)}
-            self._send(protocol.encode(protocol.INVOKE, header, payload))
+            self._watch(call.deadline)
+            self._send(protocol.encode_invoke(cid, rid, int(timeout_s * 1000), payload))
         try:
-            return await self._result(call)
+            kind, frame = await call.future
         finally:
-            if call.timer is not None:
-                call.timer.cancel()
-            self.calls.pop(cid, None)
+            del self.calls[cid]
+        if kind == "result" and not call.dropped:
+            h = frame.header
+            if h.get("ok") is True:  # the warm path
+                try:
+                    return InvokeResult(
+                        True, frame.payload, None, cold, self._init_ms if cold else 0.0, float(h["d"]),
+                        int(h["m"]), float(h["s"]), float(h["e"]), self.id, call.logs,
+                    )
+                except (KeyError, TypeError, ValueError):
+                    pass  # malformed: reported below
+        return await self._result(call, kind, frame)
 
-    async def _result(self, call: _Call) -> InvokeResult:
-        kind, frame = await call.future
+    async def _result(self, call: _Call, kind: str, frame: protocol.Frame | None) -> InvokeResult:
         if call.dropped:
             call.logs.append(LogLine(time.time(), "platform", f"{call.dropped} more log lines were dropped"))
         spec = self.spec
         assert spec is not None
         if kind == "result":
+            assert frame is not None
             h = frame.header
             try:
                 ok = bool(h["ok"])
@@ -282,18 +298,36 @@ class Sandbox:
             started_at=call.started_wall, ended_at=now, instance_id=self.id, logs=call.logs,
         )
 
-    def _arm(self, call: _Call, seconds: float) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-        call.timer = self._loop.call_later(seconds, self._on_timeout, call)
+    # -- timeouts: one timer per sandbox, armed at the earliest deadline of its calls ----------
+    def _watch(self, deadline: float) -> None:
+        """Make sure the timer fires by `deadline` (warm calls with later deadlines than the
+        armed one cost nothing: the timer re-arms itself when it fires)."""
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
 
-    def _on_timeout(self, call: _Call) -> None:
-        if call.future.done():
-            return
-        self._drain_output()
-        call.future.set_result(("timeout", None))
-        self.killed_for_timeout = True
-        self.kill()
+    def _on_deadline(self) -> None:
+        self._timer = None
+        due = self._timer_at
+        expired: list[_Call] = []
+        later = None
+        for call in self.calls.values():
+            if call.future.done():
+                continue
+            if call.deadline <= due:
+                expired.append(call)
+            elif later is None or call.deadline < later:
+                later = call.deadline
+        if expired:
+            self._drain_output()
+            self.killed_for_timeout = True
+            for call in expired:
+                call.future.set_result(("timeout", None))
+            self.kill()
+        elif later is not None:
+            self._watch(later)
 
     def _finish_dead(self, call: _Call) -> None:
         if not call.future.done():
@@ -310,7 +344,8 @@ class Sandbox:
             self._on_log(frame.header.get("id") or "", frame.header.get("s", "stdout"),
                          frame.header.get("t") or time.time(), frame.payload.decode("utf-8", "replace"))
         elif kind == protocol.RESULT:
-            self._drain_output()
+            if frame.header.get("o", True):  # the runtime saw OS-level output waiting in the pipe
+                self._drain_output()
             call = self.calls.get(frame.header.get("id"))
             if call is not None and not call.future.done():
                 call.future.set_result(("result", frame))
@@ -320,11 +355,12 @@ class Sandbox:
                 self._init.set_result(frame.header)
             if self.state is State.INITIALIZING:
                 self.state = transition(self.state, Event.INIT_DONE)
-            cold = self.calls.get(self._cold_cid or "")
+            cold = self.calls.get(self._cold_cid) if self._cold_cid is not None else None
             if cold is not None:
                 cold.logs[:0] = self._init_logs
                 self._init_logs = []
-                self._arm(cold, cold.timeout_s)
+                cold.deadline = self._loop.time() + cold.timeout_s  # the init phase had its own limit
+                self._watch(cold.deadline)
         elif kind == protocol.READY:
             if not self._ready.done():
                 self._ready.set_result(frame.header)
@@ -421,6 +457,9 @@ class Sandbox:
         return await self.spawner.exit_status(self.id, timeout)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._channel is not None and self._channel.transport is not None:
             self._channel.transport.close()
         self._close_output()

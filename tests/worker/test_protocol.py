@@ -43,3 +43,23 @@ def test_garbage_header_is_a_protocol_error():
 def test_header_must_be_an_object():
     with pytest.raises(ProtocolError, match="not a JSON object: list"):
         FrameDecoder().feed(protocol.PREFIX.pack(LOG, 2, 0) + b"[]")
+
+
+@pytest.mark.parametrize("rid", ["r1", 'quote" back\\slash', "é ünï", "\n\t"])
+def test_the_invoke_fast_path_encodes_exactly_like_encode(rid):
+    assert protocol.encode_invoke("17", rid, 3000, b'{"x": 1}') == encode(
+        INVOKE, {"id": "17", "rid": rid, "t": 3000}, b'{"x": 1}')
+
+
+def test_headers_with_whitespace_still_decode():
+    (frame,) = FrameDecoder().feed(protocol.PREFIX.pack(LOG, 12, 0) + b' {"a": 1}   ')
+    assert frame.header == {"a": 1}
+
+
+def test_a_frame_split_after_a_whole_one_keeps_the_rest():
+    data = encode(LOG, {"n": 1}, b"a") + encode(LOG, {"n": 2}, b"bb")
+    decoder = FrameDecoder()
+    first = decoder.feed(data[:-3])
+    assert [f.header["n"] for f in first] == [1] and decoder.pending > 0
+    assert decoder.feed(data[-3:]) == [Frame(LOG, {"n": 2}, b"bb")]
+    assert decoder.pending == 0

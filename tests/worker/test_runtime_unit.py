@@ -131,3 +131,57 @@ def test_an_oom_kill_wins_over_the_signal():
     crash = classify_exit(os.WEXITSTATUS(0) | (3 << 8), oom_killed=False, memory_mb=128).to_lambda()
     assert crash == {"errorType": "Runtime.ExitError", "errorMessage": "Runtime exited with error: exit status 3",
                      "stackTrace": []}
+
+
+def test_context_factory_builds_the_same_context():
+    from mist.worker.runtime import LambdaContext
+
+    assign = {"function_name": "hello", "version": 3, "memory_mb": 256, "log_stream": "2026/01/01/[3]s1"}
+    deadline = time.monotonic() + 2.0
+    fast = LambdaContext.factory(assign)("req-1", deadline)
+    slow = LambdaContext("req-1", deadline, assign)
+    names = ("aws_request_id", "request_id", "function_name", "function_version", "memory_limit_in_mb",
+             "invoked_function_arn", "log_group_name", "log_stream_name", "client_context", "identity")
+    assert {n: getattr(fast, n) for n in names} == {n: getattr(slow, n) for n in names}
+    assert isinstance(fast, LambdaContext) and type(fast).__name__ == "LambdaContext"
+    assert repr(fast) == repr(slow) and 1500 < fast.get_remaining_time_in_millis() <= 2000
+
+
+@pytest.mark.parametrize("error", [None, {"errorType": "E", "errorMessage": "m", "stackTrace": []}])
+@pytest.mark.parametrize("cid", ["12", "x-1"])
+def test_result_frames_decode_to_the_same_header_either_way(cid, error):
+    import json
+
+    from mist.worker import protocol
+    from mist.worker.runtime import result_frame
+
+    (frame,) = protocol.FrameDecoder().feed(result_frame(cid, error, 0.123, 9, 1.5, 2.25, False, b'"v"'))
+    assert frame.kind == protocol.RESULT
+    assert frame.header == {"id": cid, "ok": error is None, "error": error, "d": 0.123, "m": 9, "s": 1.5,
+                            "e": 2.25, "o": False}
+    assert frame.payload == (b'"v"' if error is None else b"")
+    assert json.loads(json.dumps(frame.header)) == frame.header
+
+
+def test_output_pending_sees_bytes_waiting_in_a_pipe():
+    from mist.worker.runtime import output_pending
+
+    r, w = os.pipe()
+    try:
+        assert output_pending(w) is False
+        os.write(w, b"x")
+        assert output_pending(w) is True and output_pending(r) is True
+        assert output_pending(None) is True
+    finally:
+        os.close(r)
+        os.close(w)
+    assert output_pending(w) is True  # closed: cannot tell, so the Worker reads the pipe
+
+
+def test_marshal_reports_a_circular_value_and_then_works_again():
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        marshal({"a": loop})
+    shared = [1]
+    assert marshal({"x": shared, "y": shared}) == b'{"x":[1],"y":[1]}'
