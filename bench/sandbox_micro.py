@@ -74,6 +74,58 @@ async def warm(tmp: Path, code: Path, runs: int) -> list[float]:
     return times
 
 
+def rollup(pid: int | None) -> dict[str, int]:
+    """/proc/PID/smaps_rollup in kB."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f.read().splitlines()[1:]:
+                k, _, v = line.partition(":")
+                parts = v.split()
+                if parts and parts[0].isdigit():
+                    out[k.strip()] = int(parts[0])
+    except OSError:
+        pass
+    return out
+
+
+async def memory(tmp: Path, code: Path, n: int, **config: object) -> None:
+    """n sparse cold starts from the pool (n functions kept warm), then the PSS of the instances."""
+    worker = Worker(WorkerConfig(data_dir=tmp / "data-mem", **config))  # type: ignore[arg-type]
+    await worker.start()
+    times, instances = [], []
+    first: dict[str, int] = {}
+    try:
+        for i in range(n):
+            await worker.wait_prewarmed()
+            await asyncio.sleep(0.05)
+            spec = SandboxSpec(f"f{i}", 1, code, "main.handler")
+            t0 = time.perf_counter()
+            result = await worker.invoke(spec, "bench", b'{"n": 1}')
+            times.append((time.perf_counter() - t0) * 1000)
+            assert result.ok and result.cold_start, result.error
+            instances.append(worker._functions[result.instance_id])  # noqa: SLF001
+            if i == 0:
+                await asyncio.sleep(1.0)
+                first = rollup(instances[0].pid)
+        await worker.wait_prewarmed()
+        await asyncio.sleep(1.0)
+        pss = [rollup(sb.pid).get("Pss", 0) for sb in instances]
+        uss = [(lambda r: r.get("Private_Clean", 0) + r.get("Private_Dirty", 0))(rollup(sb.pid)) for sb in instances]
+        pool = [rollup(sb.pid).get("Pss", 0) for sb in worker._pool]  # noqa: SLF001
+        zygote = rollup(worker.statistics().zygote_pid).get("Pss", 0)
+        print(f"config {config}")
+        report("  cold start, pool hit", times)
+        report("  ... after the first 3", times[3:])
+        print(f"  one instance (first, others absent)  PSS {first.get('Pss', 0) / 1024:6.2f} MB  "
+              f"USS {(first.get('Private_Clean', 0) + first.get('Private_Dirty', 0)) / 1024:6.2f} MB")
+        print(f"  {n} instances: PSS mean {statistics.fmean(pss) / 1024:6.2f} MB  median "
+              f"{pct(pss, 50) / 1024:6.2f}  max {max(pss) / 1024:6.2f}   USS mean {statistics.fmean(uss) / 1024:6.2f} MB")
+        print(f"  zygote PSS {zygote / 1024:6.2f} MB   pool sandboxes PSS {[round(p / 1024, 2) for p in pool]} MB")
+    finally:
+        await worker.stop()
+
+
 def sandbox_ticks(worker: Worker) -> int:
     """utime + stime of every live sandbox process (clock ticks)."""
     total = 0
@@ -139,6 +191,9 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--budget", type=int, default=4096, help="memory_budget_mb (instances = budget / 128)")
     parser.add_argument("--prewarm", type=int, default=2)
+    parser.add_argument("--memory", type=int, default=0, metavar="N",
+                        help="instead: N pool cold starts (N functions), then their PSS")
+    parser.add_argument("--prefault", choices=("touched", "all", "none"), default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mist-bench-") as d:
         tmp = Path(d)
@@ -147,6 +202,10 @@ async def main() -> None:
         code.mkdir(mode=0o755)
         (code / "main.py").write_text(HANDLER)
         (code / "main.py").chmod(0o644)
+        if args.memory:
+            extra = {} if args.prefault is None else {"prefault": args.prefault}
+            await memory(tmp, code, args.memory, prewarm=args.prewarm, **extra)
+            return
         if args.throughput:
             await throughput(tmp, code, args.throughput, args.tasks,
                              memory_budget_mb=args.budget, prewarm=args.prewarm)

@@ -19,8 +19,10 @@ class WorkerConfig:
     keepalive_s: float = 600.0  # an idle instance is reclaimed after this long
     prewarm: int = 2  # generic sandboxes kept built in advance
     prewarm_memory_mb: int = 128  # budget reserved by (and initial limit of) a prewarmed sandbox
-    prefault: bool = True  # prewarmed sandboxes copy their memory up front: ~1 ms less per
-    # cold start, ~10 MB more private memory per instance
+    prefault: str = "touched"  # what prewarmed sandboxes copy up front (breaking copy-on-write
+    # with the zygote before the cold start needs it): "touched" = the pages a cold start
+    # un-shares (learned once from the first pool cold start), "all" = every writable page
+    # (~10 MB more private memory per instance), "none". True/False mean "all"/"none".
     queue_limit: int = 100  # invocations waiting per function before NoCapacity(queue_full)
     tmp_size_mb: int = 512  # /tmp size cap (tmpfs pages count toward the memory limit too)
     pids_max: int = 64  # processes + threads per sandbox (pids cgroup and RLIMIT_NPROC)
@@ -67,6 +69,10 @@ class WorkerConfig:
             ("python", self.python, Path(self.python).is_absolute(), "must be an absolute path"),
             ("data_dir", self.data_dir, Path(self.data_dir).is_absolute(), "must be an absolute path"),
         ]
+        if self.prefault is True or self.prefault is False:
+            self.prefault = "all" if self.prefault else "none"
+        checks.append(("prefault", self.prefault, self.prefault in ("touched", "all", "none"),
+                       "must be 'touched', 'all' or 'none'"))
         for key, value, ok, rule in checks:
             if not ok:
                 raise InvalidRequest(f"worker config: {key} {rule}, got {value!r}")

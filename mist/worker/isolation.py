@@ -212,20 +212,41 @@ def function_environment(assign: dict, host: HostLayout) -> dict[str, str]:
     return env
 
 
+def warm_up(host: HostLayout, rounds: int = 16) -> None:
+    """In the zygote: run `enter_function`'s environment handling a few times (see
+    `runtime.warm_up` for why). Leaves os.environ empty."""
+    assign = {"function_name": "warm-up", "version": 0, "memory_mb": 128, "log_stream": "", "handler": "m.h",
+              "env": [["KEY", "value"]]}
+    for _ in range(rounds):
+        os.environ.clear()
+        os.environ.update(function_environment(assign, host))
+    os.environ.clear()
+
+
+def prepare_zygote(host: HostLayout) -> None:
+    """Once, in the zygote after its imports: leave the interpreter state every sandbox
+    inherits as the user code should find it (no mist modules in sys.modules, import caches
+    for the stdlib paths only, an empty environment), so that a sandbox does not have to undo
+    it: undoing it un-shares (copies) every page of the objects it touches."""
+    for name in [n for n in sys.modules if n == "mist" or n.startswith("mist.") or n == "pyseccomp"]:
+        del sys.modules[name]
+    keep = set(host.stdlib_paths)
+    for path in [p for p in sys.path_importer_cache if p not in keep]:
+        del sys.path_importer_cache[path]
+    sys.path[:] = host.stdlib_paths
+    os.environ.clear()
+
+
 def enter_function(assign: dict, host: HostLayout) -> None:
-    """After `finish`: the process's environment, paths and imports as the user code sees them."""
-    import importlib
+    """After `finish`: the process's environment, paths and imports as the user code sees them
+    (the zygote already dropped its own, see `prepare_zygote`)."""
     import time
 
-    os.environ.clear()
+    if os.environ:
+        os.environ.clear()
     os.environ.update(function_environment(assign, host))
     time.tzset()
     os.chdir("/var/task")
     sys.path[:] = ["/var/task", "/opt/python", *host.stdlib_paths]
-    sys.path_importer_cache.clear()
     sys.executable = host.executable
     sys.argv = [""]
-    for name in list(sys.modules):
-        if name == "mist" or name.startswith("mist.") or name == "pyseccomp":
-            del sys.modules[name]
-    importlib.invalidate_caches()

@@ -149,7 +149,7 @@ class Sandbox:
     @classmethod
     async def spawn(cls, sid: str, uid: int, cgroups: SandboxCgroups, spawner: Spawner, *,
                     network: bool, tmp_mb: int, rlimits: dict, max_log_lines: int,
-                    prefault: bool = False, clock=time.monotonic) -> "Sandbox":
+                    prefault: str = "none", clock=time.monotonic) -> "Sandbox":
         sb = cls(sid, uid, cgroups, spawner, network=network, max_log_lines=max_log_lines, clock=clock)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

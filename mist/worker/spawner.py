@@ -157,6 +157,13 @@ class Spawner:
             raise SandboxFailed(f"could not send the spawn request to the zygote: {exc}") from None
         return await fut
 
+    def learn(self, sid: str) -> None:
+        """Ask the zygote to record which pages sandbox `sid` un-shared in its cold start (once
+        per zygote; pool sandboxes then copy those pages up front). Best effort."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                send_control(self._sock, {"op": "learn", "id": sid})
+
     async def exit_status(self, sid: str, timeout: float) -> int | None:
         """The sandbox's wait status once the zygote reaped it (None: unknown within timeout)."""
         fut = self._exits.get(sid)

@@ -149,6 +149,66 @@ def cap_last_cap() -> int:
         return 40
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+_PM_PRESENT = 1 << 63
+_PM_EXCLUSIVE = 1 << 56
+
+
+def writable_private_mappings(pid: int | str = "self") -> list[tuple[int, int]]:
+    """(start, end) of every private writable mapping but [vsyscall]/[vvar]/[vdso]."""
+    spans = []
+    with open(f"/proc/{pid}/maps") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        parts = line.split()
+        if parts[1] != "rw-p" or (len(parts) > 5 and parts[5].startswith("[v")):
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        spans.append((start, end))
+    return spans
+
+
+def exclusive_pages(pid: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The runs of pages of `spans` that process `pid` maps exclusively (its own copy: written
+    since it was forked, or new), from /proc/PID/pagemap, as (start, length) byte ranges.
+    Needs to be allowed to read the process's pagemap (root here)."""
+    import array
+
+    runs: list[tuple[int, int]] = []
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for start, end in spans:
+            first = start // PAGE
+            count = (end - start) // PAGE
+            raw = os.pread(fd, count * 8, first * 8)
+            entries = array.array("Q")
+            entries.frombytes(raw[: len(raw) - len(raw) % 8])
+            run_start = None
+            for i, entry in enumerate(entries):
+                if entry & _PM_PRESENT and entry & _PM_EXCLUSIVE:
+                    if run_start is None:
+                        run_start = i
+                elif run_start is not None:
+                    runs.append(((first + run_start) * PAGE, (i - run_start) * PAGE))
+                    run_start = None
+            if run_start is not None:
+                runs.append(((first + run_start) * PAGE, (len(entries) - run_start) * PAGE))
+    finally:
+        os.close(fd)
+    return runs
+
+
+def populate_ranges(ranges: list[tuple[int, int]]) -> int:
+    """MADV_POPULATE_WRITE on each (start, length): break copy-on-write for those pages now.
+    Ranges no longer mapped are skipped. Returns the bytes populated."""
+    total = 0
+    madvise = _libc.madvise
+    for start, length in ranges:
+        if madvise(start, length, MADV_POPULATE_WRITE) == 0:
+            total += length
+    return total
+
+
 def populate_writable_memory() -> int:
     """Break copy-on-write sharing with the zygote now (MADV_POPULATE_WRITE on every private
     writable mapping), so the first run of the function does not pay a page fault per touched

@@ -121,6 +121,7 @@ class Worker:
         self._slots: dict[tuple[str, int], _Slots] = {}  # the warm path's free slots and waiters
         self._waiting: Counter[tuple[str, int]] = Counter()
         self._invocations = 0
+        self._learn_pages = True
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._destroying: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -213,6 +214,9 @@ class Worker:
         self._invocations += 1
         if result.cold_start:
             self._counters["cold_starts"] += 1
+            if result.ok and self._learn_pages and self.config.prefault == "touched" and sb.alive:
+                self._learn_pages = False  # once per zygote: the pages this cold start un-shared
+                self._spawner.learn(sb.id)
         if result.error is not None:
             counter = _ERROR_COUNTERS.get(str(result.error.get("errorType")))
             if counter:
@@ -435,7 +439,7 @@ class Worker:
                 sid, uid, cgroups, self._spawner, network=network, tmp_mb=cfg.tmp_size_mb,
                 rlimits={"nofile": cfg.nofile, "nproc": pids_limit(cfg.pids_max, MAX_CONCURRENCY),
                          "fsize": cfg.fsize_mb * 1024 * 1024},
-                max_log_lines=cfg.max_log_lines, prefault=pooled and cfg.prefault, clock=self._clock,
+                max_log_lines=cfg.max_log_lines, prefault=cfg.prefault if pooled else "none", clock=self._clock,
             ), cfg.spawn_timeout_s)
         except BaseException as exc:
             self._counters["sandboxes_failed"] += 1
@@ -457,6 +461,7 @@ class Worker:
             log.error("the zygote exited; starting a new one")
             old = self._spawner
             self._spawner = Spawner(self.config.python, self._root_dir, self.config.data_dir / "zygote.pid")
+            self._learn_pages = True
             self._track(old.stop())
             await self._spawner.start()
 

@@ -64,6 +64,19 @@ class Zygote:
         self.ctrl = ctrl
         self.host = host
         self.children: dict[int, str] = {}  # pid of a sandbox's pid 1 -> sandbox id
+        # Pages of this process that a cold start un-shares (learned from a sandbox after its
+        # first invocation); pool sandboxes copy just these up front ("touched" prefault).
+        self.touched: list[tuple[int, int]] | None = None
+
+    def learn(self, sid: str) -> None:
+        """Record which of our writable pages sandbox `sid` has its own copy of by now."""
+        pid = next((p for p, s in self.children.items() if s == sid), None)
+        if pid is None or self.touched is not None:
+            return
+        try:
+            self.touched = sc.exclusive_pages(pid, sc.writable_private_mappings())
+        except OSError:
+            pass
 
     # -- the fork path ------------------------------------------------------------------------
     def spawn(self, req: dict, fds: list[int]) -> None:
@@ -137,8 +150,11 @@ class Zygote:
         except BaseException:  # noqa: BLE001
             _report_failure(3, traceback.format_exc())
             os._exit(71)
-        if req.get("prefault"):
+        prefault = req.get("prefault")
+        if prefault == "all":
             sc.populate_writable_memory()
+        elif prefault == "touched" and self.touched:
+            sc.populate_ranges(self.touched)
         sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid()}))
         host = self.host
 
@@ -196,8 +212,11 @@ class Zygote:
                 if message is None:
                     self.shutdown()
                     return
-                if message.get("op") == "spawn":
+                op = message.get("op")
+                if op == "spawn":
                     self.spawn(message, fds)
+                elif op == "learn":
+                    self.learn(message.get("id"))
                 else:
                     for f in fds:
                         os.close(f)
@@ -218,8 +237,10 @@ def main(ctrl_fd: int, root_dir: str) -> None:
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     host = isolation.HostLayout.probe(root_dir)
     host.seccomp = {False: seccomp.compile_filter(network=False), True: seccomp.compile_filter(network=True)}
-    sys.modules.pop("pyseccomp", None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker stops us by closing the socket
+    runtime.warm_up()
+    isolation.warm_up(host)
+    isolation.prepare_zygote(host)
     gc.collect()
     gc.freeze()  # keep the collector from touching (and un-sharing) the zygote's objects in children
     Zygote(ctrl, host).serve()

@@ -31,3 +31,15 @@ def test_uid_range_and_cgroup_tag_are_stable_per_data_dir_and_differ_between_the
     a, b = WorkerConfig(data_dir=Path("/srv/a")), WorkerConfig(data_dir=Path("/srv/b"))
     assert a.first_uid == WorkerConfig(data_dir=Path("/srv/a")).first_uid >= 200_000
     assert (a.instance_tag, a.first_uid) != (b.instance_tag, b.first_uid)
+
+
+@pytest.mark.parametrize(("given", "mode"), [("touched", "touched"), ("all", "all"), ("none", "none"),
+                                             (True, "all"), (False, "none")])
+def test_prefault_modes(given, mode):
+    assert WorkerConfig(data_dir=Path("/srv/mist"), prefault=given).validate().prefault == mode
+
+
+def test_prefault_default_copies_only_what_a_cold_start_touches():
+    assert WorkerConfig(data_dir=Path("/srv/mist")).validate().prefault == "touched"
+    with pytest.raises(InvalidRequest, match="prefault must be 'touched', 'all' or 'none', got 'some'"):
+        WorkerConfig(data_dir=Path("/srv/mist"), prefault="some").validate()

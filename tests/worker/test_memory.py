@@ -1,0 +1,72 @@
+"""Copy-on-write bookkeeping used by the prewarm pool: which pages a process has its own copy
+of (pagemap), copying chosen pages up front, and the zygote's clean inherited state."""
+
+import mmap
+import os
+import sys
+
+import pytest
+
+from mist.worker import syscalls as sc
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's pagemap flags needs root")
+
+
+def _child_writes(buf: mmap.mmap, pages: list[int]) -> tuple[int, int]:
+    """Fork a child that writes to `pages` of buf then waits; returns (pid, go_w)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        for p in pages:
+            buf[p * sc.PAGE] = 1
+        os.write(ready_w, b"x")
+        os.read(go_r, 1)
+        os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    return pid, go_w
+
+
+@needs_root
+def test_exclusive_pages_are_the_ones_a_child_wrote_since_the_fork():
+    buf = mmap.mmap(-1, 16 * sc.PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buf.write(b"\0" * len(buf))  # every page present and shared with the child after the fork
+    base = _address(buf)
+    assert any(s <= base < e for s, e in sc.writable_private_mappings())
+    pid, go = _child_writes(buf, [2, 3, 7])
+    try:
+        runs = sc.exclusive_pages(pid, [(base, base + 16 * sc.PAGE)])
+        assert runs == [(base + 2 * sc.PAGE, 2 * sc.PAGE), (base + 7 * sc.PAGE, sc.PAGE)]
+    finally:
+        os.write(go, b"x")
+        os.waitpid(pid, 0)
+        buf.close()
+
+
+def test_populate_ranges_copies_those_pages_and_skips_unmapped_ones():
+    buf = mmap.mmap(-1, 8 * sc.PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    base = _address(buf)
+    assert sc.populate_ranges([(base, 2 * sc.PAGE), (base + 4 * sc.PAGE, sc.PAGE)]) == 3 * sc.PAGE
+    assert sc.populate_ranges([(base + 64 * 1024 * 1024 * 1024, sc.PAGE)]) == 0
+    assert sc.exclusive_pages(os.getpid(), [(base, base + 8 * sc.PAGE)]) == [
+        (base, 2 * sc.PAGE), (base + 4 * sc.PAGE, sc.PAGE)]
+    buf.close()
+
+
+def _address(buf: mmap.mmap) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def test_runtime_warm_up_leaves_no_state_behind():
+    from mist.worker import runtime
+
+    out, err, env = sys.stdout, sys.stderr, dict(os.environ)
+    fds = len(os.listdir("/proc/self/fd"))
+    runtime.warm_up(rounds=3)
+    assert (sys.stdout, sys.stderr, dict(os.environ)) == (out, err, env)
+    assert len(os.listdir("/proc/self/fd")) == fds
