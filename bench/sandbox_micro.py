@@ -34,16 +34,30 @@ def report(name: str, values: list[float]) -> None:
           f"mean {statistics.fmean(values):7.3f} ms   n={len(values)}")
 
 
-async def timed(worker: Worker, spec: SandboxSpec, i: int) -> float:
+STEPS: dict[str, list[dict[str, float]]] = {}  # cold-start breakdowns per run label
+
+
+async def timed(worker: Worker, spec: SandboxSpec, i: int, label: str = "") -> float:
     t0 = time.perf_counter()
     result = await worker.invoke(spec, f"bench-{i}", b'{"n": %d}' % i)
     elapsed = (time.perf_counter() - t0) * 1000
     assert result.ok, result.error
+    if label and result.init_steps:
+        STEPS.setdefault(label, []).append({**result.init_steps, "invoke": result.duration_ms, "total": elapsed})
     return elapsed
 
 
-async def cold(tmp: Path, code: Path, runs: int, prewarm: int) -> list[float]:
-    worker = Worker(WorkerConfig(data_dir=tmp / f"data-{prewarm}", prewarm=prewarm, memory_budget_mb=8192))
+def report_steps(label: str) -> None:
+    runs = STEPS.get(label, [])
+    if not runs:
+        return
+    names = list(runs[0])
+    print("   " + "  ".join(f"{n} {pct([r.get(n, 0.0) for r in runs], 50):.3f}" for n in names) + "  (p50 ms)")
+
+
+async def cold(tmp: Path, code: Path, runs: int, prewarm: int, **config: object) -> list[float]:
+    worker = Worker(WorkerConfig(data_dir=tmp / f"data-{prewarm}", prewarm=prewarm, memory_budget_mb=8192,
+                                 **config))  # type: ignore[arg-type]
     await worker.start()
     times = []
     try:
@@ -52,7 +66,7 @@ async def cold(tmp: Path, code: Path, runs: int, prewarm: int) -> list[float]:
                 await worker.wait_prewarmed()
             await asyncio.sleep(0.02)  # sparse: let the machine settle
             spec = SandboxSpec("bench", i + 1, code, "main.handler")
-            times.append(await timed(worker, spec, i))
+            times.append(await timed(worker, spec, i, label=f"prewarm={prewarm}"))
             await worker.retire("bench")
     finally:
         await worker.stop()
@@ -202,16 +216,18 @@ async def main() -> None:
         code.mkdir(mode=0o755)
         (code / "main.py").write_text(HANDLER)
         (code / "main.py").chmod(0o644)
+        extra = {} if args.prefault is None else {"prefault": args.prefault}
         if args.memory:
-            extra = {} if args.prefault is None else {"prefault": args.prefault}
             await memory(tmp, code, args.memory, prewarm=args.prewarm, **extra)
             return
         if args.throughput:
             await throughput(tmp, code, args.throughput, args.tasks,
                              memory_budget_mb=args.budget, prewarm=args.prewarm)
             return
-        report("cold, prewarm pool hit", await cold(tmp, code, args.runs, prewarm=2))
+        report("cold, prewarm pool hit", await cold(tmp, code, args.runs, prewarm=2, **extra))
+        report_steps("prewarm=2")
         report("cold, full fork path", await cold(tmp, code, args.runs, prewarm=0))
+        report_steps("prewarm=0")
         w = await warm(tmp, code, args.runs)
         report("warm invoke", w)
         d_ = direct(args.runs)

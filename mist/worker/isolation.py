@@ -1,21 +1,26 @@
 """Building one sandbox, in the zygote's children (stdlib + ctypes only).
 
-Three stages, each run by a different process:
+Stages, each run by a different process:
 
 1. `enter` (the intermediate, forked from the zygote, still root): move to the sandbox's
    cgroups by writing `0` to the v1 `tasks` files, set rlimits, unshare the mount, pid, ipc,
    uts (and network) namespaces. It then forks the sandbox's pid 1 and exits.
-2. `build_generic` (pid 1, root, before any user code): a tmpfs root with read-only binds of
-   /usr and the interpreter tree, an empty tmpfs over site-packages, a minimal /etc and /dev,
-   a fresh /proc and a size-capped /tmp. A prewarmed sandbox waits here for its function.
-3. `finish` (pid 1, on ASSIGN): bind the code at /var/task and the layer at /opt/python,
-   pivot_root, detach the host tree, make / read-only, switch to the sandbox uid, enter a
-   user namespace mapping that uid to itself, drop every capability, set NO_NEW_PRIVS and load
-   the seccomp filter. After this nothing in the process is privileged.
+2. `build_generic` then `lock_down` (pid 1, before any user code): a tmpfs root with
+   read-only binds of /usr and the interpreter tree, an empty tmpfs over site-packages, a
+   minimal /etc and /dev, a fresh /proc and a size-capped /tmp; pivot_root into it, detach
+   the host tree, make / read-only, switch to the sandbox uid, enter a user namespace mapping
+   that uid to itself, drop every capability, set NO_NEW_PRIVS and load the seccomp filter.
+   After this nothing in the process is privileged; a prewarmed sandbox waits here for its
+   function.
+3. On ASSIGN: the zygote (root, outside) attaches exactly the function's code dir at
+   /var/task and its layer at /opt/python, read-only, inside the sandbox's mount namespace
+   (`attach_code`: open_tree clones moved in with move_mount); meanwhile the sandbox sets up
+   the function's environment (`enter_function`), then waits for the zygote's go
+   (`wait_for_code`) and imports the handler.
 
-Timing (this machine, p50): stage 1+2 about 5 ms off the critical path for a prewarmed sandbox;
-stage 3 about 0.7 ms. A prewarmed sandbox also breaks copy-on-write with the zygote up front
-(`syscalls.populate_writable_memory`), which saves about 1 ms of page faults on its cold start.
+Timing (this machine, p50): stages 1 and 2 take a few ms, off the critical path for a
+prewarmed sandbox. A prewarmed sandbox also copies up front the pages of the zygote a cold
+start un-shares (see `syscalls.exclusive_pages`, WorkerConfig.prefault).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mist.worker import syscalls as sc
@@ -155,33 +161,79 @@ def _build_dev(r: str) -> None:
         os.symlink(target, f"{r}/dev/{name}")
 
 
-def finish(assign: dict, req: dict, host: HostLayout) -> None:
-    """Stage 3, on ASSIGN: the function's mounts, pivot_root, then give up every privilege."""
+def _no_mark(step: str) -> None:
+    pass
+
+
+def lock_down(req: dict, host: HostLayout, mark: Callable[[str], None] = _no_mark) -> None:
+    """Stage 2b, right after `build_generic` (still before any function is known): pivot_root
+    into the sandbox root, detach the host tree, make / read-only, then give up every
+    privilege. The function's code is attached later from outside, by the zygote
+    (`attach_code`), so a sandbox needs no privilege at all once it is in the pool."""
     r = host.root_dir
-    sc.bind_readonly(assign["code_dir"], f"{r}/var/task")
-    if assign.get("layer_dir"):
-        sc.bind_readonly(assign["layer_dir"], f"{r}/opt/python")
     os.chdir(r)
     sc.pivot_root(".", ".")
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
+    mark("pivot_root")
     sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
-    drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])])
+    mark("remount_ro")
+    drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])], mark)
 
 
-def drop_privileges(uid: int, cap_last: int, bpf: bytes) -> None:
+def attach_code(pid: int, code_dir: str, layer_dir: str | None, own_mnt_ns: int) -> None:
+    """In the zygote, on ASSIGN: mount exactly the function's code dir (and its layer) read-only
+    at /var/task (/opt/python) inside sandbox `pid`'s mount namespace (open_tree clones of just
+    those directories, moved in with move_mount), then return to our own namespace."""
+    trees = [(sc.clone_tree_readonly(code_dir), "/var/task")]
+    try:
+        if layer_dir:
+            trees.append((sc.clone_tree_readonly(layer_dir), "/opt/python"))
+        ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(ns, sc.CLONE_NEWNS)
+            try:
+                for fd, target in trees:
+                    sc.move_mount_to(fd, target)
+            finally:
+                sc.setns(own_mnt_ns, sc.CLONE_NEWNS)
+        finally:
+            os.close(ns)
+    finally:
+        for fd, _ in trees:
+            os.close(fd)
+
+
+def wait_for_code(fd: int) -> None:
+    """In the sandbox, on ASSIGN: wait until the zygote attached the code (it writes b"G", or
+    b"F" and the error, then closes its end)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    answer = b"".join(chunks)
+    if answer != b"G":
+        raise OSError(answer[1:].decode("utf-8", "replace") if answer[:1] == b"F"
+                      else "the zygote exited before it attached the function's code")
+
+
+def drop_privileges(uid: int, cap_last: int, bpf: bytes, mark: Callable[[str], None] = _no_mark) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     sc.prctl(sc.PR_SET_DUMPABLE, 1)
+    mark("setuid")
     sc.unshare(sc.CLONE_NEWUSER)
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n".encode())
     _write("/proc/self/setgroups", b"deny")
     _write("/proc/self/gid_map", f"{uid} {uid} 1\n".encode())
+    mark("userns")
     sc.drop_bounding_set(cap_last)  # after unshare: a new user namespace starts with a full one
     sc.drop_all_capabilities()
+    mark("capabilities")
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     sc.load_seccomp(bpf)
+    mark("seccomp")
 
 
 def function_environment(assign: dict, host: HostLayout) -> dict[str, str]:
@@ -234,6 +286,10 @@ def prepare_zygote(host: HostLayout) -> None:
     for path in [p for p in sys.path_importer_cache if p not in keep]:
         del sys.path_importer_cache[path]
     sys.path[:] = host.stdlib_paths
+    import time
+
+    os.environ["TZ"] = ":UTC"  # sandboxes inherit the loaded time zone (enter_function sets TZ too)
+    time.tzset()
     os.environ.clear()
 
 
@@ -244,9 +300,10 @@ def enter_function(assign: dict, host: HostLayout) -> None:
 
     if os.environ:
         os.environ.clear()
-    os.environ.update(function_environment(assign, host))
-    time.tzset()
-    os.chdir("/var/task")
+    env = function_environment(assign, host)
+    os.environ.update(env)
+    if env.get("TZ") != ":UTC":  # the zygote's tzset already made it UTC
+        time.tzset()
     sys.path[:] = ["/var/task", "/opt/python", *host.stdlib_paths]
     sys.executable = host.executable
     sys.argv = [""]

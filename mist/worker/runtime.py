@@ -514,7 +514,30 @@ def _serve_async(channel: Channel, instance: Instance) -> None:
     os._exit(0)
 
 
-def main(sock: socket.socket, finish: Callable[[dict], None]) -> None:
+class Steps:
+    """The cold start's breakdown: `mark(step)` as each step ends; `durations()` in ms."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()  # CLOCK_MONOTONIC: comparable with the Worker's clock
+        self.faults0 = _getrusage(_RUSAGE_SELF).ru_minflt
+        self._marks: list[tuple[str, float]] = []
+
+    def page_faults(self) -> int:
+        return _getrusage(_RUSAGE_SELF).ru_minflt - self.faults0
+
+    def mark(self, step: str) -> None:
+        self._marks.append((step, time.perf_counter()))
+
+    def durations(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        last = self.t0
+        for step, t in self._marks:
+            out[step] = round((t - last) * 1000, 3)
+            last = t
+        return out
+
+
+def main(sock: socket.socket, finish: Callable[[dict, Callable[[str], None]], None]) -> None:
     """Wait for ASSIGN, finish the sandbox, load the function, serve invocations until EOF."""
     channel = Channel(sock)
     frame = channel.read()
@@ -522,21 +545,25 @@ def main(sock: socket.socket, finish: Callable[[dict], None]) -> None:
         frame = channel.read()
     if frame is None:
         os._exit(0)
+    steps = Steps()
     assign = frame.header
     try:
         output_fd: int | None = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
     except OSError:
         output_fd = None
     try:
-        finish(assign)
+        finish(assign, steps.mark)
     except BaseException:  # noqa: BLE001 - reported to the Worker as a host failure
         channel.send(protocol.FAILED, {"error": traceback.format_exc()})
         os._exit(70)
     instance = Instance(channel, assign)
     instance.output_fd = output_fd
     instance.install()
+    steps.mark("runtime")
     init_ms = instance.init()
-    channel.send(protocol.INIT, {"init_ms": init_ms, "error": instance.init_error})
+    steps.mark("import")
+    channel.send(protocol.INIT, {"init_ms": init_ms, "error": instance.init_error, "t0": steps.t0,
+                                 "steps": steps.durations(), "page_faults": steps.page_faults()})
     handler = instance.handler
     is_async = handler is not None and (
         inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None))

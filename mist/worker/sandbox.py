@@ -143,6 +143,9 @@ class Sandbox:
         self._timer_at = 0.0
         self._call_ids = itertools.count(1)
         self._init_ms = 0.0
+        self._assign_sent = 0.0
+        self.init_steps: dict[str, float] | None = None
+        self.build_steps: dict[str, float] | None = None  # the sandbox's own steps before READY
         self.on_dead: Callable[[Sandbox], None] | None = None
 
     # -- building -------------------------------------------------------------------------------
@@ -189,6 +192,8 @@ class Sandbox:
             "layer_dir": str(spec.layer_dir) if spec.layer_dir else None,
             "log_stream": log_stream, "instance_id": self.id,
         }
+        self._assign_sent = time.perf_counter()
+        self.spawner.attach_code(self.id, header["code_dir"], header["layer_dir"])  # both wake at once
         self._send(protocol.encode(protocol.ASSIGN, header))
 
     # -- invoking -------------------------------------------------------------------------------
@@ -248,6 +253,7 @@ class Sandbox:
                     return InvokeResult(
                         True, frame.payload, None, cold, self._init_ms if cold else 0.0, float(h["d"]),
                         int(h["m"]), float(h["s"]), float(h["e"]), self.id, call.logs,
+                        self.init_steps if cold else None,
                     )
                 except (KeyError, TypeError, ValueError):
                     pass  # malformed: reported below
@@ -271,6 +277,7 @@ class Sandbox:
                     cold_start=call.cold, init_ms=self._init_ms if call.cold else 0.0,
                     duration_ms=float(h["d"]), max_memory_used_mb=int(h["m"]), started_at=float(h["s"]),
                     ended_at=float(h["e"]), instance_id=self.id, logs=call.logs,
+                    init_steps=self.init_steps if call.cold else None,
                 )
             except (KeyError, TypeError, ValueError, AttributeError):
                 log.warning("sandbox %s sent a malformed result %r; killing it", self.id, h)
@@ -296,6 +303,7 @@ class Sandbox:
             duration_ms=(now - call.started_wall) * 1000,
             max_memory_used_mb=self.cgroups.max_usage_mb() or spec.memory_mb,
             started_at=call.started_wall, ended_at=now, instance_id=self.id, logs=call.logs,
+            init_steps=self.init_steps if call.cold else None,
         )
 
     # -- timeouts: one timer per sandbox, armed at the earliest deadline of its calls ----------
@@ -351,6 +359,7 @@ class Sandbox:
                 call.future.set_result(("result", frame))
         elif kind == protocol.INIT:
             self._init_ms = float(frame.header.get("init_ms") or 0.0)
+            self._record_steps(frame.header)
             if not self._init.done():
                 self._init.set_result(frame.header)
             if self.state is State.INITIALIZING:
@@ -362,6 +371,9 @@ class Sandbox:
                 cold.deadline = self._loop.time() + cold.timeout_s  # the init phase had its own limit
                 self._watch(cold.deadline)
         elif kind == protocol.READY:
+            steps = frame.header.get("steps")
+            self.build_steps = dict(steps, prefaulted_kb=frame.header.get("prefaulted_kb")) \
+                if isinstance(steps, dict) else None
             if not self._ready.done():
                 self._ready.set_result(frame.header)
         elif kind == protocol.FAILED:
@@ -372,6 +384,22 @@ class Sandbox:
                 self._ready.exception()  # retrieved: nobody may be waiting
             for call in self.calls.values():
                 self._finish_dead(call)
+
+    def _record_steps(self, header: dict) -> None:
+        """The cold start's breakdown: the sandbox's steps, plus how long the ASSIGN took to be
+        read (a pool sandbox waking up; on the full path, the whole build) and the total."""
+        now = time.perf_counter()
+        try:
+            t0 = float(header.get("t0") or 0.0)
+            steps = {str(k): float(v) for k, v in (header.get("steps") or {}).items()}
+        except (TypeError, ValueError, AttributeError):
+            return
+        waited = (t0 - self._assign_sent) * 1000 if t0 else 0.0
+        self.init_steps = {"assign_read": round(waited, 3), **steps,
+                           "assign_to_init": round((now - self._assign_sent) * 1000, 3)}
+        faults = header.get("page_faults")
+        if isinstance(faults, int):
+            self.init_steps["page_faults"] = float(faults)
 
     def _on_log(self, cid: str, stream: str, ts: float, text: str) -> None:
         """cid "" = not attributed by the runtime, "?" = OS-level output from the pipe."""

@@ -57,6 +57,7 @@ class Spawner:
         self._spawns: dict[str, asyncio.Future] = {}
         self._exits: dict[str, asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.learned_kb = 0  # the zygote learned which pages a cold start un-shares (see learn)
 
     @property
     def pid(self) -> int | None:
@@ -119,6 +120,8 @@ class Spawner:
             fut = self._spawns.pop(sid, None)
             if fut is not None and not fut.done():
                 fut.set_exception(SandboxFailed(f"sandbox {sid} could not be built: {message.get('error')}"))
+        elif op == "learned":
+            self.learned_kb = int(message.get("kb") or 0)
         elif op == "exit":
             exited = self._exits.get(sid)
             if exited is not None and not exited.done():
@@ -157,9 +160,17 @@ class Spawner:
             raise SandboxFailed(f"could not send the spawn request to the zygote: {exc}") from None
         return await fut
 
+    def attach_code(self, sid: str, code_dir: str, layer_dir: str | None) -> None:
+        """Ask the zygote to mount the function's code in sandbox `sid` (it tells the sandbox
+        itself when done, or why it failed; the sandbox then reports FAILED)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                send_control(self._sock, {"op": "mount", "id": sid, "code_dir": code_dir, "layer_dir": layer_dir})
+
     def learn(self, sid: str) -> None:
-        """Ask the zygote to record which pages sandbox `sid` un-shared in its cold start (once
-        per zygote; pool sandboxes then copy those pages up front). Best effort."""
+        """Ask the zygote to record which pages sandbox `sid` un-shared in its cold start (it
+        answers "learned" once, then ignores this; pool sandboxes then copy those pages up
+        front). Best effort."""
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 send_control(self._sock, {"op": "learn", "id": sid})

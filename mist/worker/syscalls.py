@@ -18,10 +18,21 @@ _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 _libc.syscall.restype = ctypes.c_long
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 
 # x86_64 syscall numbers (the only architecture mist supports).
 SYS_PIVOT_ROOT = 155
 SYS_CAPSET = 126
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -88,6 +99,36 @@ def bind_readonly(source: str, target: str, extra: int = MS_NOSUID | MS_NODEV) -
     mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra)
 
 
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def clone_tree_readonly(path: str) -> int:
+    """A detached, private, read-only (nosuid, nodev) bind mount of `path`, as an fd
+    (open_tree + mount_setattr) to attach with `move_mount_to`."""
+    fd = _check(_libc.syscall(SYS_OPEN_TREE, -100, _b(path), OPEN_TREE_CLONE | os.O_CLOEXEC),
+                f"open_tree({path!r})")
+    try:
+        attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, MS_PRIVATE, 0)
+        _check(_libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                             ctypes.sizeof(attr)), f"mount_setattr({path!r})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def move_mount_to(tree_fd: int, target: str) -> None:
+    """Attach a detached mount (from `clone_tree_readonly`) at `target` in our mount namespace."""
+    _check(_libc.syscall(SYS_MOVE_MOUNT, tree_fd, b"", -100, _b(target), MOVE_MOUNT_F_EMPTY_PATH),
+           f"move_mount({target!r})")
+
+
 def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(_b(target), flags), f"umount2({target!r})")
 
@@ -115,8 +156,10 @@ class _CapData(ctypes.Structure):
 
 def drop_bounding_set(cap_last: int) -> None:
     """Empty the capability bounding set (needs CAP_SETPCAP; effective caps are kept)."""
+    call = _libc.prctl
     for cap in range(cap_last + 1):
-        prctl(PR_CAPBSET_DROP, cap)
+        if call(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
 def drop_all_capabilities() -> None:

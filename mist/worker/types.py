@@ -56,3 +56,7 @@ class InvokeResult:
     ended_at: float = 0.0
     instance_id: str = ""
     logs: list[LogLine] = field(default_factory=list)
+    # cold starts only: where the cold part's time went, in ms per step, in order (the sandbox's
+    # steps from ASSIGN to the handler's module imported, and the Worker's view of it), and
+    # "page_faults": the sandbox's minor page faults over those steps (a count)
+    init_steps: dict[str, float] | None = None

@@ -29,7 +29,7 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.worker import policy
@@ -77,6 +77,8 @@ class WorkerStatistics:
     reclaimed: int
     waiting: int
     zygote_pid: int | None
+    last_cold_start: dict[str, float] = field(default_factory=dict)  # InvokeResult.init_steps of the
+    # latest cold start, plus "invoke" (its first invocation, in the sandbox) and "total"
 
 
 class _Slots:
@@ -121,7 +123,7 @@ class Worker:
         self._slots: dict[tuple[str, int], _Slots] = {}  # the warm path's free slots and waiters
         self._waiting: Counter[tuple[str, int]] = Counter()
         self._invocations = 0
-        self._learn_pages = True
+        self._last_cold_start: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._destroying: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -191,6 +193,7 @@ class Worker:
             raise NoCapacity(
                 f"{spec.function_name} needs {spec.memory_mb} MB; this worker's budget is "
                 f"{self.config.memory_budget_mb} MB", retry_after=60.0)
+        started = self._loop.time()
         try:
             # The warm path, O(1): the most recently released instance with a free slot, unless
             # earlier invocations of this function are queued (they come first).
@@ -214,9 +217,11 @@ class Worker:
         self._invocations += 1
         if result.cold_start:
             self._counters["cold_starts"] += 1
-            if result.ok and self._learn_pages and self.config.prefault == "touched" and sb.alive:
-                self._learn_pages = False  # once per zygote: the pages this cold start un-shared
-                self._spawner.learn(sb.id)
+            if result.init_steps:
+                self._last_cold_start = {**result.init_steps, "invoke": round(result.duration_ms, 3),
+                                         "total": round((self._loop.time() - started) * 1000, 3)}
+            if result.ok and not self._spawner.learned_kb and self.config.prefault == "touched" and sb.alive:
+                self._spawner.learn(sb.id)  # until the zygote knows the pages a cold start un-shares
         if result.error is not None:
             counter = _ERROR_COUNTERS.get(str(result.error.get("errorType")))
             if counter:
@@ -360,6 +365,9 @@ class Worker:
                 self._discard(sb)
 
     async def _start(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
+        if from_pool and self._pool and not (self._spawner.alive and self._pool[-1].spawner is self._spawner):
+            for stale in list(self._pool):  # built by a zygote that is gone: nobody can attach code
+                self._discard(stale)
         if from_pool and self._pool:
             sb = self._pool.pop()
             self._counters["pool_cold_starts"] += 1  # refilled once this invocation ends: a fork
@@ -372,6 +380,11 @@ class Worker:
             except BaseException:
                 self._reserved.pop(sid, None)
                 self._notify()
+                raise
+            try:
+                await sb.wait_ready(self.config.spawn_timeout_s)  # locked down: the code can go in
+            except BaseException:
+                self._discard(sb)
                 raise
         self._reserved[sb.id] = spec.memory_mb
         try:
@@ -461,7 +474,6 @@ class Worker:
             log.error("the zygote exited; starting a new one")
             old = self._spawner
             self._spawner = Spawner(self.config.python, self._root_dir, self.config.data_dir / "zygote.pid")
-            self._learn_pages = True
             self._track(old.stop())
             await self._spawner.start()
 
@@ -620,7 +632,7 @@ class Worker:
             timeouts=c["timeouts"], out_of_memory=c["out_of_memory"], crashes=c["crashes"],
             sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
             reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
-            zygote_pid=self._spawner.pid,
+            zygote_pid=self._spawner.pid, last_cold_start=dict(self._last_cold_start),
         )
 
     async def wait_prewarmed(self, timeout: float = 10.0) -> bool:

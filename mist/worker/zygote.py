@@ -57,6 +57,7 @@ from mist.worker.protocol import recv_control, send_control
 from mist.worker import syscalls as sc
 
 _PID = struct.Struct("!i")
+_GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
 
 
 class Zygote:
@@ -64,6 +65,8 @@ class Zygote:
         self.ctrl = ctrl
         self.host = host
         self.children: dict[int, str] = {}  # pid of a sandbox's pid 1 -> sandbox id
+        self.go: dict[str, int] = {}  # sandbox id -> write end of its "code attached" pipe
+        self.mnt_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         # Pages of this process that a cold start un-shares (learned from a sandbox after its
         # first invocation); pool sandboxes copy just these up front ("touched" prefault).
         self.touched: list[tuple[int, int]] | None = None
@@ -74,9 +77,35 @@ class Zygote:
         if pid is None or self.touched is not None:
             return
         try:
-            self.touched = sc.exclusive_pages(pid, sc.writable_private_mappings())
+            touched = sc.exclusive_pages(pid, sc.writable_private_mappings())
+        except OSError:
+            return
+        size = sum(length for _, length in touched)
+        if size >= 64 * sc.PAGE:  # else the sandbox was gone already (a zombie has no pages)
+            self.touched = touched
+            send_control(self.ctrl, {"op": "learned", "kb": size // 1024})
+
+    def attach(self, req: dict) -> None:
+        """Mount the function's code in sandbox req["id"], then tell the sandbox (go pipe)."""
+        sid = req.get("id")
+        go = self.go.pop(sid, None)
+        if go is None:
+            return
+        pid = next((p for p, s in self.children.items() if s == sid), None)
+        code_dir = str(req.get("code_dir"))
+        try:
+            if pid is None:
+                raise OSError("the sandbox is gone")
+            isolation.attach_code(pid, code_dir, req.get("layer_dir"), self.mnt_ns)
+            answer = b"G"
+        except OSError as exc:
+            answer = b"F" + f"could not attach the function's code {code_dir}: {exc}".encode()
+        try:
+            os.write(go, answer)
         except OSError:
             pass
+        finally:
+            os.close(go)
 
     # -- the fork path ------------------------------------------------------------------------
     def spawn(self, req: dict, fds: list[int]) -> None:
@@ -88,19 +117,24 @@ class Zygote:
             return
         chan, out = fds
         r, w = os.pipe()
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            self._intermediate(req, chan, out, w)  # never returns
+            os.close(go_w)
+            self._intermediate(req, chan, out, w, go_r)  # never returns
         os.close(w)
         os.close(chan)
         os.close(out)
+        os.close(go_r)
         inner = self._read_pid(r)
         os.close(r)
         os.waitpid(pid, 0)
         if inner is None:
+            os.close(go_w)
             send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "sandbox setup failed"})
             return
         self.children[inner] = sid
+        self.go[sid] = go_w
         try:
             pidfd = os.pidfd_open(inner)
         except OSError:  # already gone: its exit is reported by the next reap
@@ -119,17 +153,19 @@ class Zygote:
         data = os.read(r, _PID.size)
         return _PID.unpack(data)[0] if len(data) == _PID.size else None
 
-    def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int) -> None:
+    def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int, go: int) -> None:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             devnull = os.open("/dev/null", os.O_RDONLY)
             # Move every fd above 10 first so the dup2s below cannot clobber one another.
-            devnull, out, chan, pidpipe = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, out, chan, pidpipe))
-            for target, fd in ((0, devnull), (1, out), (2, out), (3, chan), (4, pidpipe)):
+            devnull, out, chan, pidpipe, go = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+                                               for fd in (devnull, out, chan, pidpipe, go))
+            for target, fd in ((0, devnull), (1, out), (2, out), (3, chan), (4, pidpipe), (_GO_FD, go)):
                 os.dup2(fd, target)
-            os.closerange(5, 65536)
+            os.set_inheritable(_GO_FD, False)
+            os.closerange(_GO_FD + 1, 65536)
             os.setsid()  # no controlling terminal: a Ctrl-C meant for mist never reaches a sandbox
             isolation.enter(req)
             inner = os.fork()
@@ -145,22 +181,31 @@ class Zygote:
     def _sandbox_main(self, req: dict) -> None:
         sock = socket.socket(fileno=3)
         sock.set_inheritable(False)
+        build = runtime.Steps()
         try:
             isolation.build_generic(req, self.host)
+            build.mark("build_generic")
+            isolation.lock_down(req, self.host, build.mark)
         except BaseException:  # noqa: BLE001
             _report_failure(3, traceback.format_exc())
             os._exit(71)
         prefault = req.get("prefault")
+        copied = 0
         if prefault == "all":
-            sc.populate_writable_memory()
+            copied = sc.populate_writable_memory()
         elif prefault == "touched" and self.touched:
-            sc.populate_ranges(self.touched)
-        sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid()}))
+            copied = sc.populate_ranges(self.touched)
+        build.mark("prefault")
+        sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
+                                                      "prefaulted_kb": copied // 1024}))
         host = self.host
 
-        def finish(assign: dict) -> None:
-            isolation.finish(assign, req, host)
+        def finish(assign: dict, mark) -> None:
             isolation.enter_function(assign, host)
+            mark("environment")
+            isolation.wait_for_code(_GO_FD)  # the zygote attaches the code meanwhile
+            os.chdir("/var/task")
+            mark("code_mounts")
 
         runtime.main(sock, finish)
         os._exit(0)
@@ -175,6 +220,9 @@ class Zygote:
             if pid == 0:
                 return
             sid = self.children.pop(pid, None)
+            go = self.go.pop(sid, None) if sid is not None else None
+            if go is not None:
+                os.close(go)
             if sid is not None:
                 send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
 
@@ -217,6 +265,8 @@ class Zygote:
                     self.spawn(message, fds)
                 elif op == "learn":
                     self.learn(message.get("id"))
+                elif op == "mount":
+                    self.attach(message)
                 else:
                     for f in fds:
                         os.close(f)

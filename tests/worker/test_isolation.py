@@ -75,6 +75,9 @@ PROBES = {
                              if line.startswith(("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp:"))],
     "kill_init": lambda: attempt(lambda: os.kill(1, 9)) if os.getpid() != 1 else "self",
     "hostname": lambda: socket.gethostname(),
+    "task_files": lambda: sorted(os.listdir("/var/task")),
+    "mount_points": lambda: sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
+    "unmount_task": lambda: libc_call("umount2", b"/var/task", 2),
 }
 
 
@@ -157,3 +160,13 @@ async def test_two_sandboxes_get_different_uids(worker, function):
 
     a, b = await asyncio.gather(call(worker, spec), call(worker, spec))
     assert value(a) != value(b)
+
+
+async def test_sees_only_its_own_code_and_cannot_unmount_it(probe, function):
+    function("def handler(e, c):\n    return 'other'\n", name="other")  # another function's code
+    assert await probe("task_files") == ["main.py"]
+    mounts = await probe("mount_points")
+    assert mounts.count("/var/task") == 1 and "/opt/python" not in mounts
+    assert all(not m.startswith(("/work", "/home", "/var/lib", "/srv")) for m in mounts), mounts
+    assert await probe("unmount_task") == "PermissionError:EPERM"
+    assert await probe("task_files") == ["main.py"]

@@ -70,3 +70,29 @@ def test_runtime_warm_up_leaves_no_state_behind():
     runtime.warm_up(rounds=3)
     assert (sys.stdout, sys.stderr, dict(os.environ)) == (out, err, env)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.sandbox
+async def test_after_a_cold_start_pool_sandboxes_copy_only_the_pages_it_touched(worker, function):
+    assert worker.config.prefault == "touched" and await worker.wait_prewarmed()
+    first = await function_call(worker, function)
+    assert first.cold_start and first.init_steps["page_faults"] > 0
+    for _ in range(200):
+        if worker._spawner.learned_kb:  # noqa: SLF001
+            break
+        await __import__("asyncio").sleep(0.01)
+    learned = worker._spawner.learned_kb  # noqa: SLF001
+    assert 256 <= learned <= 12 * 1024  # far less than every writable page of the zygote
+    worker._discard(worker._pool[0])  # noqa: SLF001 - built before the zygote learned
+    assert await worker.wait_prewarmed()
+    assert worker._pool[0].build_steps["prefaulted_kb"] == learned  # noqa: SLF001
+    second = await function_call(worker, function)
+    assert second.cold_start and second.init_steps["page_faults"] < first.init_steps["page_faults"]
+
+
+async def function_call(worker, function):
+    from tests.worker.conftest import call
+
+    result = await call(worker, function("def handler(e, c):\n    return 1\n"))
+    assert result.ok
+    return result
