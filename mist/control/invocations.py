@@ -35,9 +35,15 @@ class Outcome:
     result: InvokeResult
 
 
-def new_invocation_id() -> str:
-    """32 random hex characters (the entropy of a UUID4, without building one)."""
-    return os.urandom(16).hex()
+def new_invocation_id(now_ns: int | None = None) -> str:
+    """32 hex characters: 14 of microseconds since the epoch, then 72 random bits.
+
+    Time-ordered like a UUIDv7, so ids sort by creation time and the records table's index
+    grows at its end: with random ids, inserts slowed 3x as the table grew (cache misses all
+    over the b-tree), which cost the gateway a tenth of its throughput under load.
+    """
+    micros = (time.time_ns() if now_ns is None else now_ns) // 1000
+    return f"{micros:014x}{os.urandom(9).hex()}"
 
 
 class InvocationService:

@@ -37,3 +37,4 @@ def test_update_starts_from_the_previous_config():
     base = FunctionConfig("app.main", 256, 10.0, 4, {"A": "1"})
     cfg = FunctionConfig.from_json({"memory_mb": 512}, base=base)
     assert cfg == FunctionConfig("app.main", 512, 10.0, 4, {"A": "1"})
+
