@@ -98,6 +98,36 @@ def time_http(c, path: str, n: int, out: list[float]) -> None:
         out.append((t1 - t0) / 1e6)
 
 
+def time_raw(url: str, path: str, n: int, out: list[float]) -> None:
+    """Like time_http, with the thinnest client there is: one keep-alive socket, a request built
+    once, the answer read up to its Content-Length. httpx alone costs ~0.2 ms per request,
+    which would hide what the server adds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    body = json.dumps(EVENT).encode()
+    req = (f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    with socket.create_connection((u.hostname, u.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            sock.sendall(req)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))  # fmt: skip
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            t1 = time.perf_counter_ns()
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"POST {path} answered {head[:40]!r}")
+            out.append((t1 - t0) / 1e6)
+
+
 def time_inprocess(n: int) -> list[float]:
     ns: dict = {}
     exec(compile(HELLO_SOURCE, "main.py", "exec"), ns)
@@ -189,16 +219,19 @@ def main() -> None:
             path = "/v1/functions/hello/invocations"
             # ---- (i) latency
             warm = 200
-            lat = {"mist": [], "ff": [], "floor": []}
+            lat = {"mist": [], "ff": [], "floor": [], "mist_raw": [], "floor_raw": []}
             time_http(c, path, warm, [])
             time_http(cff, "/", warm, [])
             time_http(cfl, "/", warm, [])
+            time_raw(srv.url, path, warm, [])
             rounds = 20
             per = max(1, args.n // rounds)
             for _ in range(rounds):
                 time_http(c, path, per, lat["mist"])
                 time_http(cff, "/", per, lat["ff"])
                 time_http(cfl, "/", per, lat["floor"])
+                time_raw(srv.url, path, per, lat["mist_raw"])
+                time_raw(floor.url, "/", per, lat["floor_raw"])
             r = invoke(c, "hello", EVENT)
             if r.headers.get("x-mist-cold-start") != "false":
                 rep.notes.append("the hello instance was not warm at the end of the latency run")
@@ -246,9 +279,16 @@ def main() -> None:
             "raw-socket server, fixed answer")  # fmt: skip
     rep.row("  => mist above the HTTP floor", f"p50 {sm['p50'] - sfl['p50']:.3f} / p99 {sm['p99'] - sfl['p99']:.3f} ms", "")
     rep.row("functions-framework (HTTP)", f"p50 {sf['p50']:.3f} / p99 {sf['p99']:.3f} ms", "same client, one connection")
+    smr, sflr = summary(lat["mist_raw"]), summary(lat["floor_raw"])
+    rep.row("mist warm invoke (raw-socket client)", f"p50 {smr['p50']:.3f} / p99 {smr['p99']:.3f} ms", f"n={smr['n']}")
+    rep.row("loopback HTTP floor (raw-socket client)", f"p50 {sflr['p50']:.3f} / p99 {sflr['p99']:.3f} ms", "")
+    rep.data.update({"mist_raw_ms": smr, "floor_raw_ms": sflr})
     if direct:
         sd = summary(direct)
         rep.row("direct Worker.invoke (no HTTP)", f"p50 {sd['p50']:.3f} / p99 {sd['p99']:.3f} ms", "own worker, after the server stopped")
+        added = smr["p50"] - sd["p50"]
+        rep.row("  => mist added over a direct sandbox call", f"p50 {added:.3f} ms",
+                "raw-socket client; includes the HTTP round trip itself")  # fmt: skip
         rep.data["worker_direct_ms"] = sd
     else:
         rep.notes.append(f"direct worker call: {why}")
@@ -267,6 +307,9 @@ def main() -> None:
     else:
         rep.notes.append("GET /v1/statistics does not expose InvocationLog counts; records not verified")
     rep.check("mist warm p50 added ms", sm["p50"] - si["p50"], "(no target)", None)
+    if direct:
+        added = smr["p50"] - summary(direct)["p50"]
+        rep.check("added over direct sandbox call, p50 ms", added, "<= 0.3", added <= 0.3)
     rep.check("mist / ff requests/s", ratio, ">= 3x", ratio >= 3 and sum(w_mist["errors"].values()) == 0)
     if sum(w_mist["errors"].values()):
         rep.notes.append(f"mist wrk errors: {w_mist['errors']} (non-2xx count as errors; the check needs 0)")
