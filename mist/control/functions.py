@@ -179,7 +179,7 @@ class FunctionService:
         async with lock:
             if not dest.is_dir():
                 await asyncio.to_thread(packaging.extract_zip, zip_path, dest)
-        files = sum(len(f) for _, _, f in os.walk(dest))
+        files = sum(len(f) for d, _, f in os.walk(dest) if "__pycache__" not in Path(d).parts)
         if files == 0:
             raise DeployRejected("the code archive is empty; put your handler in main.py (or pass --handler)")
         return sha, size, files

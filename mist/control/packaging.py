@@ -404,6 +404,7 @@ def extract_zip(zip_path: ZipSource, dest_dir: Path) -> ExtractStats:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
         try:
             files, written = _extract_into(zf, entries, tmp)
+            precompile(tmp)
             _make_read_only(tmp)
             try:
                 tmp.rename(dest_dir)
@@ -464,6 +465,22 @@ def _extract_into(
             if written > MAX_UNPACKED_BYTES:
                 raise DeployRejected(f"the zip unpacks to more than {_mb(MAX_UNPACKED_BYTES)}; rebuild it")
     return files, written
+
+
+def precompile(root: Path) -> None:
+    """Write `__pycache__/*.pyc` for every .py file that compiles, so a cold start imports
+    bytecode instead of compiling the source (the code dir is read-only in the sandbox, so
+    Python could never cache it there itself). Unchecked-hash pycs: the code is immutable
+    (content-addressed), so nothing needs to stat the source to validate them. Compiling runs
+    none of the user's code; files that do not compile are left to `check_code` to report."""
+    import compileall
+    import py_compile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarnings of user code are not ours to raise
+        compileall.compile_dir(
+            str(root), quiet=2, workers=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+        )
 
 
 def _make_read_only(root: Path) -> None:

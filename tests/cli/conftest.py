@@ -112,7 +112,7 @@ class FakeMist:
         code_dir = self.root / "code" / sha
         if not code_dir.exists():
             packaging.extract_zip(zip_path, code_dir)
-        events: list[dict[str, Any]] = [{"event": "validated", "files": sum(1 for p in code_dir.rglob("*") if p.is_file())}]
+        events: list[dict[str, Any]] = [{"event": "validated", "files": sum(1 for p in code_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)}]
         handler = config.get("handler") or packaging.find_default_handler(code_dir)
         packaging.check_code(code_dir, handler)
         requirements = code_dir / "requirements.txt"

@@ -189,7 +189,10 @@ def test_extract_writes_read_only_files_and_returns_the_zip_sha256(tmp_path):
     assert stats == packaging.ExtractStats(root, 3, 19, hashlib.sha256(data).hexdigest())
     assert (root / "main.py").read_bytes() == b"print(1)\n"
     modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
-    assert modes == {".": 0o555, "main.py": 0o444, "bin": 0o555, "bin/tool": 0o555, "pkg": 0o555, "pkg/__init__.py": 0o444}
+    assert modes == {".": 0o555, "main.py": 0o444, "bin": 0o555, "bin/tool": 0o555, "pkg": 0o555, "pkg/__init__.py": 0o444,
+                     # precompiled at deploy: a cold start imports bytecode (the sandbox cannot write it)
+                     "__pycache__": 0o555, "__pycache__/main.cpython-311.pyc": 0o444,
+                     "pkg/__pycache__": 0o555, "pkg/__pycache__/__init__.cpython-311.pyc": 0o444}
     assert [p.name for p in (tmp_path / "code").iterdir()] == ["x"]  # no temporary directory left
 
 
@@ -437,3 +440,22 @@ def test_a_name_the_filesystem_cannot_hold_is_refused(tmp_path):
     with pytest.raises(DeployRejected, match="File name too long"):
         packaging.extract_zip(path, tmp_path / "code")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["code.zip"]
+
+
+def test_deployed_code_is_precompiled_so_cold_starts_import_bytecode(tmp_path):
+    import sys
+
+    tag = sys.implementation.cache_tag
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.py").write_text("def handler(e, c):\n    return 1\n")
+    (src / "broken.py").write_text("def nope(:\n")
+    data = tmp_path / "code.zip"
+    packaging.zip_directory(src, data)
+    root = tmp_path / "code" / "x"
+    packaging.extract_zip(data, root)
+    pyc = root / "__pycache__" / f"main.{tag}.pyc"
+    assert pyc.is_file()
+    flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+    assert flags == 0b01  # hash-based, unchecked: the immutable source is never stat-ed to validate it
+    assert not (root / "__pycache__" / f"broken.{tag}.pyc").exists()
