@@ -257,13 +257,7 @@ def populate_writable_memory() -> int:
     writable mapping), so the first run of the function does not pay a page fault per touched
     page. Returns the bytes populated."""
     total = 0
-    with open("/proc/self/maps") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        parts = line.split()
-        if parts[1] != "rw-p" or (len(parts) > 5 and parts[5].startswith("[v")):
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
+    for start, end in writable_private_mappings():
         if _libc.madvise(start, end - start, MADV_POPULATE_WRITE) == 0:
             total += end - start
     return total
