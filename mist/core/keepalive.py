@@ -300,13 +300,13 @@ class MistKeepAlive:
     about cost x alpha / memory seconds (ski rental); a periodic function is prewarmed just before
     its period; a large function is kept loaded for less time than a small one.
 
-    Worked example (defaults: cost 2200 GB-s; a 1024 MB function idle 60 s thirty times): the
-    context "60, 60, ..." was followed by 60 s every time it was checked (27 hits, trust 28/29).
-    Covering the 60 s bucket [59.3, 60.5) saves 2200 x 0.97 GB-s; covering below it costs 1 GB x
-    0.97 x 59 s per idle and saves little, so the window starts at 59.3 s; beyond 60.5 s only the
-    unseen tail remains, worth covering until about 2200 x 0.5 / 1 s. With the margins (10 %,
-    at least 5 s): unloaded 53.4 s, then loaded 1461 s. The next arrival, at 60 s, is warm after
-    6.6 s of idle memory.
+    Worked example (defaults: cost 2200 GB-s; a 1024 MB function that was idle 60 s thirty
+    times): the context "60, 60, ..." was followed by 60 s each time it was checked (27 hits,
+    trust 28/29), so the forecast puts 99.8 % on the 60 s bucket [59.3, 60.5). Starting earlier
+    would cost about 1 GB x 59 s per idle period to save 0.1 % of a cold start; beyond 60.5 s only
+    the unseen tail is left, worth covering while its hazard alpha / t exceeds memory / cost (to
+    about 1400 s, in doubling slices). With the margins (10 %, at least 5 s): unloaded 53.4 s,
+    then loaded 1461 s. The next arrival, at 60 s, is warm after 6.6 s of idle memory.
     """
 
     name = "mist"
