@@ -29,7 +29,7 @@ has the model, the design of each and their results on the Azure Functions 2019 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import accumulate
@@ -451,7 +451,7 @@ def from_name(name: str) -> KeepAlivePolicy:
     raise InvalidRequest(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
 
 
-__all__: Iterable[str] = [
+__all__ = [
     "Decision", "FixedKeepAlive", "FunctionSpec", "HistogramState", "HybridHistogram", "KeepAlivePolicy",
     "MistConfig", "MistKeepAlive", "MistState", "best_window", "forecast_next", "from_name",
 ]
