@@ -16,6 +16,7 @@ MEMORY_MIN_MB = 64
 MEMORY_MAX_MB = 10240
 TIMEOUT_MAX_S = 900.0
 CONCURRENCY_MAX = 1000
+INSTANCES_MAX = 10_000
 DEFAULT_HANDLER = "main.handler"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
 
@@ -29,8 +30,10 @@ class FunctionConfig:
     timeout_s: float = 30.0
     concurrency: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    min_instances: int = 0  # kept warm at all times (provisioned)
+    max_instances: int | None = None  # None: no limit but the machine's
 
-    KEYS = ("handler", "memory_mb", "timeout_s", "concurrency", "env")
+    KEYS = ("handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances")
 
     @classmethod
     def from_json(cls, data: Any, base: "FunctionConfig | None" = None) -> "FunctionConfig":
@@ -54,7 +57,17 @@ class FunctionConfig:
             changes["concurrency"] = _int_in("concurrency", data["concurrency"], 1, CONCURRENCY_MAX)
         if "env" in data:
             changes["env"] = _env(data["env"])
-        return replace(cfg, **changes)
+        if "min_instances" in data:
+            changes["min_instances"] = _int_in("min_instances", data["min_instances"], 0, INSTANCES_MAX)
+        if "max_instances" in data:
+            raw = data["max_instances"]
+            changes["max_instances"] = None if raw is None else _int_in("max_instances", raw, 1, INSTANCES_MAX)
+        out = replace(cfg, **changes)
+        if out.max_instances is not None and out.min_instances > out.max_instances:
+            raise InvalidRequest(
+                f"min_instances ({out.min_instances}) cannot be more than max_instances ({out.max_instances})"
+            )
+        return out
 
 
 def _int_in(key: str, value: Any, lo: int, hi: int) -> int:
@@ -117,6 +130,8 @@ class FunctionVersion:
     code_size: int
     layer_sha256: str | None
     created_at: datetime
+    min_instances: int = 0
+    max_instances: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +142,8 @@ class FunctionVersion:
             "timeout_s": self.timeout_s,
             "concurrency": self.concurrency,
             "env": dict(self.env),
+            "min_instances": self.min_instances,
+            "max_instances": self.max_instances,
             "code_sha256": self.code_sha256,
             "code_size": self.code_size,
             "layer_sha256": self.layer_sha256,
@@ -134,7 +151,10 @@ class FunctionVersion:
         }
 
     def config(self) -> FunctionConfig:
-        return FunctionConfig(self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env))
+        return FunctionConfig(
+            self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env),
+            self.min_instances, self.max_instances,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     try:
         await worker.start()
         await records.start()
-        functions = FunctionService(data_dir, store, LayerStore(data_dir / "layers"), worker.retire)
+        functions = FunctionService(
+            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
+        )
+        await functions.provision_all()  # min instances are warm before the first request
         invocations = InvocationService(functions, worker, records)
         services = Services(functions, invocations, records, uploads, _stats(worker, records))
         app = build_app(services)

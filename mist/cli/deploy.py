@@ -31,12 +31,15 @@ The code is checked before it is uploaded: every .py file must compile and the h
 The handler defaults to main.handler (the function handler in main.py). Without a main.py,
 if exactly one top-level module defines handler, that one is used (app.py gives app.handler).
 Memory, timeout and concurrency left out take the server's defaults (128 MB, 30 s, 1).
+--min-instances keeps that many instances loaded at all times (no cold start for them);
+--max-instances caps how many run at once (more requests wait for a free one).
 
 Examples:
 
   mist deploy hello ./hello
   mist deploy resize ./resize --handler app.resize --memory 512 --timeout 10
   mist deploy api ./api --env STAGE=prod --env LOG_LEVEL=debug
+  mist deploy api ./api --min-instances 2 --max-instances 20
   mist deploy hello hello.zip --json
 
 Exit status: 0 deployed; 1 the code was rejected or the deploy failed; 2 bad input or mist unreachable."""
@@ -62,10 +65,17 @@ def deploy(
     env: Annotated[
         list[str] | None, typer.Option(metavar="KEY=VALUE", help="Environment variable; repeat for more.")
     ] = None,
+    min_instances: Annotated[
+        int | None, typer.Option(metavar="N", help="Instances kept loaded at all times (default 0).")
+    ] = None,
+    max_instances: Annotated[
+        int | None, typer.Option(metavar="N", help="Most instances at once (default: no limit).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
     config = _config(handler, memory, timeout, concurrency, env)
+    config.update({k: v for k, v in (("min_instances", min_instances), ("max_instances", max_instances)) if v is not None})
     err = output.stderr()
     show = not as_json
     with tempfile.TemporaryFile() as code:

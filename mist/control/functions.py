@@ -13,6 +13,7 @@ A deploy, step by step (each step reported to `progress` for `mist deploy`'s liv
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -21,12 +22,19 @@ from pathlib import Path
 from mist.control import packaging
 from mist.control.layers import LayerStore, Progress
 from mist.control.store import FunctionStore, NewVersion
-from mist.errors import DeployRejected, NotFound
+from mist.errors import DeployRejected, MistError, NotFound
 from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion
 from mist.worker.types import SandboxSpec
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], datetime]
 Retire = Callable[[str, int | None], Awaitable[None]]
+Provision = Callable[[SandboxSpec], Awaitable[int]]
+
+
+async def _no_provision(_: SandboxSpec) -> int:
+    return 0
 
 
 async def _no_progress(_: dict[str, object]) -> None:
@@ -45,6 +53,7 @@ class FunctionService:
         layers: LayerStore,
         retire: Retire,
         *,
+        provision: Provision = _no_provision,
         clock: Clock = _utcnow,
     ) -> None:
         self.code_root = data_dir / "code"
@@ -52,6 +61,7 @@ class FunctionService:
         self._store = store
         self._layers = layers
         self._retire = retire
+        self._provision = provision
         self._clock = clock
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
@@ -89,6 +99,8 @@ class FunctionService:
             concurrency=fv.concurrency,
             env=tuple(sorted(fv.env.items())),
             layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
+            min_instances=fv.min_instances,
+            max_instances=fv.max_instances,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -160,6 +172,8 @@ class FunctionService:
             code_sha256=sha,
             code_size=size,
             layer_sha256=layer,
+            min_instances=cfg.min_instances,
+            max_instances=cfg.max_instances,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)
@@ -167,8 +181,22 @@ class FunctionService:
             self._latest[name] = fv
         self._versions[(name, fv.version)] = fv
         await self._retire(name, fv.version)
+        await self.provision(fv)
         await progress({"event": "created", "version": fv.to_json()})
         return fv
+
+    async def provision(self, fv: FunctionVersion) -> None:
+        """Start the version's min_instances (a short budget only delays them: the worker keeps
+        trying, and the function still serves on demand meanwhile)."""
+        try:
+            await self._provision(self.spec(fv))
+        except MistError as exc:
+            log.warning("%s:%s: provisioned instances not all started yet: %s", fv.name, fv.version, exc.message)
+
+    async def provision_all(self) -> None:
+        for summary in await self.list():
+            if summary.latest.min_instances > 0:
+                await self.provision(summary.latest)
 
     async def _extract(self, zip_path: Path) -> tuple[str, int, int]:
         """Validate and extract the zip into code/<sha>/; return (sha, zip size, file count)."""

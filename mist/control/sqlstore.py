@@ -36,6 +36,8 @@ versions = sa.Table(
     sa.Column("code_size", sa.BigInteger, nullable=False),
     sa.Column("layer_sha256", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("min_instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_instances", sa.Integer),
 )
 
 invocations = sa.Table(
@@ -99,10 +101,26 @@ class SqlStore:
                 cur.close()
 
         metadata.create_all(self.engine)
+        self._add_missing_columns()
         self._insert_invocations = self._insert_sql(invocations, _RECORD_COLUMNS)
         self._insert_lines = self._insert_sql(
             log_lines, ["invocation_id", "seq", "function", "version", "ts", "stream", "text"]
         )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a data dir was created are added to it (nullable or defaulted
+        columns only), so an upgrade keeps every function and record."""
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in have:
+                        continue
+                    ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
+                    if column.server_default is not None:
+                        ddl += f" NOT NULL DEFAULT {column.server_default.arg}"
+                    conn.exec_driver_sql(ddl)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -136,6 +154,8 @@ class SqlStore:
                 code_size=new.code_size,
                 layer_sha256=new.layer_sha256,
                 created_at=now,
+                min_instances=new.min_instances,
+                max_instances=new.max_instances,
             )
         )
         updated = conn.execute(
@@ -161,6 +181,8 @@ class SqlStore:
             code_size=new.code_size,
             layer_sha256=new.layer_sha256,
             created_at=now,
+            min_instances=new.min_instances,
+            max_instances=new.max_instances,
         )
 
     @staticmethod
@@ -177,6 +199,8 @@ class SqlStore:
             code_size=row.code_size,
             layer_sha256=row.layer_sha256,
             created_at=_utc(row.created_at),
+            min_instances=row.min_instances,
+            max_instances=row.max_instances,
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

@@ -29,6 +29,8 @@ class NewVersion:
     code_sha256: str
     code_size: int
     layer_sha256: str | None
+    min_instances: int = 0
+    max_instances: int | None = None
 
 
 class FunctionStore(Protocol):

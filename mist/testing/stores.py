@@ -33,6 +33,8 @@ class MemoryStore:
                 code_size=new.code_size,
                 layer_sha256=new.layer_sha256,
                 created_at=now,
+                min_instances=new.min_instances,
+                max_instances=new.max_instances,
             )
             existing.append(fv)
             created = self._created.get(new.name, (now, now))[0]

@@ -47,6 +47,7 @@ class FakeWorker:
     behaviour: Behaviour = echo
     calls: list[tuple[SandboxSpec, str, bytes]] = field(default_factory=list)
     retired: list[tuple[str, int | None]] = field(default_factory=list)
+    provisioned: list[SandboxSpec] = field(default_factory=list)
     _warm: set[tuple[str, int]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -61,6 +62,10 @@ class FakeWorker:
         result.cold_start = spec.key not in self._warm
         self._warm.add(spec.key)
         return result
+
+    async def provision(self, spec: SandboxSpec) -> int:
+        self.provisioned.append(spec)
+        return spec.min_instances
 
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         self.retired.append((function_name, keep_version))

@@ -51,11 +51,14 @@ def place(
     pool_size: int,
     pool_mb: int,
     pool_usable: bool = True,
+    max_instances: int | None = None,
+    starting: int = 0,
 ) -> Placement:
     """Where the next invocation of `key` runs: a free slot, a new instance, or nowhere yet.
 
     A free slot wins (ready instances before initializing ones, the fullest first so the others
-    can idle out, then the most recently used). Otherwise a new instance if the budget allows,
+    can idle out, then the most recently used). Otherwise a new instance if the function is
+    below its `max_instances` (counting the `starting` ones) and the budget allows,
     taking a prewarmed sandbox when one is usable, after evicting prewarmed sandboxes and then
     idle instances (least recently used first) if it must. Otherwise wait.
     """
@@ -66,6 +69,10 @@ def place(
     if slots:
         best = min(slots, key=lambda i: (i.state is State.INITIALIZING, -i.in_flight, -i.last_used))
         return Placement("use", instance_id=best.id)
+    if max_instances is not None:
+        live = sum(1 for i in instances if i.key == key and not i.retiring and i.state in _SERVING)
+        if live + starting >= max_instances:
+            return Placement("wait")
     from_pool = pool_usable and pool_size > 0
     need = memory_mb - (pool_mb if from_pool else 0)
     if free_mb >= need:
@@ -86,6 +93,13 @@ def place(
     if free >= need:
         return Placement("start", from_pool=from_pool, evict=tuple(victims), evict_pool=evict_pool)
     return Placement("wait")
+
+
+def reclaimable(idle: Sequence[InstanceView], live: int, min_instances: int) -> list[str]:
+    """Which of a function's idle, expired instances may go while keeping `min_instances` of
+    its `live` instances: the least recently used go first."""
+    spare = max(0, live - min_instances)
+    return [i.id for i in sorted(idle, key=lambda i: i.last_used)[:spare]]
 
 
 def should_reclaim(idle_since: float, now: float, keepalive_s: float) -> bool:

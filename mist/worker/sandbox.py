@@ -225,6 +225,21 @@ class Sandbox:
                 self.state = _IDLE  # the DRAIN transition
                 self.last_used = self._clock()
 
+    async def provisioned(self, timeout_s: float) -> bool:
+        """Wait for the init phase of a sandbox assigned without an invocation (a provisioned
+        instance): its first invocation is then warm, as on Lambda. False if init did not end
+        in time or the sandbox died."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._init), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            return False
+        if self._cold_cid is None:
+            self._cold_cid = ""  # no invocation will be reported as this instance's cold start
+            for line in self._init_logs:
+                log.info("sandbox %s init [%s] %s", self.id, line.stream, line.text)
+            self._init_logs = []
+        return self.alive
+
     async def invoke(self, rid: str, payload: bytes, *, init_timeout_s: float) -> InvokeResult:
         spec = self.spec
         assert spec is not None

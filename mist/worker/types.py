@@ -24,6 +24,8 @@ class SandboxSpec:
     env: tuple[tuple[str, str], ...] = ()  # from --env, sorted
     layer_dir: Path | None = None  # host path of the dependency layer (pip --target); /opt/python inside
     network: bool = False  # False: empty network namespace and no inet sockets
+    min_instances: int = 0  # instances kept warm at all times (provisioned)
+    max_instances: int | None = None  # at most this many instances at once; None: no limit
 
     @property
     def key(self) -> tuple[str, int]:

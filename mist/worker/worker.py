@@ -122,6 +122,8 @@ class Worker:
         self._reserved: dict[str, int] = {}  # sandbox id -> MB held against the budget
         self._slots: dict[tuple[str, int], _Slots] = {}  # the warm path's free slots and waiters
         self._waiting: Counter[tuple[str, int]] = Counter()
+        self._starting: Counter[tuple[str, int]] = Counter()  # instances being started, per key
+        self._provisioned: dict[str, SandboxSpec] = {}  # function -> spec whose min_instances to keep
         self._invocations = 0
         self._last_cold_start: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
@@ -344,6 +346,7 @@ class Worker:
             spec.key, spec.memory_mb, [self._view(sb) for sb in sandboxes],
             free_mb=self._free_mb(), pool_size=len(self._pool),
             pool_mb=self.config.prewarm_memory_mb, pool_usable=not spec.network,
+            max_instances=spec.max_instances, starting=self._starting[spec.key],
         )
 
     def _view(self, sb: Sandbox) -> policy.InstanceView:
@@ -365,6 +368,15 @@ class Worker:
                 self._discard(sb)
 
     async def _start(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
+        self._starting[spec.key] += 1
+        try:
+            return await self._start_instance(spec, from_pool)
+        finally:
+            self._starting[spec.key] -= 1
+            if not self._starting[spec.key]:
+                del self._starting[spec.key]
+
+    async def _start_instance(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
         if from_pool and self._pool and not (self._spawner.alive and self._pool[-1].spawner is self._spawner):
             for stale in list(self._pool):  # built by a zygote that is gone: nobody can attach code
                 self._discard(stale)
@@ -577,23 +589,70 @@ class Worker:
         while True:
             await asyncio.sleep(self.config.reap_interval_s)
             self.reclaim_idle()
+            for spec in list(self._provisioned.values()):
+                try:
+                    await self._keep_provisioned(spec)
+                except MistError as exc:
+                    log.warning("could not keep %s:%s provisioned: %s", *spec.key, exc.message)
 
     def reclaim_idle(self) -> int:
-        """Kill every instance idle for keepalive_s (and idle retired ones). Returns how many."""
+        """Kill every instance idle for keepalive_s (and idle retired ones), keeping each
+        function's min_instances. Returns how many."""
         now = self._clock()
-        victims = [
-            sb for sb in self._functions.values()
-            if sb.state is State.IDLE and sb.in_flight == 0
-            and (sb.retiring or policy.should_reclaim(sb.last_used, now, self.config.keepalive_s))
-        ]
+        expired: dict[tuple[str, int], list[Sandbox]] = {}
+        victims: list[Sandbox] = []
+        for sb in self._functions.values():
+            if sb.state is not State.IDLE or sb.in_flight:
+                continue
+            if sb.retiring:
+                victims.append(sb)
+            elif policy.should_reclaim(sb.last_used, now, self.config.keepalive_s):
+                expired.setdefault(sb.key, []).append(sb)
+        for key, idle in expired.items():
+            spec = idle[0].spec
+            live = sum(1 for sb in self._by_key.get(key, {}).values() if sb.alive and not sb.retiring)
+            ids = set(policy.reclaimable([self._view(sb) for sb in idle], live, spec.min_instances if spec else 0))
+            victims.extend(sb for sb in idle if sb.id in ids)
         for sb in victims:
             self._discard(sb)
         self._counters["reclaimed"] += len(victims)
         return len(victims)
 
+    async def provision(self, spec: SandboxSpec) -> int:
+        """Keep spec.min_instances instances of this version loaded at all times (provisioned:
+        initialized before any request, so no invocation of theirs is a cold start). Replaces
+        the function's previous provisioned version; min_instances 0 stops provisioning.
+        Returns how many instances were started now; the reaper keeps the count up later
+        (after crashes, or when the memory budget was short)."""
+        if spec.min_instances <= 0:
+            self._provisioned.pop(spec.function_name, None)
+            return 0
+        self._provisioned[spec.function_name] = spec
+        return await self._keep_provisioned(spec)
+
+    async def _keep_provisioned(self, spec: SandboxSpec) -> int:
+        if not self._started or self._stopping or self._provisioned.get(spec.function_name) != spec:
+            return 0
+        live = sum(1 for sb in self._by_key.get(spec.key, {}).values() if sb.alive and not sb.retiring)
+        started = 0
+        for _ in range(spec.min_instances - live - self._starting[spec.key]):
+            need = spec.memory_mb - (self.config.prewarm_memory_mb if self._pool and not spec.network else 0)
+            if self._free_mb() < need:
+                raise NoCapacity(f"{spec.function_name} needs {spec.min_instances} provisioned instances "
+                                 f"but the worker's memory budget has room for {live + started}")
+            sb = await self._start(spec, from_pool=bool(self._pool) and not spec.network)
+            ok = await sb.provisioned(self.config.init_timeout_s)
+            self._released(sb)
+            if ok:
+                started += 1
+        return started
+
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         """Stop serving `function_name` (every version but keep_version): idle instances are
         killed now, busy ones when their invocations end."""
+        kept = self._provisioned.get(function_name)
+        if kept is not None and kept.version != keep_version:
+            del self._provisioned[function_name]
         for sb in list(self._functions.values()):
             spec = sb.spec
             if spec is None or spec.function_name != function_name or spec.version == keep_version:

@@ -151,3 +151,10 @@ def test_deploy_stream_that_ends_early_is_an_error(cli, fake, hello):
 
     assert result.exit_code == 2
     assert "the deploy stream ended before the deploy finished" in result.stderr
+
+
+def test_deploy_sends_instance_limits(cli, fake, hello):
+    result = cli("deploy", "hello", str(hello), "--min-instances", "2", "--max-instances", "10")
+
+    assert result.exit_code == 0, result.output
+    assert fake.configs[-1] == {"min_instances": 2, "max_instances": 10}

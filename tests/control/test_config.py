@@ -7,6 +7,12 @@ from mist.models import FunctionConfig
 def test_defaults_are_the_documented_ones():
     cfg = FunctionConfig.from_json({})
     assert (cfg.handler, cfg.memory_mb, cfg.timeout_s, cfg.concurrency, cfg.env) == (None, 128, 30.0, 1, {})
+    assert (cfg.min_instances, cfg.max_instances) == (0, None)
+
+
+def test_max_instances_can_be_lifted_again_with_null():
+    base = FunctionConfig.from_json({"max_instances": 5})
+    assert FunctionConfig.from_json({"max_instances": None}, base=base).max_instances is None
 
 
 @pytest.mark.parametrize(
@@ -25,6 +31,9 @@ def test_defaults_are_the_documented_ones():
         ({"env": {"A": 1}}, "env value of A must be a string"),
         ({"memroy_mb": 1}, "unknown config key(s) memroy_mb"),
         ([], "config must be a JSON object"),
+        ({"min_instances": -1}, "min_instances must be from 0 to 10000, got -1"),
+        ({"max_instances": 0}, "max_instances must be from 1 to 10000, got 0"),
+        ({"min_instances": 3, "max_instances": 2}, "min_instances (3) cannot be more than max_instances (2)"),
     ],
 )
 def test_bad_values_are_refused_naming_key_and_value(config, message):

@@ -38,6 +38,13 @@ def record(i, function="hello", started=1000.0):
     )
 
 
+def test_instance_limits_are_kept_with_the_version(store):
+    store.create_version(new(min_instances=2, max_instances=8), NOW)
+    got = store.get_versions("hello", 1)[0]
+    assert (got.min_instances, got.max_instances) == (2, 8)
+    assert store.get_function("hello").latest.max_instances == 8
+
+
 def test_versions_are_numbered_from_one_and_name_resolves_to_newest(store):
     v1 = store.create_version(new(env={"A": "1"}), NOW)
     v2 = store.create_version(new(memory_mb=256), NOW)
@@ -94,3 +101,21 @@ def test_lists_are_newest_first_and_logs_oldest_first_with_limit(store):
     assert [l.text for l in store.list_logs("hello", limit=2)] == ["line 3", "line 4"]
     assert [l.text for l in store.list_logs("hello", invocation_id="inv-1")] == ["line 1"]
     assert store.list_invocations("other", 10) == []
+
+
+def test_a_data_dir_from_before_new_columns_is_upgraded_and_keeps_its_functions(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    SqlStore(f"sqlite:///{db}").close()
+    SqlStore(f"sqlite:///{db}").create_version(new(), NOW)
+    con = sqlite3.connect(db)  # what a data dir made before min/max instances looked like
+    con.execute("ALTER TABLE function_versions DROP COLUMN min_instances")
+    con.execute("ALTER TABLE function_versions DROP COLUMN max_instances")
+    con.commit()
+    con.close()
+    upgraded = SqlStore(f"sqlite:///{db}")
+    got = upgraded.get_function("hello").latest
+    assert (got.version, got.min_instances, got.max_instances) == (1, 0, None)
+    assert upgraded.create_version(new(min_instances=1), NOW).version == 2
+    upgraded.close()

@@ -56,6 +56,7 @@ def test_sigterm_leaves_no_sandbox_process_or_cgroup_and_restart_keeps_everythin
     s = start_server(data)
     try:
         assert s.cli("deploy", "hello", str(REPO / "examples" / "hello")).returncode == 0
+        assert s.cli("deploy", "warm", str(REPO / "examples" / "hello"), "--min-instances", "1").returncode == 0
         with s.client() as c:
             assert c.get("/healthz").status_code == 200
             r = c.post("/v1/functions/hello/invocations", content=b'{"name": "before"}')
@@ -78,6 +79,9 @@ def test_sigterm_leaves_no_sandbox_process_or_cgroup_and_restart_keeps_everythin
             assert c.get("/v1/functions/hello").json()["latest_version"] == 1
             again = c.post("/v1/functions/hello/invocations", content=b'{"name": "after"}')
             assert again.status_code == 200 and again.json()["hello"] == "after"
+            # --min-instances: loaded again at start, before any request, so the first call is warm
+            warm = c.post("/v1/functions/warm/invocations", content=b"{}")
+            assert warm.status_code == 200 and warm.headers["x-mist-cold-start"] == "false"
     finally:
         assert s2.stop() == 0
 

@@ -25,7 +25,9 @@ async def client(request, tmp_path, worker):
     store = MemoryStore()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()
-    functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire)
+    functions = FunctionService(
+        tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire, provision=worker.provision
+    )
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     services = Services(functions, InvocationService(functions, worker, records), records, uploads)

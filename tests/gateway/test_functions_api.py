@@ -99,3 +99,13 @@ async def test_openapi_document_lists_the_api(client):
 async def test_unknown_routes_answer_in_the_error_shape(client):
     r = await client.get("/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
+
+
+async def test_min_instances_are_provisioned_at_deploy_and_limits_are_kept(client, tmp_path, worker):
+    r = await deploy(client, tmp_path, config='{"min_instances": 2, "max_instances": 5}')
+    assert r.status_code == 201
+    assert (r.json()["min_instances"], r.json()["max_instances"]) == (2, 5)
+    spec = worker.provisioned[-1]
+    assert (spec.function_name, spec.version, spec.min_instances, spec.max_instances) == ("hello", 1, 2, 5)
+    r = await client.patch("/v1/functions/hello", json={"max_instances": None})
+    assert r.json()["max_instances"] is None and r.json()["min_instances"] == 2

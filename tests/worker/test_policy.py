@@ -75,3 +75,36 @@ def test_reclaims_only_after_the_keepalive(idle_since, now, keepalive, expected)
 )
 def test_pool_refills_to_target_within_budget_and_yields_to_waiters(target, have, free_mb, waiting, expected):
     assert pool_deficit(target, have, free_mb=free_mb, pool_mb=128, waiting=waiting) == expected
+
+
+def test_max_instances_makes_a_new_invocation_wait_instead_of_starting_another():
+    busy = [inst("a", state=State.BUSY, in_flight=1), inst("b", state=State.BUSY, in_flight=1)]
+    assert place(F1, 128, busy, free_mb=4096, pool_size=1, pool_mb=128, max_instances=2) == Placement("wait")
+    assert place(F1, 128, busy, free_mb=4096, pool_size=1, pool_mb=128, max_instances=3).action == "start"
+
+
+def test_instances_still_starting_count_toward_max_instances():
+    busy = [inst("a", state=State.BUSY, in_flight=1)]
+    assert place(F1, 128, busy, free_mb=4096, pool_size=0, pool_mb=128, max_instances=2, starting=1).action == "wait"
+
+
+def test_max_instances_counts_only_this_functions_live_instances():
+    others = [inst("x", key=("g", 1), state=State.BUSY, in_flight=1), inst("r", state=State.BUSY, in_flight=1, retiring=True)]
+    assert place(F1, 128, others, free_mb=4096, pool_size=0, pool_mb=128, max_instances=1).action == "start"
+
+
+@pytest.mark.parametrize(
+    ("idle", "live", "min_instances", "gone"),
+    [
+        (["a", "b"], 2, 0, ["a", "b"]),  # no minimum: every expired instance goes
+        (["a", "b"], 2, 1, ["a"]),  # one kept: the least recently used goes first
+        (["a", "b"], 3, 2, ["a"]),  # a busy third counts toward the minimum
+        (["a"], 1, 1, []),  # the provisioned one stays
+        (["a", "b"], 2, 5, []),  # below the minimum already: nothing goes
+    ],
+)
+def test_reclaiming_keeps_min_instances(idle, live, min_instances, gone):
+    from mist.worker.policy import reclaimable
+
+    views = [inst(i, last_used=n) for n, i in enumerate(idle)]
+    assert reclaimable(views, live, min_instances) == gone
