@@ -412,3 +412,17 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
 
 def fmt_ms(s: dict[str, float]) -> str:
     return f"p50 {s['p50']:.3f} / p99 {s['p99']:.3f} ms"
+
+
+def smaps(pid: int | None) -> dict[str, int]:
+    """Fields of /proc/PID/smaps_rollup in kB (Rss, Pss, Private_Clean, ...)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            k, _, v = line.partition(":")
+            parts = v.split()
+            if parts and parts[0].isdigit():
+                out[k.strip()] = int(parts[0])
+    except OSError:
+        pass
+    return out

@@ -30,24 +30,11 @@ from _common import (
     deploy,
     invoke,
     percentile,
+    smaps,
     statistics,
 )
 
 KB = 1024
-
-
-def smaps(pid: int) -> dict[str, int]:
-    """Fields of /proc/PID/smaps_rollup in kB (Rss, Pss, Private_Clean, ...)."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-            k, _, v = line.partition(":")
-            parts = v.split()
-            if parts and parts[0].isdigit():
-                out[k.strip()] = int(parts[0])
-    except OSError:
-        pass
-    return out
 
 
 def uss_kb(s: dict[str, int]) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mist.worker import SandboxSpec, Worker, WorkerConfig  # noqa: E402
+from _common import smaps  # noqa: E402
 
 HANDLER = "def handler(event, context):\n    return {'ok': True, 'n': event.get('n')}\n"
 
@@ -30,6 +31,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 def report(name: str, values: list[float]) -> None:
+    if not values:
+        print(f"{name:<28} (no samples)")
+        return
     print(f"{name:<28} p50 {pct(values, 50):7.3f} ms   p99 {pct(values, 99):7.3f} ms   "
           f"mean {statistics.fmean(values):7.3f} ms   n={len(values)}")
 
@@ -88,21 +92,6 @@ async def warm(tmp: Path, code: Path, runs: int) -> list[float]:
     return times
 
 
-def rollup(pid: int | None) -> dict[str, int]:
-    """/proc/PID/smaps_rollup in kB."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f.read().splitlines()[1:]:
-                k, _, v = line.partition(":")
-                parts = v.split()
-                if parts and parts[0].isdigit():
-                    out[k.strip()] = int(parts[0])
-    except OSError:
-        pass
-    return out
-
-
 async def memory(tmp: Path, code: Path, n: int, **config: object) -> None:
     """n sparse cold starts from the pool (n functions kept warm), then the PSS of the instances."""
     worker = Worker(WorkerConfig(data_dir=tmp / "data-mem", **config))  # type: ignore[arg-type]
@@ -121,13 +110,13 @@ async def memory(tmp: Path, code: Path, n: int, **config: object) -> None:
             instances.append(worker._functions[result.instance_id])  # noqa: SLF001
             if i == 0:
                 await asyncio.sleep(1.0)
-                first = rollup(instances[0].pid)
+                first = smaps(instances[0].pid)
         await worker.wait_prewarmed()
         await asyncio.sleep(1.0)
-        pss = [rollup(sb.pid).get("Pss", 0) for sb in instances]
-        uss = [(lambda r: r.get("Private_Clean", 0) + r.get("Private_Dirty", 0))(rollup(sb.pid)) for sb in instances]
-        pool = [rollup(sb.pid).get("Pss", 0) for sb in worker._pool]  # noqa: SLF001
-        zygote = rollup(worker.statistics().zygote_pid).get("Pss", 0)
+        pss = [smaps(sb.pid).get("Pss", 0) for sb in instances]
+        uss = [(lambda r: r.get("Private_Clean", 0) + r.get("Private_Dirty", 0))(smaps(sb.pid)) for sb in instances]
+        pool = [smaps(sb.pid).get("Pss", 0) for sb in worker._pool]  # noqa: SLF001
+        zygote = smaps(worker.statistics().zygote_pid).get("Pss", 0)
         print(f"config {config}")
         report("  cold start, pool hit", times)
         report("  ... after the first 3", times[3:])
