@@ -23,6 +23,8 @@ class WorkerConfig:
     # with the zygote before the cold start needs it): "touched" = the pages a cold start
     # un-shares (learned once from the first pool cold start), "all" = every writable page
     # (~10 MB more private memory per instance), "none". True/False mean "all"/"none".
+    zygote_tree: bool = True  # functions with a dependency layer fork from a zygote that has
+    # imported the layer's top-level packages (built on demand, shared per layer)
     queue_limit: int = 100  # invocations waiting per function before NoCapacity(queue_full)
     tmp_size_mb: int = 512  # /tmp size cap (tmpfs pages count toward the memory limit too)
     pids_max: int = 64  # processes + threads per sandbox (pids cgroup and RLIMIT_NPROC)

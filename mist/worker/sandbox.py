@@ -152,7 +152,8 @@ class Sandbox:
     @classmethod
     async def spawn(cls, sid: str, uid: int, cgroups: SandboxCgroups, spawner: Spawner, *,
                     network: bool, tmp_mb: int, rlimits: dict, max_log_lines: int,
-                    prefault: str = "none", clock=time.monotonic) -> "Sandbox":
+                    prefault: str = "none", layer_dir: str | None = None,
+                    clock=time.monotonic) -> "Sandbox":
         sb = cls(sid, uid, cgroups, spawner, network=network, max_log_lines=max_log_lines, clock=clock)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -162,7 +163,8 @@ class Sandbox:
             sb._out_fd = out_r
             sb._loop.add_reader(out_r, sb._on_output)
             request = {"id": sid, "uid": uid, "cgroups": cgroups.tasks_files, "rlimits": rlimits,
-                       "tmp_mb": tmp_mb, "network": network, "prefault": prefault}
+                       "tmp_mb": tmp_mb, "network": network, "prefault": prefault,
+                       "layer_dir": layer_dir}
             sb.pid, sb.pidfd = await spawner.spawn(request, [child.fileno(), out_w])
         except BaseException:
             sb.close()

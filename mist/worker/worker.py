@@ -345,9 +345,14 @@ class Worker:
         return policy.place(
             spec.key, spec.memory_mb, [self._view(sb) for sb in sandboxes],
             free_mb=self._free_mb(), pool_size=len(self._pool),
-            pool_mb=self.config.prewarm_memory_mb, pool_usable=not spec.network,
+            pool_mb=self.config.prewarm_memory_mb, pool_usable=self._pool_usable(spec),
             max_instances=spec.max_instances, starting=self._starting[spec.key],
         )
+
+    def _pool_usable(self, spec: SandboxSpec) -> bool:
+        """Generic prewarmed sandboxes serve functions without network whose dependencies (if
+        any) are not served by a layer zygote (forking from it beats importing them anew)."""
+        return not spec.network and not (spec.layer_dir is not None and self.config.zygote_tree)
 
     def _view(self, sb: Sandbox) -> policy.InstanceView:
         spec = sb.spec
@@ -388,7 +393,8 @@ class Worker:
             sid = self._new_id()
             self._reserved[sid] = spec.memory_mb
             try:
-                sb = await self._spawn(sid, spec.memory_mb, network=spec.network)
+                layer = str(spec.layer_dir) if spec.layer_dir is not None and self.config.zygote_tree else None
+                sb = await self._spawn(sid, spec.memory_mb, network=spec.network, layer_dir=layer)
             except BaseException:
                 self._reserved.pop(sid, None)
                 self._notify()
@@ -449,7 +455,8 @@ class Worker:
     def _new_id(self) -> str:
         return f"s{self._run}-{next(self._ids)}"
 
-    async def _spawn(self, sid: str, memory_mb: int, *, network: bool, pooled: bool = False) -> Sandbox:
+    async def _spawn(self, sid: str, memory_mb: int, *, network: bool, pooled: bool = False,
+                     layer_dir: str | None = None) -> Sandbox:
         cfg = self.config
         if not self._spawner.alive:
             await self._restart_zygote()
@@ -464,7 +471,8 @@ class Worker:
                 sid, uid, cgroups, self._spawner, network=network, tmp_mb=cfg.tmp_size_mb,
                 rlimits={"nofile": cfg.nofile, "nproc": pids_limit(cfg.pids_max, MAX_CONCURRENCY),
                          "fsize": cfg.fsize_mb * 1024 * 1024},
-                max_log_lines=cfg.max_log_lines, prefault=cfg.prefault if pooled else "none", clock=self._clock,
+                max_log_lines=cfg.max_log_lines, prefault=cfg.prefault if pooled else "none",
+                layer_dir=layer_dir, clock=self._clock,
             ), cfg.spawn_timeout_s)
         except BaseException as exc:
             self._counters["sandboxes_failed"] += 1
@@ -636,11 +644,12 @@ class Worker:
         live = sum(1 for sb in self._by_key.get(spec.key, {}).values() if sb.alive and not sb.retiring)
         started = 0
         for _ in range(spec.min_instances - live - self._starting[spec.key]):
-            need = spec.memory_mb - (self.config.prewarm_memory_mb if self._pool and not spec.network else 0)
+            usable = bool(self._pool) and self._pool_usable(spec)
+            need = spec.memory_mb - (self.config.prewarm_memory_mb if usable else 0)
             if self._free_mb() < need:
                 raise NoCapacity(f"{spec.function_name} needs {spec.min_instances} provisioned instances "
                                  f"but the worker's memory budget has room for {live + started}")
-            sb = await self._start(spec, from_pool=bool(self._pool) and not spec.network)
+            sb = await self._start(spec, from_pool=usable)
             ok = await sb.provisioned(self.config.init_timeout_s)
             self._released(sb)
             if ok:
