@@ -344,3 +344,46 @@ def scale(spec: AutoscalerSpec, observed: Observed, state: AutoscalerState,
     decision = Decision(desired, panicking, reason, stable_want, panic_want, burst)
     new_state = AutoscalerState(panicking_since, last_over, peak, tick_started_at, tick_instances)
     return decision, new_state
+
+
+# --- the keep-alive policy's part ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdleWindow:
+    """A KeepAlivePolicy's decision for one idle period of a function: unloaded for
+    prewarm_delay_s after idle_since, then one instance loaded for keepalive_s, then none."""
+
+    idle_since: float
+    prewarm_delay_s: float
+    keepalive_s: float
+
+
+def keep_alive_plan(window: IdleWindow | None, now: float) -> tuple[float, int]:
+    """What the keep-alive decision means for `scale()` at `now`: (scale_to_zero_after_s for
+    Observed, floor: instances to hold whatever the windows want).
+
+    - busy, or no decision yet: (inf, 0), the metric windows decide;
+    - no prewarm delay: the instances may stay for keepalive_s of idleness, (keepalive_s, 0);
+    - with a prewarm delay: unload at once, (0, 0); inside [delay, delay + keepalive) one
+      instance is loaded again ahead of the expected next arrival, (0, 1); after it, (0, 0).
+
+    >>> keep_alive_plan(IdleWindow(100.0, 0.0, 600.0), 150.0)
+    (600.0, 0)
+    >>> [keep_alive_plan(IdleWindow(100.0, 60.0, 30.0), t)[1] for t in (120.0, 160.0, 185.0, 190.0)]
+    [0, 1, 1, 0]
+    """
+    if window is None:
+        return math.inf, 0
+    if window.prewarm_delay_s <= 0:
+        return window.keepalive_s, 0
+    t = now - window.idle_since
+    loaded = window.prewarm_delay_s <= t < window.prewarm_delay_s + window.keepalive_s
+    return 0.0, 1 if loaded else 0
+
+
+def target_instances(spec: AutoscalerSpec, decision: Decision, floor: int) -> int:
+    """The instance count to converge to: the autoscaler's, at least the keep-alive floor,
+    within [min_instances, max_instances]."""
+    target = max(decision.desired_instances, floor, spec.min_instances)
+    return target if spec.max_instances is None else min(target, spec.max_instances)

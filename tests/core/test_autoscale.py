@@ -460,3 +460,53 @@ def test_the_worked_example_in_docs_scaling_md_holds():
     ]
     got = run(SPEC, [(float(t), Observed(s, p, ready_instances=r)) for t, r, s, p, _, _ in rows])
     assert [(d.desired_instances, d.reason) for d in got] == [(want, why) for *_, want, why in rows]
+
+
+# --- the keep-alive policy's decision as the autoscaler sees it ------------------------------
+
+@pytest.mark.parametrize(
+    ("window", "now", "expected"),
+    [
+        (None, 5.0, (math.inf, 0)),  # busy: the windows decide
+        (autoscale.IdleWindow(0.0, 0.0, 600.0), 10.0, (600.0, 0)),  # keep loaded up to 600 s idle
+        (autoscale.IdleWindow(0.0, 0.0, 0.0), 10.0, (0.0, 0)),  # no keep-alive: unload now
+        (autoscale.IdleWindow(0.0, 300.0, 60.0), 10.0, (0.0, 0)),  # unloaded during the delay
+        (autoscale.IdleWindow(0.0, 300.0, 60.0), 300.0, (0.0, 1)),  # prewarmed at the delay (inclusive)
+        (autoscale.IdleWindow(0.0, 300.0, 60.0), 359.9, (0.0, 1)),
+        (autoscale.IdleWindow(0.0, 300.0, 60.0), 360.0, (0.0, 0)),  # the window ends: unloaded again
+    ],
+)
+def test_keep_alive_plan(window, now, expected):
+    assert autoscale.keep_alive_plan(window, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("desired", "floor", "min_i", "max_i", "expected"),
+    [
+        (0, 0, 0, None, 0),  # scaled to zero
+        (0, 1, 0, None, 1),  # prewarmed by the keep-alive policy
+        (5, 1, 0, None, 5),
+        (0, 0, 2, None, 2),  # min instances are always kept
+        (50, 0, 0, 10, 10),  # max instances cap everything
+        (0, 1, 0, 1, 1),
+    ],
+)
+def test_target_instances(desired, floor, min_i, max_i, expected):
+    spec = AutoscalerSpec(min_instances=min_i, max_instances=max_i)
+    decision = autoscale.Decision(desired, False, autoscale.Reason.STABLE)
+    assert autoscale.target_instances(spec, decision, floor) == expected
+
+
+def test_a_prewarm_window_brings_back_one_instance_of_a_function_scaled_to_zero():
+    spec = AutoscalerSpec()
+    window = autoscale.IdleWindow(idle_since=100.0, prewarm_delay_s=60.0, keepalive_s=30.0)
+    state = AutoscalerState()
+    targets = []
+    for now in (102.0, 140.0, 161.0, 180.0, 195.0):
+        # nothing in flight since t=100: the stable window is empty of demand by now
+        after, floor = autoscale.keep_alive_plan(window, now)
+        obs = Observed(0.0, 0.0, ready_instances=targets[-1] if targets else 1, idle_for_s=now - 100.0,
+                       scale_to_zero_after_s=after)
+        decision, state = scale(spec, obs, state, now)
+        targets.append(autoscale.target_instances(spec, decision, floor))
+    assert targets == [0, 0, 1, 1, 0]

@@ -108,3 +108,19 @@ def test_reclaiming_keeps_min_instances(idle, live, min_instances, gone):
 
     views = [inst(i, last_used=n) for n, i in enumerate(idle)]
     assert reclaimable(views, live, min_instances) == gone
+
+
+@pytest.mark.parametrize(
+    ("recent", "minimum", "maximum", "expected"),
+    [
+        ([], 2, 32, 2),  # nothing recent: the configured minimum
+        ([0, 1, 0], 2, 32, 2),
+        ([0, 30, 4], 2, 32, 30),  # the busiest second of the window
+        ([100], 2, 32, 32),  # capped
+        ([5], 0, 0, 0),  # prewarming disabled
+    ],
+)
+def test_pool_follows_the_recent_cold_start_rate(recent, minimum, maximum, expected):
+    from mist.worker.policy import pool_target
+
+    assert pool_target(recent, minimum=minimum, maximum=maximum) == expected
