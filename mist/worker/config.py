@@ -7,7 +7,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mist.core import keepalive
 from mist.errors import InvalidRequest
+
+
+def default_memory_budget_mb() -> int:
+    """75 % of the machine's memory, in MB (4096 if /proc/meminfo cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return max(64, int(line.split()[1]) * 3 // 4 // 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4096
 
 
 @dataclass
@@ -15,9 +28,19 @@ class WorkerConfig:
     """Fields may be set after construction (e.g. from CLI flags); call validate() after."""
 
     data_dir: Path  # the worker's state (sandbox root mount point, zygote pid file)
-    memory_budget_mb: int = 4096  # sum of instance limits plus prewarmed reservations
-    keepalive_s: float = 600.0  # an idle instance is reclaimed after this long
-    prewarm: int = 2  # generic sandboxes kept built in advance
+    memory_budget_mb: int | None = None  # sum of instance limits plus prewarmed reservations;
+    # None: 75 % of the machine's memory (MemTotal), leaving the rest to the host and mist itself
+    keepalive_policy: str = "mist"  # the KeepAlivePolicy deciding when an idle function is
+    # unloaded and prewarmed again (mist.core.keepalive.policy_names(): mist, hybrid-histogram,
+    # fixed:MINUTES); see docs/keepalive.md
+    keepalive_s: float | None = None  # set: a fixed keep-alive of this many seconds instead
+    prewarm: int = 2  # generic sandboxes kept built in advance, at least
+    prewarm_max: int = 32  # at most: the pool grows to the busiest second of the last minute's
+    # cold starts (policy.pool_target)
+    autoscale_tick_s: float = 2.0  # how often each function's desired instance count is decided
+    target_utilisation: float = 0.7  # instances are sized for 70 % of their concurrency
+    stable_window_s: float = 60.0  # the autoscaler's windows (mist.core.autoscale, docs/scaling.md)
+    panic_window_s: float = 6.0
     prewarm_memory_mb: int = 128  # budget reserved by (and initial limit of) a prewarmed sandbox
     prefault: str = "touched"  # what prewarmed sandboxes copy up front (breaking copy-on-write
     # with the zygote before the cold start needs it): "touched" = the pages a cold start
@@ -32,7 +55,6 @@ class WorkerConfig:
     fsize_mb: int = 512  # RLIMIT_FSIZE per sandbox
     init_timeout_s: float = 10.0  # the init phase's own limit (Lambda's 10 s)
     spawn_timeout_s: float = 10.0  # a sandbox not built by then is a SandboxFailed
-    reap_interval_s: float = 5.0  # how often idle instances are checked against keepalive_s
     max_log_lines: int = 10_000  # per invocation; more are dropped with a note
     cgroup_root: Path = Path("/sys/fs/cgroup")
     uid_base: int | None = None  # first sandbox uid; None derives it from data_dir
@@ -52,10 +74,21 @@ class WorkerConfig:
 
     def validate(self) -> "WorkerConfig":
         """Raise InvalidRequest naming the first bad key and its value; return self."""
+        if self.memory_budget_mb is None:
+            self.memory_budget_mb = default_memory_budget_mb()
         checks: list[tuple[str, object, bool, str]] = [
             ("memory_budget_mb", self.memory_budget_mb, self.memory_budget_mb >= 64, "must be >= 64"),
-            ("keepalive_s", self.keepalive_s, self.keepalive_s >= 0, "must be >= 0"),
+            ("keepalive_s", self.keepalive_s, self.keepalive_s is None or self.keepalive_s >= 0,
+             "must be None or >= 0"),
             ("prewarm", self.prewarm, 0 <= self.prewarm <= 64, "must be between 0 and 64"),
+            ("prewarm_max", self.prewarm_max, self.prewarm <= self.prewarm_max <= 1024,
+             f"must be between prewarm ({self.prewarm}) and 1024"),
+            ("autoscale_tick_s", self.autoscale_tick_s, self.autoscale_tick_s > 0, "must be > 0"),
+            ("target_utilisation", self.target_utilisation, 0 < self.target_utilisation <= 1,
+             "must be in (0, 1]"),
+            ("panic_window_s", self.panic_window_s, self.panic_window_s >= 1, "must be >= 1"),
+            ("stable_window_s", self.stable_window_s, self.stable_window_s >= self.panic_window_s,
+             f"must be >= panic_window_s ({self.panic_window_s})"),
             ("prewarm_memory_mb", self.prewarm_memory_mb, self.prewarm_memory_mb >= 16, "must be >= 16"),
             ("queue_limit", self.queue_limit, self.queue_limit >= 0, "must be >= 0"),
             ("tmp_size_mb", self.tmp_size_mb, self.tmp_size_mb >= 1, "must be >= 1"),
@@ -64,7 +97,6 @@ class WorkerConfig:
             ("fsize_mb", self.fsize_mb, self.fsize_mb >= 1, "must be >= 1"),
             ("init_timeout_s", self.init_timeout_s, self.init_timeout_s > 0, "must be > 0"),
             ("spawn_timeout_s", self.spawn_timeout_s, self.spawn_timeout_s > 0, "must be > 0"),
-            ("reap_interval_s", self.reap_interval_s, self.reap_interval_s > 0, "must be > 0"),
             ("max_log_lines", self.max_log_lines, self.max_log_lines >= 1, "must be >= 1"),
             ("uid_base", self.uid_base, self.uid_base is None or self.uid_base >= 1000, "must be >= 1000"),
             ("uid_count", self.uid_count, self.uid_count >= 1, "must be >= 1"),
@@ -78,6 +110,10 @@ class WorkerConfig:
         for key, value, ok, rule in checks:
             if not ok:
                 raise InvalidRequest(f"worker config: {key} {rule}, got {value!r}")
+        try:
+            keepalive.from_name(self.keepalive_policy)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"worker config: keepalive_policy: {exc.message}") from None
         if self.first_uid + self.uid_count > 2**31 - 2:
             raise InvalidRequest(f"worker config: uid_base + uid_count must stay below 2**31, got {self.first_uid}")
         return self

@@ -1,4 +1,4 @@
-"""The Worker's decisions as pure functions: placement, keep-alive, prewarm refill.
+"""The Worker's decisions as pure functions: placement, scale-down victims, the prewarm pool.
 
 Each takes a snapshot and returns a decision; the Worker gathers the snapshot and applies it.
 
@@ -100,11 +100,6 @@ def reclaimable(idle: Sequence[InstanceView], live: int, min_instances: int) -> 
     its `live` instances: the least recently used go first."""
     spare = max(0, live - min_instances)
     return [i.id for i in sorted(idle, key=lambda i: i.last_used)[:spare]]
-
-
-def should_reclaim(idle_since: float, now: float, keepalive_s: float) -> bool:
-    """An idle instance is reclaimed once it has been idle for keepalive_s."""
-    return now - idle_since >= keepalive_s
 
 
 def pool_deficit(target: int, have: int, *, free_mb: int, pool_mb: int, waiting: int) -> int:

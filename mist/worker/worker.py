@@ -31,6 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mist.core import autoscale, keepalive
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.worker import policy
 from mist.worker.cgroups import CgroupTree, pids_limit
@@ -55,6 +56,11 @@ class FunctionStatistics:
     in_flight: int
     waiting: int
     memory_mb: int
+    desired: int = 0  # the autoscaler's last target (instances)
+    panicking: bool = False
+    scale_reason: str = ""  # what decided `desired` (autoscale.Reason)
+    keepalive_s: float | None = None  # the keep-alive policy's decision for the current idle
+    prewarm_delay_s: float | None = None  # period (None while busy or not decided yet)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,49 @@ class WorkerStatistics:
     zygote_pid: int | None
     last_cold_start: dict[str, float] = field(default_factory=dict)  # InvokeResult.init_steps of the
     # latest cold start, plus "invoke" (its first invocation, in the sandbox) and "total"
+
+
+COALESCE_IDLE_S = 1.0  # idle gaps shorter than this do not count as idle periods (see _Demand)
+
+
+class _Demand:
+    """One function version's demand as the autoscaler and the keep-alive policy see it.
+
+    `count` is the invocations inside Worker.invoke (executing + queued); its time integral is
+    accumulated on every change (a few float operations on the warm path) and handed to the
+    MetricWindow once per tick as that interval's average, which keeps the windows' integrals
+    exact at tick times without a MetricWindow record per invocation.
+
+    Keep-alive: the policy hears of an arrival when the count leaves 0, and of an idle period
+    when it has stayed 0 for COALESCE_IDLE_S (delivered late, with the time it began as `now`:
+    the policies are pure, so the decision is the one they would have made then). Shorter gaps
+    between back-to-back calls are not idle periods: no keep-alive decision acts on a gap that
+    short, and a policy call per request would cost ~50 us each on the warm path.
+    """
+
+    __slots__ = ("spec", "aspec", "count", "area", "since", "flushed_at", "window", "state", "idle_since",
+                 "idle_pending", "idle_window", "decision", "target")
+
+    def __init__(self, spec: SandboxSpec, aspec: autoscale.AutoscalerSpec, now: float) -> None:
+        self.spec = spec
+        self.aspec = aspec
+        self.count = 0
+        self.area = 0.0
+        self.since = now
+        self.flushed_at = now
+        self.window = autoscale.MetricWindow.for_spec(aspec)
+        self.state = autoscale.AutoscalerState()
+        self.idle_since: float | None = None  # when count last dropped to 0
+        self.idle_pending = False  # idle, and the policy has not been told yet
+        self.idle_window: autoscale.IdleWindow | None = None  # the policy's decision for this idle period
+        self.decision: autoscale.Decision | None = None
+        self.target = 0
+
+
+@dataclass(frozen=True)
+class ScaleTick:
+    started: int  # instances the tick started (in the background)
+    reclaimed: int  # idle instances it killed
 
 
 class _Slots:
@@ -124,6 +173,10 @@ class Worker:
         self._waiting: Counter[tuple[str, int]] = Counter()
         self._starting: Counter[tuple[str, int]] = Counter()  # instances being started, per key
         self._provisioned: dict[str, SandboxSpec] = {}  # function -> spec whose min_instances to keep
+        self._demand: dict[tuple[str, int], _Demand] = {}
+        self._keepalive = self._keepalive_policy(config)
+        self._keepalive_state: dict[str, object] = {}  # function name -> the policy's state
+        self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._invocations = 0
         self._last_cold_start: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
@@ -151,7 +204,7 @@ class Worker:
         self._cgroups.prepare()
         await self._spawner.start()
         self._started = True
-        self._reaper = asyncio.create_task(self._reap_loop(), name="mist-worker-reaper")
+        self._reaper = asyncio.create_task(self._scale_loop(), name="mist-worker-autoscaler")
         self._schedule_refill()
 
     async def stop(self) -> None:
@@ -196,6 +249,7 @@ class Worker:
                 f"{spec.function_name} needs {spec.memory_mb} MB; this worker's budget is "
                 f"{self.config.memory_budget_mb} MB", retry_after=60.0)
         started = self._loop.time()
+        demand = self._enter(spec)
         try:
             # The warm path, O(1): the most recently released instance with a free slot, unless
             # earlier invocations of this function are queued (they come first).
@@ -216,6 +270,8 @@ class Worker:
         except Exception as exc:  # a bug here must still reach the caller as a platform error
             log.exception("invocation %s of %s:%s failed in the worker", invocation_id, *spec.key)
             raise SandboxFailed(f"the worker failed to run the invocation: {exc!r}") from exc
+        finally:
+            self._leave(demand)
         self._invocations += 1
         if result.cold_start:
             self._counters["cold_starts"] += 1
@@ -229,6 +285,76 @@ class Worker:
             if counter:
                 self._counters[counter] += 1
         return result
+
+    # -- demand, as the autoscaler and the keep-alive policy see it ----------------------------
+    def _enter(self, spec: SandboxSpec) -> _Demand:
+        now = self._clock()
+        d = self._demand.get(spec.key)
+        if d is None:
+            d = self._demand[spec.key] = _Demand(spec, self._autoscaler_spec(spec), now)
+        d.area += d.count * (now - d.since)
+        d.since = now
+        if d.count == 0:
+            self._arrival(d, now)
+        d.count += 1
+        return d
+
+    def _leave(self, d: _Demand) -> None:
+        now = self._clock()
+        d.area += d.count * (now - d.since)
+        d.since = now
+        d.count -= 1
+        if d.count == 0:
+            d.idle_since = now
+            d.idle_pending = True
+
+    def _arrival(self, d: _Demand, now: float) -> None:
+        """The count leaves 0: tell the keep-alive policy, unless the gap was too short to be
+        an idle period (then the busy period just goes on)."""
+        idle_s = None
+        if d.idle_since is not None:
+            idle_s = now - d.idle_since
+            if d.idle_pending:
+                if idle_s < COALESCE_IDLE_S:
+                    d.idle_pending = False
+                    d.idle_since = None
+                    return
+                self._report_idle(d)
+        d.idle_since = None
+        d.idle_window = None
+        name = d.spec.function_name
+        spec = keepalive.FunctionSpec(d.spec.memory_mb)
+        state = self._keepalive_state.get(name)
+        if state is None:
+            state = self._keepalive.initial_state(spec)
+        self._keepalive_state[name] = self._keepalive.on_arrival(spec, state, now, idle_s)
+
+    def _report_idle(self, d: _Demand) -> None:
+        """Deliver the pending idle period to the keep-alive policy (as of when it began)."""
+        assert d.idle_since is not None
+        d.idle_pending = False
+        name = d.spec.function_name
+        spec = keepalive.FunctionSpec(d.spec.memory_mb)
+        state = self._keepalive_state.get(name)
+        if state is None:
+            state = self._keepalive.initial_state(spec)
+        decision, self._keepalive_state[name] = self._keepalive.on_idle(spec, state, d.idle_since)
+        d.idle_window = autoscale.IdleWindow(d.idle_since, decision.prewarm_delay_s, decision.keepalive_s)
+
+    @staticmethod
+    def _keepalive_policy(config: WorkerConfig) -> keepalive.KeepAlivePolicy:
+        if config.keepalive_s is not None:
+            return keepalive.FixedKeepAlive(config.keepalive_s)
+        return keepalive.from_name(config.keepalive_policy)
+
+    def _autoscaler_spec(self, spec: SandboxSpec) -> autoscale.AutoscalerSpec:
+        cfg = self.config
+        return autoscale.AutoscalerSpec(
+            container_concurrency=spec.concurrency, target_utilisation=cfg.target_utilisation,
+            stable_window_s=cfg.stable_window_s, panic_window_s=cfg.panic_window_s,
+            min_instances=spec.min_instances, max_instances=spec.max_instances,
+            tick_interval_s=cfg.autoscale_tick_s,
+        )
 
     async def _acquire(self, spec: SandboxSpec, deadline: float) -> Sandbox:
         """The slow path: a free slot, else `policy.place` decides (start an instance or wait).
@@ -382,6 +508,7 @@ class Worker:
                 del self._starting[spec.key]
 
     async def _start_instance(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
+        self._note_start()
         if from_pool and self._pool and not (self._spawner.alive and self._pool[-1].spawner is self._spawner):
             for stale in list(self._pool):  # built by a zygote that is gone: nobody can attach code
                 self._discard(stale)
@@ -448,7 +575,7 @@ class Worker:
             self._offer(sb)
             if self._waiting and sb.slots == 0:
                 self._notify()  # waiters of other functions may evict this now idle instance
-        if len(self._pool) + self._pool_starting < self.config.prewarm:
+        if len(self._pool) + self._pool_starting < self._pool_target():
             self._schedule_refill()
 
     # -- sandboxes ------------------------------------------------------------------------------
@@ -555,6 +682,21 @@ class Worker:
         return task
 
     # -- prewarm pool ---------------------------------------------------------------------------
+    def _note_start(self) -> None:
+        """Count an instance start (cold start, scale-up or provisioning) for the pool's size."""
+        second = int(self._clock())
+        if self._cold_seconds and self._cold_seconds[-1][0] == second:
+            self._cold_seconds[-1][1] += 1
+        else:
+            self._cold_seconds.append([second, 1])
+
+    def _pool_target(self) -> int:
+        if self.config.prewarm_max == self.config.prewarm:
+            return self.config.prewarm
+        now = int(self._clock())
+        recent = [n for second, n in self._cold_seconds if now - second < 60]
+        return policy.pool_target(recent, minimum=self.config.prewarm, maximum=self.config.prewarm_max)
+
     def _schedule_refill(self) -> None:
         if self._stopping or not self._started or self.config.prewarm == 0:
             return
@@ -565,7 +707,7 @@ class Worker:
         failures = 0
         while not self._stopping:
             n = policy.pool_deficit(
-                self.config.prewarm, len(self._pool) + self._pool_starting, free_mb=self._free_mb(),
+                self._pool_target(), len(self._pool) + self._pool_starting, free_mb=self._free_mb(),
                 pool_mb=self.config.prewarm_memory_mb, waiting=sum(self._waiting.values()),
             )
             if n <= 0:
@@ -593,38 +735,100 @@ class Worker:
                 self._notify()
 
     # -- keep-alive -----------------------------------------------------------------------------
-    async def _reap_loop(self) -> None:
+    async def _scale_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.reap_interval_s)
-            self.reclaim_idle()
+            await asyncio.sleep(self.config.autoscale_tick_s)
+            try:
+                self.scale_tick()
+            except Exception:  # noqa: BLE001 - a bug here must not stop scaling for good
+                log.exception("autoscaler tick failed")
             for spec in list(self._provisioned.values()):
                 try:
                     await self._keep_provisioned(spec)
                 except MistError as exc:
                     log.warning("could not keep %s:%s provisioned: %s", *spec.key, exc.message)
 
-    def reclaim_idle(self) -> int:
-        """Kill every instance idle for keepalive_s (and idle retired ones), keeping each
-        function's min_instances. Returns how many."""
+    def scale_tick(self) -> ScaleTick:
+        """One autoscaler tick: for every function version, decide its target instance count
+        (`autoscale.scale` on its demand windows, joined with its keep-alive policy's decision
+        by `autoscale.keep_alive_plan`) and converge to it: start missing instances in the
+        background within the free budget (initialized before traffic, like provisioned ones),
+        reclaim idle instances above it (least recently used first). Idle retired instances go
+        too. The activator (`_acquire`) still starts instances on demand between ticks."""
         now = self._clock()
-        expired: dict[tuple[str, int], list[Sandbox]] = {}
-        victims: list[Sandbox] = []
-        for sb in self._functions.values():
-            if sb.state is not State.IDLE or sb.in_flight:
-                continue
-            if sb.retiring:
-                victims.append(sb)
-            elif policy.should_reclaim(sb.last_used, now, self.config.keepalive_s):
-                expired.setdefault(sb.key, []).append(sb)
-        for key, idle in expired.items():
-            spec = idle[0].spec
-            live = sum(1 for sb in self._by_key.get(key, {}).values() if sb.alive and not sb.retiring)
-            ids = set(policy.reclaimable([self._view(sb) for sb in idle], live, spec.min_instances if spec else 0))
-            victims.extend(sb for sb in idle if sb.id in ids)
+        victims = [sb for sb in self._functions.values()
+                   if sb.retiring and sb.state is State.IDLE and not sb.in_flight]
+        for key in self._by_key.keys() - self._demand.keys():  # never invoked here (provisioned)
+            spec = next(iter(self._by_key[key].values())).spec
+            if spec is not None:
+                self._demand[key] = _Demand(spec, self._autoscaler_spec(spec), now)
+        started = 0
+        for key, d in list(self._demand.items()):
+            if d.idle_pending and d.idle_since is not None and now - d.idle_since >= COALESCE_IDLE_S:
+                self._report_idle(d)
+            d.area += d.count * (now - d.since)
+            d.since = now
+            span = now - d.flushed_at
+            d.window = autoscale.record(d.window, d.flushed_at, d.area / span if span > 0 else float(d.count))
+            d.area, d.flushed_at = 0.0, now
+            stable, panic = autoscale.averages(d.window, now)
+            live = [sb for sb in self._by_key.get(key, {}).values() if sb.alive and not sb.retiring]
+            pending = self._starting.get(key, 0)
+            idle_for = now - d.idle_since if d.count == 0 and d.idle_since is not None else 0.0
+            after, floor = autoscale.keep_alive_plan(d.idle_window if d.count == 0 else None, now)
+            observed = autoscale.Observed(stable, panic, len(live), pending, self._waiting.get(key, 0),
+                                          idle_for, after)
+            d.decision, d.state = autoscale.scale(d.aspec, observed, d.state, now)
+            d.target = autoscale.target_instances(d.aspec, d.decision, floor)
+            if d.target > len(live) + pending:
+                started += self._scale_up(d.spec, d.target - len(live) - pending)
+            elif d.target < len(live):
+                idle = [sb for sb in live if sb.state is State.IDLE and sb.in_flight == 0]
+                ids = set(policy.reclaimable([self._view(sb) for sb in idle], len(live), d.target))
+                victims.extend(sb for sb in idle if sb.id in ids)
+            prewarm_ahead = (d.idle_window is not None and d.idle_window.prewarm_delay_s > 0
+                             and now < d.idle_window.idle_since + d.idle_window.prewarm_delay_s
+                             + d.idle_window.keepalive_s)
+            if (not live and not pending and d.count == 0 and not prewarm_ahead and not d.idle_pending
+                    and idle_for >= d.aspec.stable_window_s):
+                del self._demand[key]  # forgotten until its next invocation (the policy state stays)
         for sb in victims:
             self._discard(sb)
         self._counters["reclaimed"] += len(victims)
-        return len(victims)
+        return ScaleTick(started=started, reclaimed=len(victims))
+
+    def _scale_up(self, spec: SandboxSpec, n: int) -> int:
+        """Start up to n instances of spec in the background, as far as the free budget goes
+        (the autoscaler evicts nothing; the activator does when a request needs it)."""
+        if not self._started or self._stopping:
+            return 0
+        free, pool = self._free_mb(), len(self._pool)
+        usable = self._pool_usable(spec)
+        started = 0
+        for _ in range(n):
+            from_pool = usable and pool > 0
+            need = spec.memory_mb - (self.config.prewarm_memory_mb if from_pool else 0)
+            if free < need:
+                break
+            free -= need
+            pool -= from_pool
+            self._starting[spec.key] += 1  # now, so the next tick counts it
+            self._track(self._prestart(spec, from_pool))
+            started += 1
+        return started
+
+    async def _prestart(self, spec: SandboxSpec, from_pool: bool) -> None:
+        try:
+            try:
+                sb = await self._start_instance(spec, from_pool and bool(self._pool))
+            finally:
+                self._starting[spec.key] -= 1
+                if self._starting[spec.key] <= 0:
+                    del self._starting[spec.key]
+            await sb.provisioned(self.config.init_timeout_s)
+            self._released(sb)
+        except MistError as exc:
+            log.warning("autoscaler: could not start an instance of %s:%s: %s", *spec.key, exc.message)
 
     async def provision(self, spec: SandboxSpec) -> int:
         """Keep spec.min_instances instances of this version loaded at all times (provisioned:
@@ -662,6 +866,10 @@ class Worker:
         kept = self._provisioned.get(function_name)
         if kept is not None and kept.version != keep_version:
             del self._provisioned[function_name]
+        for key in [k for k in self._demand if k[0] == function_name and k[1] != keep_version]:
+            del self._demand[key]
+        if keep_version is None:
+            self._keepalive_state.pop(function_name, None)  # deleted: its history goes too
         for sb in list(self._functions.values()):
             spec = sb.spec
             if spec is None or spec.function_name != function_name or spec.version == keep_version:
@@ -677,23 +885,12 @@ class Worker:
         for sb in self._functions.values():
             if sb.spec is not None and sb.alive:
                 by_key.setdefault(sb.spec.key, []).append(sb)
-        keys = sorted(set(by_key) | set(self._waiting))
-        functions = tuple(
-            FunctionStatistics(
-                name=k[0], version=k[1], instances=len(by_key.get(k, [])),
-                busy=sum(sb.state is State.BUSY for sb in by_key.get(k, [])),
-                idle=sum(sb.state is State.IDLE for sb in by_key.get(k, [])),
-                initializing=sum(sb.state is State.INITIALIZING for sb in by_key.get(k, [])),
-                in_flight=sum(sb.in_flight for sb in by_key.get(k, [])),
-                waiting=self._waiting.get(k, 0),
-                memory_mb=sum(sb.spec.memory_mb for sb in by_key.get(k, []) if sb.spec),
-            )
-            for k in keys
-        )
+        keys = sorted(set(by_key) | set(self._waiting) | set(self._demand))
+        functions = tuple(self._function_statistics(k, by_key.get(k, [])) for k in keys)
         c = self._counters
         return WorkerStatistics(
             functions=functions, instances=sum(f.instances for f in functions),
-            prewarmed=len(self._pool), prewarm_target=self.config.prewarm,
+            prewarmed=len(self._pool), prewarm_target=self._pool_target(),
             prewarm_starting=self._pool_starting, memory_budget_mb=self.config.memory_budget_mb,
             memory_reserved_mb=sum(self._reserved.values()), invocations=self._invocations,
             cold_starts=c["cold_starts"], pool_cold_starts=c["pool_cold_starts"],
@@ -701,6 +898,24 @@ class Worker:
             sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
             reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
             zygote_pid=self._spawner.pid, last_cold_start=dict(self._last_cold_start),
+        )
+
+    def _function_statistics(self, key: tuple[str, int], sandboxes: list[Sandbox]) -> FunctionStatistics:
+        d = self._demand.get(key)
+        window = d.idle_window if d is not None and d.count == 0 else None
+        return FunctionStatistics(
+            name=key[0], version=key[1], instances=len(sandboxes),
+            busy=sum(sb.state is State.BUSY for sb in sandboxes),
+            idle=sum(sb.state is State.IDLE for sb in sandboxes),
+            initializing=sum(sb.state is State.INITIALIZING for sb in sandboxes),
+            in_flight=sum(sb.in_flight for sb in sandboxes),
+            waiting=self._waiting.get(key, 0),
+            memory_mb=sum(sb.spec.memory_mb for sb in sandboxes if sb.spec),
+            desired=d.target if d is not None else 0,
+            panicking=bool(d is not None and d.decision is not None and d.decision.panicking),
+            scale_reason=str(d.decision.reason) if d is not None and d.decision is not None else "",
+            keepalive_s=window.keepalive_s if window is not None else None,
+            prewarm_delay_s=window.prewarm_delay_s if window is not None else None,
         )
 
     async def wait_prewarmed(self, timeout: float = 10.0) -> bool:

@@ -8,13 +8,22 @@ from mist.worker import WorkerConfig
 
 def test_defaults_are_valid():
     config = WorkerConfig(data_dir=Path("/srv/mist")).validate()
-    assert (config.keepalive_s, config.prewarm, config.tmp_size_mb, config.pids_max) == (600.0, 2, 512, 64)
+    assert (config.keepalive_policy, config.keepalive_s, config.prewarm, config.tmp_size_mb, config.pids_max) == (
+        "mist", None, 2, 512, 64)
+
+
+def test_the_default_memory_budget_is_three_quarters_of_the_machine():
+    total_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemTotal:"))
+    assert WorkerConfig(data_dir=Path("/srv/mist")).validate().memory_budget_mb == total_kb * 3 // 4 // 1024
 
 
 @pytest.mark.parametrize(
     ("key", "bad"),
     [("memory_budget_mb", 10), ("prewarm", -1), ("keepalive_s", -5.0), ("queue_limit", -1),
-     ("pids_max", 1), ("tmp_size_mb", 0), ("uid_base", 0), ("python", "python3")],
+     ("pids_max", 1), ("tmp_size_mb", 0), ("uid_base", 0), ("python", "python3"),
+     ("keepalive_policy", "forever"), ("prewarm_max", 1), ("autoscale_tick_s", 0), ("target_utilisation", 1.5),
+     ("stable_window_s", 2.0)],
 )
 def test_validation_names_the_key_and_the_value(key, bad):
     with pytest.raises(InvalidRequest) as info:

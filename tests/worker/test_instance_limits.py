@@ -54,7 +54,7 @@ async def test_min_instances_are_loaded_before_any_request_and_their_calls_are_w
         first = await call(w, spec, "x")
         assert value(first) == "x" and first.cold_start is False and first.init_ms == 0.0
         clock.now += 10_000  # long past the keep-alive
-        assert w.reclaim_idle() == 0
+        assert w.scale_tick().reclaimed == 0
         assert instances_of(w, "fn") == 2
         # a new version without a minimum: the old provisioned instances may go
         newer = dataclasses.replace(function("def handler(event, context):\n    return 1\n"))
@@ -66,7 +66,7 @@ async def test_min_instances_are_loaded_before_any_request_and_their_calls_are_w
 
 
 async def test_a_provisioned_instance_that_dies_is_replaced_by_the_reaper(tmp_path, function):
-    w = Worker(worker_config(tmp_path, reap_interval_s=0.2))
+    w = Worker(worker_config(tmp_path, autoscale_tick_s=0.2))
     await w.start()
     try:
         spec = function("import os\ndef handler(event, context):\n    os._exit(3)\n", min_instances=1)

@@ -1,7 +1,7 @@
 import pytest
 
 from mist.worker.lifecycle import State
-from mist.worker.policy import InstanceView, Placement, place, pool_deficit, should_reclaim
+from mist.worker.policy import InstanceView, Placement, place, pool_deficit
 
 F1 = ("f", 1)
 
@@ -59,14 +59,6 @@ def test_evicts_least_recently_used_idle_instances_of_other_functions():
 def test_waits_when_nothing_can_be_freed_and_evicts_nothing():
     views = [inst("busy", key=("g", 1), state=State.BUSY, in_flight=1, memory_mb=1024)]
     assert place(F1, 512, views, free_mb=256, pool_size=0, pool_mb=128) == Placement("wait")
-
-
-@pytest.mark.parametrize(
-    ("idle_since", "now", "keepalive", "expected"),
-    [(0, 599.9, 600, False), (0, 600, 600, True), (100, 650, 600, False), (100, 800, 600, True), (5, 5, 0, True)],
-)
-def test_reclaims_only_after_the_keepalive(idle_since, now, keepalive, expected):
-    assert should_reclaim(idle_since, now, keepalive) is expected
 
 
 @pytest.mark.parametrize(

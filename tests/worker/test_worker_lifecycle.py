@@ -45,9 +45,9 @@ async def test_idle_instances_are_reclaimed_after_the_keepalive(tmp_path, functi
         spec = function("def handler(e, c):\n    return e\n")
         await call(w, spec, 1)
         clock.now += 599
-        assert w.reclaim_idle() == 0 and not (await call(w, spec, 2)).cold_start
+        assert w.scale_tick().reclaimed == 0 and not (await call(w, spec, 2)).cold_start
         clock.now += 600
-        assert w.reclaim_idle() == 1
+        assert w.scale_tick().reclaimed == 1
         assert (await call(w, spec, 3)).cold_start
     finally:
         await w.stop()
