@@ -44,8 +44,10 @@ class ServerOptions:
     data_dir: Path = Path(".mist")
     host: str = "127.0.0.1"
     port: int = 8080
-    keepalive_s: float | None = None  # idle instance keep-alive; None: the worker's default (600 s)
+    keepalive_s: float | None = None  # a fixed idle keep-alive; None: the keep-alive policy decides
     prewarm: int | None = None  # pre-built sandboxes kept ready; None: the worker's default
+    keepalive_policy: str | None = None  # mist (default), hybrid-histogram or fixed:MINUTES
+    memory_budget_mb: int | None = None  # None: 75 % of the machine's memory
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -105,6 +107,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         worker_cfg.keepalive_s = opts.keepalive_s
     if opts.prewarm is not None:
         worker_cfg.prewarm = opts.prewarm
+        worker_cfg.prewarm_max = max(worker_cfg.prewarm_max, opts.prewarm)
+    if opts.keepalive_policy is not None:
+        worker_cfg.keepalive_policy = opts.keepalive_policy
+    if opts.memory_budget_mb is not None:
+        worker_cfg.memory_budget_mb = opts.memory_budget_mb
     worker_cfg.validate()
     worker = Worker(worker_cfg)
     records = InvocationLog(store)

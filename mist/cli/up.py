@@ -19,6 +19,7 @@ Examples:
   sudo mist up
   sudo mist up --port 9000 --data-dir /var/lib/mist
   sudo mist up --keepalive 60 --prewarm 4
+  sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -29,7 +30,17 @@ def up(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one (printed).")] = 8080,
     keepalive: Annotated[
-        float | None, typer.Option(metavar="SECONDS", min=0, help="How long an idle instance is kept warm.")
+        float | None, typer.Option(metavar="SECONDS", min=0,
+                                   help="Keep idle instances warm this long (a fixed keep-alive instead of the policy).")
+    ] = None,
+    keepalive_policy: Annotated[
+        str | None, typer.Option(metavar="NAME", help="How long idle functions stay loaded and when they are "
+                                 "prewarmed: mist (default, learns each function's pattern), hybrid-histogram, "
+                                 "fixed:MINUTES. See docs/keepalive.md.")
+    ] = None,
+    memory_budget: Annotated[
+        int | None, typer.Option(metavar="MB", min=64, help="Memory for instances and the prewarm pool "
+                                 "(default: 75 % of the machine).")
     ] = None,
     prewarm: Annotated[
         int | None, typer.Option(metavar="N", min=0, help="Sandboxes kept built and ready.")
@@ -39,7 +50,8 @@ def up(
         from mist.server import ServerOptions, run
     except ImportError as exc:
         output.fail(f"the mist server cannot be loaded in this installation ({exc})")
-    options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm)
+    options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
+                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget)
     try:
         run(options)
     except KeyboardInterrupt:

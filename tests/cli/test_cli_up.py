@@ -18,6 +18,8 @@ def started(monkeypatch):
         port: int
         keepalive_s: float | None
         prewarm: int | None
+        keepalive_policy: str | None = None
+        memory_budget_mb: int | None = None
 
     stub = types.ModuleType("mist.server")
     stub.ServerOptions = ServerOptions
@@ -43,6 +45,13 @@ def test_up_passes_every_option(cli, started, tmp_path):
     assert (options.data_dir, options.host, options.port, options.keepalive_s, options.prewarm) == (
         tmp_path, "0.0.0.0", 9000, 60.0, 4,
     )
+
+
+def test_up_passes_the_scaling_options(cli, started):
+    cli("up", "--keepalive-policy", "hybrid-histogram", "--memory-budget", "8192")
+
+    (options,) = started
+    assert (options.keepalive_policy, options.memory_budget_mb, options.keepalive_s) == ("hybrid-histogram", 8192, None)
 
 
 def test_up_refuses_a_port_out_of_range(cli, started):
