@@ -155,7 +155,8 @@ _ERROR_COUNTERS = {"Sandbox.Timedout": "timeouts", "Runtime.OutOfMemory": "out_o
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic,
+                 keepalive_policy: keepalive.KeepAlivePolicy | None = None) -> None:
         self.config = config.validate()
         self._clock = clock
         data_dir = config.data_dir
@@ -174,7 +175,7 @@ class Worker:
         self._starting: Counter[tuple[str, int]] = Counter()  # instances being started, per key
         self._provisioned: dict[str, SandboxSpec] = {}  # function -> spec whose min_instances to keep
         self._demand: dict[tuple[str, int], _Demand] = {}
-        self._keepalive = self._keepalive_policy(config)
+        self._keepalive = keepalive_policy or self._keepalive_policy(config)
         self._keepalive_state: dict[str, object] = {}  # function name -> the policy's state
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._invocations = 0
@@ -322,23 +323,20 @@ class Worker:
                 self._report_idle(d)
         d.idle_since = None
         d.idle_window = None
-        name = d.spec.function_name
+        spec, state = self._policy_state(d)
+        self._keepalive_state[d.spec.function_name] = self._keepalive.on_arrival(spec, state, now, idle_s)
+
+    def _policy_state(self, d: _Demand) -> tuple[keepalive.FunctionSpec, object]:
         spec = keepalive.FunctionSpec(d.spec.memory_mb)
-        state = self._keepalive_state.get(name)
-        if state is None:
-            state = self._keepalive.initial_state(spec)
-        self._keepalive_state[name] = self._keepalive.on_arrival(spec, state, now, idle_s)
+        state = self._keepalive_state.get(d.spec.function_name)
+        return spec, self._keepalive.initial_state(spec) if state is None else state
 
     def _report_idle(self, d: _Demand) -> None:
         """Deliver the pending idle period to the keep-alive policy (as of when it began)."""
         assert d.idle_since is not None
         d.idle_pending = False
-        name = d.spec.function_name
-        spec = keepalive.FunctionSpec(d.spec.memory_mb)
-        state = self._keepalive_state.get(name)
-        if state is None:
-            state = self._keepalive.initial_state(spec)
-        decision, self._keepalive_state[name] = self._keepalive.on_idle(spec, state, d.idle_since)
+        spec, state = self._policy_state(d)
+        decision, self._keepalive_state[d.spec.function_name] = self._keepalive.on_idle(spec, state, d.idle_since)
         d.idle_window = autoscale.IdleWindow(d.idle_since, decision.prewarm_delay_s, decision.keepalive_s)
 
     @staticmethod
