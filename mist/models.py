@@ -6,17 +6,29 @@ Validation lives here (one place); messages name the key, the value and the rule
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from mist.errors import InvalidRequest
 
+# function and queue names
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+NAME_RULE = (
+    "1 to 63 characters: lowercase letters, digits and '-', starting with a letter or a digit "
+    "(e.g. hello or resize-image)"
+)
+
 MEMORY_MIN_MB = 64
 MEMORY_MAX_MB = 10240
 TIMEOUT_MAX_S = 900.0
 CONCURRENCY_MAX = 1000
 INSTANCES_MAX = 10_000
+RETRIES_MAX = 10  # asynchronous invocations: retries after a function error
+EVENT_AGE_MIN_S = 60
+EVENT_AGE_MAX_S = 21_600  # 6 h, Lambda's maximum event age
+DESTINATION_KINDS = ("function", "queue")
 DEFAULT_HANDLER = "main.handler"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
 
@@ -32,8 +44,16 @@ class FunctionConfig:
     env: dict[str, str] = field(default_factory=dict)
     min_instances: int = 0  # kept warm at all times (provisioned)
     max_instances: int | None = None  # None: no limit but the machine's
+    # asynchronous invocations (docs/events.md)
+    retries: int = 2  # retries after a function error (0-10)
+    max_event_age_s: int = EVENT_AGE_MAX_S  # an event older than this is not run (again)
+    on_success: str | None = None  # "function:NAME" | "queue:NAME"
+    on_failure: str | None = None  # None: the function's own dead-letter queue
 
-    KEYS = ("handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances")
+    KEYS = (
+        "handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances",
+        "retries", "max_event_age_s", "on_success", "on_failure",
+    )  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Any, base: "FunctionConfig | None" = None) -> "FunctionConfig":
@@ -62,6 +82,13 @@ class FunctionConfig:
         if "max_instances" in data:
             raw = data["max_instances"]
             changes["max_instances"] = None if raw is None else _int_in("max_instances", raw, 1, INSTANCES_MAX)
+        if "retries" in data:
+            changes["retries"] = _int_in("retries", data["retries"], 0, RETRIES_MAX)
+        if "max_event_age_s" in data:
+            changes["max_event_age_s"] = _int_in("max_event_age_s", data["max_event_age_s"], EVENT_AGE_MIN_S, EVENT_AGE_MAX_S)
+        for key in ("on_success", "on_failure"):
+            if key in data:
+                changes[key] = None if data[key] is None else destination(key, data[key])
         out = replace(cfg, **changes)
         if out.max_instances is not None and out.min_instances > out.max_instances:
             raise InvalidRequest(
@@ -75,6 +102,16 @@ def _int_in(key: str, value: Any, lo: int, hi: int) -> int:
         raise InvalidRequest(f"{key} must be a whole number from {lo} to {hi}, got {value!r}")
     if not lo <= value <= hi:
         raise InvalidRequest(f"{key} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def destination(key: str, value: Any) -> str:
+    """A destination of asynchronous invocations: "function:NAME" or "queue:NAME"."""
+    kind, _, name = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if kind not in DESTINATION_KINDS or not NAME_RE.fullmatch(name):
+        raise InvalidRequest(
+            f"{key} must be function:NAME or queue:NAME (NAME: {NAME_RULE}), got {value!r}"
+        )
     return value
 
 
@@ -132,6 +169,10 @@ class FunctionVersion:
     created_at: datetime
     min_instances: int = 0
     max_instances: int | None = None
+    retries: int = 2
+    max_event_age_s: int = EVENT_AGE_MAX_S
+    on_success: str | None = None
+    on_failure: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +185,10 @@ class FunctionVersion:
             "env": dict(self.env),
             "min_instances": self.min_instances,
             "max_instances": self.max_instances,
+            "retries": self.retries,
+            "max_event_age_s": self.max_event_age_s,
+            "on_success": self.on_success,
+            "on_failure": self.on_failure,
             "code_sha256": self.code_sha256,
             "code_size": self.code_size,
             "layer_sha256": self.layer_sha256,
@@ -153,7 +198,8 @@ class FunctionVersion:
     def config(self) -> FunctionConfig:
         return FunctionConfig(
             self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env),
-            self.min_instances, self.max_instances,
+            self.min_instances, self.max_instances, self.retries, self.max_event_age_s,
+            self.on_success, self.on_failure,
         )  # fmt: skip
 
 
@@ -200,7 +246,7 @@ class InvocationRecord:
     id: str
     function: str
     version: int
-    trigger: str  # "api" | "http"
+    trigger: str  # "api" | "http" | "event" (an asynchronous invocation) | another event source's name
     status: str  # "succeeded" | "failed" | "error"
     error_type: str | None
     error_message: str | None

@@ -22,7 +22,7 @@ from pathlib import Path
 from mist.control import packaging
 from mist.control.layers import LayerStore, Progress
 from mist.control.store import FunctionStore, NewVersion
-from mist.errors import DeployRejected, MistError, NotFound
+from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
 from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion
 from mist.worker.types import SandboxSpec
 
@@ -153,6 +153,12 @@ class FunctionService:
     async def _create(
         self, name: str, cfg: FunctionConfig, sha: str, size: int, progress: Progress
     ) -> FunctionVersion:
+        for key, dest in (("on_success", cfg.on_success), ("on_failure", cfg.on_failure)):
+            if dest == f"function:{name}":
+                raise InvalidRequest(
+                    f"{key} cannot be the function itself ({dest}): each of its events would invoke it "
+                    "again, without end; use another function or a queue"
+                )
         code_dir = self.code_root / sha
         handler = cfg.handler
         if handler is None:
@@ -174,6 +180,10 @@ class FunctionService:
             layer_sha256=layer,
             min_instances=cfg.min_instances,
             max_instances=cfg.max_instances,
+            retries=cfg.retries,
+            max_event_age_s=cfg.max_event_age_s,
+            on_success=cfg.on_success,
+            on_failure=cfg.on_failure,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)

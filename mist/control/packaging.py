@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mist.errors import DeployRejected, InvalidRequest
+from mist.models import NAME_RE, NAME_RULE
 
 MAX_FILES = 10_000
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
@@ -39,11 +40,6 @@ SKIPPED_SUFFIXES = (".pyc",)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold; same bytes for same content
 _CHUNK = 1024 * 1024
 _MAX_LISTED = 20  # offending paths named in a message; `detail` lists them all
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_NAME_RULE = (
-    "1 to 63 characters: lowercase letters, digits and '-', starting with a letter or a digit "
-    "(e.g. hello or resize-image)"
-)
 
 ZipSource = Path | str | BinaryIO
 
@@ -87,8 +83,8 @@ class ExtractStats:
 
 def validate_name(name: str) -> str:
     """Return `name` if it is a valid function name, else raise InvalidRequest saying the rule."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidRequest(f"invalid function name {name!r}: use {_NAME_RULE}")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidRequest(f"invalid function name {name!r}: use {NAME_RULE}")
     return name
 
 

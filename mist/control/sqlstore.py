@@ -1,4 +1,8 @@
-"""SqlStore: FunctionStore + RecordStore over SQLAlchemy Core (SQLite here, PostgreSQL later)."""
+"""SqlStore: every store of mist/control/store.py over SQLAlchemy Core (SQLite or PostgreSQL).
+
+The functions and records are here; the event queue and mist queues in sqlevents.py; the tables
+in sqlschema.py.
+"""
 
 from __future__ import annotations
 
@@ -8,73 +12,10 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from mist.control.sqlevents import SqlEvents
+from mist.control.sqlschema import functions, invocations, log_lines, metadata, versions
 from mist.control.store import NewVersion
 from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord
-
-metadata = sa.MetaData()
-
-functions = sa.Table(
-    "functions",
-    metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("latest_version", sa.Integer, nullable=False),
-)
-
-versions = sa.Table(
-    "function_versions",
-    metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("handler", sa.String(255), nullable=False),
-    sa.Column("memory_mb", sa.Integer, nullable=False),
-    sa.Column("timeout_s", sa.Float, nullable=False),
-    sa.Column("concurrency", sa.Integer, nullable=False),
-    sa.Column("env", sa.Text, nullable=False),
-    sa.Column("code_sha256", sa.String(64), nullable=False),
-    sa.Column("code_size", sa.BigInteger, nullable=False),
-    sa.Column("layer_sha256", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("min_instances", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("max_instances", sa.Integer),
-)
-
-invocations = sa.Table(
-    "invocations",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("function", sa.String(63), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("trigger", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("error_type", sa.String(255)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("cold_start", sa.Boolean, nullable=False),
-    sa.Column("init_ms", sa.Float, nullable=False),
-    sa.Column("duration_ms", sa.Float, nullable=False),
-    sa.Column("billed_ms", sa.Integer, nullable=False),
-    sa.Column("memory_mb", sa.Integer, nullable=False),
-    sa.Column("max_memory_used_mb", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("ended_at", sa.Float, nullable=False),
-    sa.Index("ix_invocations_function_started", "function", "started_at"),
-)
-
-log_lines = sa.Table(
-    "log_lines",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("invocation_id", sa.String(64), nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False),  # the line's place in its invocation
-    sa.Column("function", sa.String(63), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("stream", sa.String(16), nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Index("ix_log_lines_function_id", "function", "id"),
-    sa.UniqueConstraint("invocation_id", "seq", name="uq_log_lines_invocation_seq"),
-)
 
 
 def _utc(dt: datetime) -> datetime:
@@ -82,24 +23,40 @@ def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-class SqlStore:
-    """Both stores over one SQLAlchemy engine. `url` e.g. sqlite:////path/mist.db."""
+def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> sa.Engine:
+    """An SQLite engine in WAL mode. `immediate`: every transaction takes the write lock at BEGIN
+    (SQLAlchemy's recipe for pysqlite), so a read-then-write transaction cannot fail half-way."""
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(conn, _record):  # noqa: ANN001
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+        if immediate:
+            conn.isolation_level = None  # pysqlite: no implicit BEGIN; the "begin" hook issues it
+
+    if immediate:
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class SqlStore(SqlEvents):
+    """Every store over SQLAlchemy. `url` e.g. sqlite:////path/mist.db or
+    postgresql+psycopg://user@host/db."""
 
     def __init__(self, url: str) -> None:
-        kwargs: dict[str, object] = {}
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-
-            @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(conn, _record):  # noqa: ANN001
-                cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-
+            self.engine = _sqlite_engine(url, synchronous="NORMAL", immediate=False)
+            self.writes = _sqlite_engine(url, synchronous="FULL", immediate=True)
+        else:
+            self.engine = self.writes = sa.create_engine(url)
         metadata.create_all(self.engine)
         self._add_missing_columns()
         self._insert_invocations = self._insert_sql(invocations, _RECORD_COLUMNS)
@@ -124,6 +81,7 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.writes.dispose()
 
     # -- FunctionStore ---------------------------------------------------------------------
 
@@ -156,6 +114,10 @@ class SqlStore:
                 created_at=now,
                 min_instances=new.min_instances,
                 max_instances=new.max_instances,
+                retries=new.retries,
+                max_event_age_s=new.max_event_age_s,
+                on_success=new.on_success,
+                on_failure=new.on_failure,
             )
         )
         updated = conn.execute(
@@ -183,6 +145,10 @@ class SqlStore:
             created_at=now,
             min_instances=new.min_instances,
             max_instances=new.max_instances,
+            retries=new.retries,
+            max_event_age_s=new.max_event_age_s,
+            on_success=new.on_success,
+            on_failure=new.on_failure,
         )
 
     @staticmethod
@@ -201,6 +167,10 @@ class SqlStore:
             created_at=_utc(row.created_at),
             min_instances=row.min_instances,
             max_instances=row.max_instances,
+            retries=row.retries,
+            max_event_age_s=row.max_event_age_s,
+            on_success=row.on_success,
+            on_failure=row.on_failure,
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

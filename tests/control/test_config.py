@@ -8,6 +8,13 @@ def test_defaults_are_the_documented_ones():
     cfg = FunctionConfig.from_json({})
     assert (cfg.handler, cfg.memory_mb, cfg.timeout_s, cfg.concurrency, cfg.env) == (None, 128, 30.0, 1, {})
     assert (cfg.min_instances, cfg.max_instances) == (0, None)
+    assert (cfg.retries, cfg.max_event_age_s, cfg.on_success, cfg.on_failure) == (2, 21600, None, None)
+
+
+def test_destinations_are_functions_or_queues_and_null_removes_one():
+    cfg = FunctionConfig.from_json({"on_success": "function:next", "on_failure": "queue:failures"})
+    assert (cfg.on_success, cfg.on_failure) == ("function:next", "queue:failures")
+    assert FunctionConfig.from_json({"on_failure": None}, base=cfg).on_failure is None
 
 
 def test_max_instances_can_be_lifted_again_with_null():
@@ -34,6 +41,15 @@ def test_max_instances_can_be_lifted_again_with_null():
         ({"min_instances": -1}, "min_instances must be from 0 to 10000, got -1"),
         ({"max_instances": 0}, "max_instances must be from 1 to 10000, got 0"),
         ({"min_instances": 3, "max_instances": 2}, "min_instances (3) cannot be more than max_instances (2)"),
+        ({"retries": 11}, "retries must be from 0 to 10, got 11"),
+        ({"retries": -1}, "retries must be from 0 to 10, got -1"),
+        ({"retries": 1.5}, "retries must be a whole number from 0 to 10"),
+        ({"max_event_age_s": 59}, "max_event_age_s must be from 60 to 21600, got 59"),
+        ({"max_event_age_s": 21601}, "max_event_age_s must be from 60 to 21600, got 21601"),
+        ({"on_success": "lambda:x"}, "on_success must be function:NAME or queue:NAME"),
+        ({"on_failure": "queue:"}, "on_failure must be function:NAME or queue:NAME"),
+        ({"on_failure": "queue:Bad_Name"}, "got 'queue:Bad_Name'"),
+        ({"on_success": 3}, "on_success must be function:NAME or queue:NAME"),
     ],
 )
 def test_bad_values_are_refused_naming_key_and_value(config, message):

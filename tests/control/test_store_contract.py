@@ -1,26 +1,14 @@
-"""Every FunctionStore/RecordStore passes these: the SQL store and the in-memory fake."""
+"""Every FunctionStore/RecordStore passes these: SQLite, PostgreSQL and the in-memory fake
+(the `store` fixture, tests/control/conftest.py). The event queue's: test_event_store_contract.py."""
 
 import threading
 from datetime import datetime, timezone
 
-import pytest
-
 from mist.control.sqlstore import SqlStore
 from mist.control.store import NewVersion
 from mist.models import InvocationRecord, LogRecord
-from mist.testing.stores import MemoryStore
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request, tmp_path):
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    s = SqlStore(f"sqlite:///{tmp_path / 'mist.db'}")
-    yield s
-    s.close()
 
 
 def new(name="hello", sha="a" * 64, **kw):
@@ -43,6 +31,14 @@ def test_instance_limits_are_kept_with_the_version(store):
     got = store.get_versions("hello", 1)[0]
     assert (got.min_instances, got.max_instances) == (2, 8)
     assert store.get_function("hello").latest.max_instances == 8
+
+
+def test_async_invocation_config_is_kept_with_the_version(store):
+    store.create_version(new(), NOW)
+    store.create_version(new(retries=0, max_event_age_s=60, on_success="queue:done", on_failure="function:x"), NOW)
+    v1, v2 = store.get_versions("hello", 1)[0], store.get_function("hello").latest
+    assert (v1.retries, v1.max_event_age_s, v1.on_success, v1.on_failure) == (2, 21600, None, None)
+    assert (v2.retries, v2.max_event_age_s, v2.on_success, v2.on_failure) == (0, 60, "queue:done", "function:x")
 
 
 def test_versions_are_numbered_from_one_and_name_resolves_to_newest(store):
