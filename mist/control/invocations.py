@@ -67,12 +67,16 @@ class InvocationService:
         *,
         trigger: str,
         invocation_id: str | None = None,
+        request_id: str | None = None,
     ) -> Outcome:
+        """`invocation_id` names the record; `request_id` is what the function sees as
+        context.aws_request_id (default: the invocation id; the attempts of an asynchronous
+        invocation each have a record of their own and share the event's id, as on Lambda)."""
         inv_id = invocation_id or new_invocation_id()
         spec = self._functions.spec(fv)
         started = self._wall()
         try:
-            result = await self._invoker.invoke(spec, inv_id, payload)
+            result = await self._invoker.invoke(spec, request_id or inv_id, payload)
         except PlatformError as exc:
             now = self._wall()
             self._records.add(

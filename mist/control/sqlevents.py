@@ -169,11 +169,12 @@ class SqlEvents:
             conn.execute(
                 event_attempts.update()
                 .where(event_attempts.c.event_id == b("b_id"), event_attempts.c.attempt == b("b_attempt"))
-                .values(ended_at=b("b_ended"), outcome=b("b_outcome"), error_type=b("b_type"),
-                        error_message=b("b_message"), version=b("b_version"), record_id=b("b_record")),
-                [{"b_id": s.event_id, "b_attempt": s.attempt, "b_ended": s.ended_at, "b_outcome": s.outcome,
-                  "b_type": s.error_type, "b_message": s.error_message, "b_version": s.version,
-                  "b_record": s.record_id} for s in done],
+                .values(started_at=b("b_started"), ended_at=b("b_ended"), outcome=b("b_outcome"),
+                        error_type=b("b_type"), error_message=b("b_message"), version=b("b_version"),
+                        record_id=b("b_record")),
+                [{"b_id": s.event_id, "b_attempt": s.attempt, "b_started": s.started_at, "b_ended": s.ended_at,
+                  "b_outcome": s.outcome, "b_type": s.error_type, "b_message": s.error_message,
+                  "b_version": s.version, "b_record": s.record_id} for s in done],
             )  # fmt: skip
             sent = [m for s in done for m in s.messages]
             if sent:

@@ -141,8 +141,11 @@ class Settlement:
     event_id: str
     owner: str
     attempt: int
+    started_at: float
     ended_at: float
-    outcome: str  # the attempt: "succeeded" | "failed" (function error) | "error" (platform) | "expired" (not run)
+    # the attempt: "succeeded" | "failed" (function error) | "error" (platform error) |
+    # "missing" (the function is gone) | "expired" (not run: older than max_event_age_s)
+    outcome: str
     error_type: str | None
     error_message: str | None
     record_id: str | None  # the attempt's InvocationRecord (logs, timing)
@@ -161,7 +164,7 @@ class AttemptView:
     attempt: int
     started_at: float
     ended_at: float | None
-    outcome: str | None  # None: running; "lost": the dispatcher stopped during it (crash, restart)
+    outcome: str | None  # a Settlement's, or None: running, or "lost": its dispatcher went away
     error_type: str | None
     error_message: str | None
     version: int | None

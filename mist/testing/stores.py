@@ -196,8 +196,8 @@ class MemoryStore:
                     continue
                 e.status, e.due_at, e.owner = s.status, s.due_at, None
                 e.function_errors, e.condition, e.destination = s.function_errors, s.condition, s.destination
-                e.attempts[-1] = replace(e.attempts[-1], ended_at=s.ended_at, outcome=s.outcome,
-                                         error_type=s.error_type, error_message=s.error_message,
+                e.attempts[-1] = replace(e.attempts[-1], started_at=s.started_at, ended_at=s.ended_at,
+                                         outcome=s.outcome, error_type=s.error_type, error_message=s.error_message,
                                          version=s.version, record_id=s.record_id)  # fmt: skip
                 for m in s.messages:
                     mid = new_invocation_id()

@@ -20,7 +20,8 @@ def ev(function="hello", key=None, payload=b'{"n": 1}', **kw):
 
 
 def settle(claimed, owner="a", *, status="succeeded", outcome="succeeded", at=T + 1, due=None, errors=0, **kw):
-    return Settlement(event_id=claimed.id, owner=owner, attempt=claimed.attempt, ended_at=at, outcome=outcome,
+    return Settlement(event_id=claimed.id, owner=owner, attempt=claimed.attempt, started_at=at - 0.5, ended_at=at,
+                      outcome=outcome,
                       error_type=kw.pop("error_type", None), error_message=kw.pop("error_message", None),
                       record_id=f"{claimed.id}-{claimed.attempt}", version=1, status=status, due_at=due,
                       function_errors=errors, **kw)
