@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
+from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 
 
@@ -17,3 +19,5 @@ class Services:
     records: InvocationLog
     uploads_dir: Path
     statistics: object = None  # a callable returning a dict of component statistics, for /v1/statistics
+    events: EventService | None = None  # asynchronous invocations (None: not served)
+    queues: QueueService | None = None  # mist queues and dead-letter queues
