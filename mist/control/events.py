@@ -33,11 +33,11 @@ class EventServiceStats:
     batches: int  # enqueue transactions (group commit: accepted / batches events each)
 
 
-def check_idempotency_key(key: str) -> str:
+def check_idempotency_key(key: str, what: str = "the idempotency key") -> str:
     if not 1 <= len(key) <= MAX_KEY or not all(" " <= c <= "~" for c in key):
         raise InvalidRequest(
-            f"the idempotency key must be 1 to {MAX_KEY} printable ASCII characters (e.g. a UUID or "
-            f"order-1234), got {key[:80]!r}"
+            f"{what} must be 1 to {MAX_KEY} printable ASCII characters (e.g. a UUID or order-1234), "
+            f"got {key[:80]!r}"
         )
     return key
 

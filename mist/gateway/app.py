@@ -11,7 +11,8 @@ A request goes, outermost first:
        /healthz                          readiness
        /v1/functions... (management)     mist/gateway/functions.py -> control/functions.py
        /v1/functions/{n}/invocations     mist/gateway/invoke.py    -> control/invocations.py -> worker
-       /v1/invocations/{id}              mist/gateway/invoke.py    -> control/records.py
+       /v1/invocations/{id}              mist/gateway/invoke.py    -> control/events.py, records.py
+       /v1/functions/{n}/dlq, /v1/queues mist/gateway/queues.py    -> control/queues.py
        /v1/functions/{n}/logs            mist/gateway/logs.py      -> control/records.py
        /fn/{n}/{path}  (HTTP trigger)    mist/gateway/invoke.py    -> core/httpevent.py
 There is no other middleware: nothing runs on the hot path that is not listed here.
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs
+from mist.gateway import functions, invoke, logs, queues
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
 from mist.gateway.services import Services
@@ -56,6 +57,7 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.include_router(functions.router)
     app.include_router(invoke.router)
     app.include_router(logs.router)
+    app.include_router(queues.router)
 
     # 1b. the invocation fast path, outermost
     return InvokeFastPath(app, services) if fast_path else app

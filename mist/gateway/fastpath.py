@@ -4,8 +4,10 @@ Invocations are mist's hot path, so they skip FastAPI's routing, request objects
 classes (a third of the gateway's CPU per request under load). Everything else — including
 the same route when the fast path does not apply — goes on to the FastAPI app, where
 `mist/gateway/invoke.py` declares the route for the OpenAPI document with the same behaviour.
-The two share `parse_version`, `check_payload` and `result_headers`, so they cannot drift
-apart; tests run the same assertions against both.
+The two share `parse_version`, `check_payload`, `is_event`, `accept_event` and
+`result_headers`, so they cannot drift apart; tests run the same assertions against both.
+With `X-Mist-Invocation-Type: Event` the event is stored (mist/control/events.py) and answered
+202 without waiting for it to run.
 """
 
 from __future__ import annotations
@@ -51,16 +53,28 @@ class InvokeFastPath:
     async def _invoke(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         qs: bytes = scope["query_string"]
         version = invoke.parse_version(parse_qs(qs.decode("latin-1")).get("version", [None])[0]) if qs else None
-        body = await _read_body(scope, receive)
+        declared: bytes | None = None
+        kind: str | None = None  # X-Mist-Invocation-Type
+        key: str | None = None  # X-Mist-Idempotency-Key
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                declared = v
+            elif k == b"x-mist-invocation-type":
+                kind = v.decode("latin-1")
+            elif k == b"x-mist-idempotency-key":
+                key = v.decode("latin-1")
+        event = invoke.is_event(kind, key)
+        body = await _read_body(declared, receive)
         payload = invoke.check_payload(body)
         services = self.services
+        if event:
+            data, extra = await invoke.accept_event(services, name, version, payload, key)
+            await _answer(send, 202, _encode(extra), data)
+            return
         fv = await services.functions.resolve(name, version)
         out = await services.invocations.invoke(fv, payload, trigger="api")
         r = out.result
-        headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in invoke.result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms).items()
-        ]
+        headers = _encode(invoke.result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms))
         if r.ok:
             data = r.payload
             status = 200
@@ -68,18 +82,23 @@ class InvokeFastPath:
             data = invoke.error_json(r.error)
             status = 500
             headers.append((b"x-mist-function-error", b"Unhandled"))
-        headers.append(_JSON)
-        headers.append((b"content-length", str(len(data)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        await _answer(send, status, headers, data)
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            if value.isdigit() and int(value) > invoke.MAX_PAYLOAD:
-                raise PayloadTooLarge(invoke.too_large_message(int(value)))
-            break
+def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], data: bytes) -> None:
+    headers.append(_JSON)
+    headers.append((b"content-length", str(len(data)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(declared: bytes | None, receive: Receive) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > invoke.MAX_PAYLOAD:
+        raise PayloadTooLarge(invoke.too_large_message(int(declared)))
     chunks: list[bytes] = []
     size = 0
     while True:

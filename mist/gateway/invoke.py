@@ -1,5 +1,6 @@
-"""Invocation routes: the API (`POST /v1/functions/{name}/invocations`), the HTTP trigger
-(`/fn/{name}/...`) and invocation records (`GET /v1/invocations/{id}`)."""
+"""Invocation routes: the API (`POST /v1/functions/{name}/invocations`, synchronous or, with
+`X-Mist-Invocation-Type: Event`, asynchronous), the HTTP trigger (`/fn/{name}/...`) and
+invocations (`GET /v1/invocations/{id}`: an asynchronous invocation's status, or a record)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from mist.control.events import check_idempotency_key
 from mist.control.invocations import new_invocation_id
 from mist.core import httpevent
-from mist.errors import InvalidRequest, NotFound, PayloadTooLarge
+from mist.errors import InvalidRequest, NotFound, PayloadTooLarge, PlatformError
 from mist.gateway.services import Services
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit, 6 MB
@@ -70,6 +72,38 @@ def error_json(error: dict[str, object] | None) -> bytes:
     return json.dumps(error or {"errorType": "Unknown", "errorMessage": "", "stackTrace": []}).encode()
 
 
+INVOCATION_TYPES = ("RequestResponse", "Event")
+TYPE_HEADER = "X-Mist-Invocation-Type"
+KEY_HEADER = "X-Mist-Idempotency-Key"
+
+
+def is_event(invocation_type: str | None, idempotency_key: str | None) -> bool:
+    """Whether the headers ask for an asynchronous invocation; InvalidRequest if they are wrong."""
+    kind = invocation_type or "RequestResponse"
+    if kind not in INVOCATION_TYPES:
+        raise InvalidRequest(f"{TYPE_HEADER} must be RequestResponse or Event, got {kind!r}")
+    if idempotency_key is not None:
+        if kind != "Event":
+            raise InvalidRequest(f"{KEY_HEADER} applies to asynchronous invocations: add {TYPE_HEADER}: Event")
+        check_idempotency_key(idempotency_key, KEY_HEADER)
+    return kind == "Event"
+
+
+async def accept_event(
+    services: Services, name: str, version: int | None, payload: bytes, idempotency_key: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """Store an asynchronous invocation: the 202 answer's body and headers, sent only once the
+    event is committed. A repeated idempotency key answers the first invocation's id."""
+    if services.events is None:
+        raise PlatformError("asynchronous invocations are not served here; this server has no event queue")
+    got = await services.events.accept(name, payload, trigger="event", idempotency_key=idempotency_key,
+                                       version=version)  # fmt: skip
+    headers = {"X-Mist-Invocation-Id": got.invocation_id}
+    if not got.created:
+        headers["X-Mist-Idempotent-Replayed"] = "true"
+    return json.dumps({"invocation_id": got.invocation_id}).encode(), headers
+
+
 def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -> dict[str, str]:
     return {
         "X-Mist-Invocation-Id": inv_id,
@@ -81,9 +115,10 @@ def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) ->
 
 @router.post(
     "/v1/functions/{name}/invocations",
-    summary="Invoke a function synchronously",
+    summary="Invoke a function (synchronously, or asynchronously with X-Mist-Invocation-Type: Event)",
     responses={
         200: {"description": "The handler's return value (JSON)"},
+        202: {"description": "Event: stored, will run at least once; body {\"invocation_id\"}"},
         500: {"description": "Function error (header X-Mist-Function-Error, Lambda error body)"},
         404: {"description": "No such function"},
         413: {"description": "Payload over 6 MB"},
@@ -96,7 +131,12 @@ async def invoke(name: str, request: Request) -> Response:
     and as the same behaviour for apps built without the fast path."""
     services: Services = request.app.state.services
     version = parse_version(request.query_params.get("version"))
+    key = request.headers.get(KEY_HEADER)
+    event = is_event(request.headers.get(TYPE_HEADER), key)
     payload = check_payload(await read_body(request))
+    if event:
+        body, headers = await accept_event(services, name, version, payload, key)
+        return Response(body, status_code=202, media_type="application/json", headers=headers)
     fv = await services.functions.resolve(name, version)
     out = await services.invocations.invoke(fv, payload, trigger="api")
     r = out.result
@@ -107,9 +147,16 @@ async def invoke(name: str, request: Request) -> Response:
     return Response(error_json(r.error), status_code=500, media_type="application/json", headers=headers)
 
 
-@router.get("/v1/invocations/{invocation_id}", summary="An invocation's record and its log lines")
+@router.get(
+    "/v1/invocations/{invocation_id}",
+    summary="An asynchronous invocation's status and attempts, or an invocation's record and log lines",
+)
 async def get_invocation(invocation_id: str, request: Request) -> Response:
     services: Services = request.app.state.services
+    if services.events is not None:
+        view = await services.events.get(invocation_id)
+        if view is not None:
+            return JSONResponse(view.to_json())
     found = await services.records.get(invocation_id)
     if found is None:
         raise NotFound(f"no invocation {invocation_id!r}; the id is in the X-Mist-Invocation-Id header of the answer")

@@ -4,11 +4,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mist.control.batching import SerialWriter
+from mist.control.dispatcher import Dispatcher, DispatcherConfig
+from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
 from mist.control.layers import LayerStore
 from mist.control.packaging import zip_directory
+from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
+from mist.core.retry import Backoff
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.testing.stores import MemoryStore
@@ -30,11 +35,20 @@ async def client(request, tmp_path, worker):
     )
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    services = Services(functions, InvocationService(functions, worker, records), records, uploads)
+    invocations = InvocationService(functions, worker, records)
+    writer = SerialWriter()
+    events = EventService(functions, store, store, writer)
+    dispatcher = Dispatcher(store, store, events, functions, invocations, writer, DispatcherConfig(
+        backoff=Backoff(base_s=0.01, cap_s=0.05), poll_s=0.05, heartbeat_s=0.1, lease_s=1.0))  # fmt: skip
+    await dispatcher.start()
+    services = Services(functions, invocations, records, uploads, events=events,
+                        queues=QueueService(store, events, functions, writer))  # fmt: skip
     app = build_app(services, fast_path=request.param == "fast-path")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist") as c:
         yield c
+    await dispatcher.stop()
     await records.stop()
+    writer.close()
 
 
 def make_zip(tmp_path: Path, files: dict[str, str]) -> bytes:
