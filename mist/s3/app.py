@@ -55,7 +55,7 @@ def build_s3_app(store: ObjectStore, *, clock: Callable[[], float] = time.time) 
         except Disconnected:
             return
         except MistError as exc:
-            resource = req.resource if req else scope.get("path", "")
+            resource = req.raw_path if req else scope.get("path", "")
             request_id = req.request_id if req else ""
             if exc.code == "InternalError" or not isinstance(exc, UserError):
                 log.error("S3 %s %s failed: %s", scope.get("method"), resource, exc.message)
@@ -66,6 +66,8 @@ def build_s3_app(store: ObjectStore, *, clock: Callable[[], float] = time.time) 
             response = error_response(internal, scope.get("path", ""), req.request_id if req else "", head=False)
         request_id = req.request_id if req else ""
         response.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id), ("Server", "mist")]
+        if req is None or req.body_unread:
+            response.headers.append(("Connection", "close"))
         await send_response(send, response)
 
     return app

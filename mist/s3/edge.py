@@ -78,6 +78,15 @@ class Request:
     caller: Caller = field(default_factory=Caller)
     claim: sigv4.Claim | None = None
     signing_key: bytes = b""
+    body_read: bool = False  # the whole body was received
+
+    @property
+    def body_unread(self) -> bool:
+        """The client sent (or, waiting on Expect: 100-continue, would send) a body not yet read:
+        the connection must then close after the answer, or those bytes would be parsed as the next
+        request."""
+        has_body = self.headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in self.headers
+        return has_body and not self.body_read
 
     @classmethod
     def parse(cls, scope: dict[str, Any], receive: Callable[[], Any]) -> Request:
@@ -138,6 +147,7 @@ async def read_body(req: Request, feed: Callable[[bytes], None], finish: Callabl
                 )
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if not more:
+            req.body_read = True
             return await asyncio.to_thread(_last, feed, finish, data)
         if size >= FEED_BYTES:
             pending.clear()

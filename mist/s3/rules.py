@@ -66,8 +66,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(0, size - n), size - 1
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and end < start:
+        return None  # not a valid range: ignored, as S3 does
     if start >= size:
         raise _unsatisfiable(header, size)
     return start, min(end, size - 1)

@@ -53,7 +53,13 @@ def url_encoder(encoding_type: str | None):  # noqa: ANN201 - a str -> str funct
     return lambda s: quote_plus(s, safe="/")
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def error(code: str, message: str, resource: str, request_id: str) -> bytes:
+    """S3's error document. Characters XML 1.0 cannot hold (a key's control characters) are
+    written as Python escapes, so every client can parse the error."""
+    message = _NOT_XML.sub(lambda m: f"\\x{ord(m.group(0)):02x}", message)
     return (
         HEAD + "<Error>" + element("Code", code) + element("Message", message) + element("Resource", resource)
         + element("RequestId", request_id) + "</Error>"
