@@ -3,7 +3,8 @@
   1. uvicorn (HTTP/1.1, Expect: 100-continue)                             mist/s3/serve.py
   2. parse: path-style /bucket/key, query, headers                          edge.Request.parse
   3. authenticate: SigV4 from the Authorization header or a presigned
-     URL, the access key's secret looked up (cached) -> the Caller          sigv4.py, keys.py
+     URL (or a SigV2 presigned URL), the access key's secret looked up
+     (cached) -> the Caller                                                  sigv4.py, sigv2.py, keys.py
   4. route on method, bucket/key and sub-resource (?uploads, ?delete...)    route() below
   5. the operation; blocking disk and database work in worker threads      handlers.py -> store.py
   6. any MistError -> S3's XML error with S3's status code                  edge.py
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mist.errors import MistError, UserError
-from mist.s3 import handlers, sigv4
+from mist.s3 import handlers, sigv2, sigv4
 from mist.s3.edge import Disconnected, Request, Response, error_response, send_response
 from mist.s3.model import Caller
 from mist.s3.store import ObjectStore
@@ -84,15 +85,17 @@ async def _lifespan(receive: Callable[[], Any], send: Callable[[dict[str, Any]],
 
 
 async def authenticate(ctx: handlers.Context, req: Request) -> None:
-    """Check the request's signature; set its Caller and signing key. Anonymous requests are refused."""
-    claim = sigv4.parse_query_auth(req.query) or sigv4.parse_header_auth(req.header_list)
-    if claim is None:
+    """Check the request's signature; set its Caller, payload mode and signing key.
+    Anonymous requests are refused."""
+    v2 = sigv2.parse_query_auth(req.query)
+    claim = None if v2 else sigv4.parse_query_auth(req.query) or sigv4.parse_header_auth(req.header_list)
+    if claim is None and v2 is None:
         raise UserError(
             "Access Denied: anonymous requests are not served; sign them with an access key "
             "(create one with `mist s3 keys create`)",
             code="AccessDenied",
         )
-    key_id = claim.credential.access_key_id
+    key_id = v2.access_key_id if v2 is not None else claim.credential.access_key_id  # type: ignore[union-attr]
     fresh, found = ctx.store.keys.cached(key_id)
     if not fresh:
         found = await asyncio.to_thread(ctx.store.keys.lookup, key_id)
@@ -102,10 +105,13 @@ async def authenticate(ctx: handlers.Context, req: Request) -> None:
             code="InvalidAccessKeyId",
         )
     secret, owner = found
-    req.signing_key = sigv4.verify(
-        claim, secret, req.method, req.raw_path, req.query, req.header_list, ctx.clock()
-    )
-    req.claim = claim
+    now = ctx.clock()
+    if v2 is not None:
+        sigv2.verify(v2, secret, req.method, req.raw_path, req.query, req.header_list, now)
+    else:
+        assert claim is not None
+        req.signing_key = sigv4.verify(claim, secret, req.method, req.raw_path, req.query, req.header_list, now)
+        req.claim, req.payload = claim, claim.payload
     client = req.scope.get("client")
     req.caller = Caller(owner, key_id, client[0] if client else "", req.request_id)
 

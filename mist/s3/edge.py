@@ -76,7 +76,8 @@ class Request:
     headers: dict[str, str]
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16].upper())
     caller: Caller = field(default_factory=Caller)
-    claim: sigv4.Claim | None = None
+    payload: str = sigv4.UNSIGNED_PAYLOAD  # what the signature says of the body (x-amz-content-sha256)
+    claim: sigv4.Claim | None = None  # a V4 signature's claim (chunk signatures chain from it)
     signing_key: bytes = b""
     body_read: bool = False  # the whole body was received
 
@@ -114,7 +115,7 @@ class Request:
 
     def declared_length(self) -> int:
         """The body's length as declared (decoded length for aws-chunked bodies)."""
-        streaming = self.claim is not None and self.claim.payload in sigv4.STREAMING
+        streaming = self.payload in sigv4.STREAMING
         name = "x-amz-decoded-content-length" if streaming else "content-length"
         value = self.headers.get(name)
         if value is None:

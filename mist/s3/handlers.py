@@ -65,15 +65,13 @@ def _key(req: Request) -> str:
 
 
 def _intake(req: Request, sink: Callable[[bytes], None], declared: int) -> Intake:
-    assert req.claim is not None
-    payload = req.claim.payload
-    signed_stream = payload in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER)
-    signer = ChunkSigner(req.signing_key, req.claim) if signed_stream else None
-    return Intake(sink, payload=payload, declared=declared, headers=req.headers, signer=signer)
+    signed_stream = req.payload in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER)
+    signer = ChunkSigner(req.signing_key, req.claim) if signed_stream and req.claim is not None else None
+    return Intake(sink, payload=req.payload, declared=declared, headers=req.headers, signer=signer)
 
 
 def _raw_limit(req: Request, declared: int) -> int:
-    streaming = req.claim is not None and req.claim.payload in sigv4.STREAMING
+    streaming = req.payload in sigv4.STREAMING
     return declared + declared // 8 + 65536 if streaming else declared
 
 
