@@ -2,9 +2,11 @@
 
 Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
 -> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
-HTTP server. "mist is ready at URL" is printed only once the server accepts requests, and
-/healthz answers 200 from then on. SIGINT/SIGTERM stop the HTTP server, write pending records,
-kill every sandbox and remove every cgroup, in that order.
+event dispatcher (events left running by a crash are due again at once) -> HTTP server.
+"mist is ready at URL" is printed only once the server accepts requests, and /healthz answers
+200 from then on. SIGINT/SIGTERM stop the HTTP server, stop the dispatcher (running attempts
+get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
+every cgroup, in that order.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from pathlib import Path
 
 import uvicorn
 
+from mist.control.batching import SerialWriter
+from mist.control.dispatcher import Dispatcher
+from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
 from mist.control.layers import LayerStore
+from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.sqlstore import SqlStore
 from mist.errors import MistError
@@ -114,7 +120,9 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         worker_cfg.memory_budget_mb = opts.memory_budget_mb
     worker_cfg.validate()
     worker = Worker(worker_cfg)
-    records = InvocationLog(store)
+    writer = SerialWriter()  # every database write of the process, one at a time (control/batching.py)
+    records = InvocationLog(store, writer=writer)
+    dispatcher: Dispatcher | None = None
     try:
         await worker.start()
         await records.start()
@@ -123,7 +131,12 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await functions.provision_all()  # min instances are warm before the first request
         invocations = InvocationService(functions, worker, records)
-        services = Services(functions, invocations, records, uploads, _stats(worker, records))
+        events = EventService(functions, store, store, writer)
+        # recover: the data dir lock proves no other dispatcher holds these events' leases
+        dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
+        await dispatcher.start()
+        services = Services(functions, invocations, records, uploads, _stats(worker, records, events, dispatcher),
+                            events=events, queues=QueueService(store, events, functions, writer))
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -150,8 +163,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                 print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
         await serving
     finally:
+        if dispatcher is not None:
+            await dispatcher.stop()
         await records.stop()
         await worker.stop()
+        writer.close()
         store.close()
         sock.close()
         os.close(lock_fd)

@@ -1,7 +1,9 @@
 """InvocationLog: records and log lines of invocations, written in batches, followed live.
 
 The request path must not wait on the database, so `add()` only buffers; a background task
-writes the buffer every `flush_interval` seconds in one transaction (off the event loop).
+writes the buffer every `flush_interval` seconds in one transaction (off the event loop; on
+the process's database writer thread when given one, so it never waits on the event queue's
+writes for SQLite's lock).
 Reads see buffered records too, so `GET /v1/invocations/{id}` works the moment the invocation
 answered. `stop()` writes what is left. A crash of the whole process can lose at most the last
 `flush_interval` of records (the metering issue will make usage durable before the answer).
@@ -15,6 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from mist.control.batching import SerialWriter
 from mist.control.store import RecordStore
 from mist.models import InvocationRecord, LogRecord
 
@@ -30,8 +33,16 @@ class InvocationLogStats:
 
 
 class InvocationLog:
-    def __init__(self, store: RecordStore, *, flush_interval: float = 0.05, max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        store: RecordStore,
+        *,
+        flush_interval: float = 0.05,
+        max_batch: int = 2000,
+        writer: SerialWriter | None = None,
+    ) -> None:
         self._store = store
+        self._writer = writer
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._pending: dict[str, tuple[InvocationRecord, list[LogRecord]]] = {}
@@ -112,7 +123,10 @@ class InvocationLog:
             return
         batch = list(self._pending.values())
         try:
-            await asyncio.to_thread(self._store.add_invocations, batch)
+            if self._writer is not None:
+                await self._writer.run(self._store.add_invocations, batch)
+            else:
+                await asyncio.to_thread(self._store.add_invocations, batch)
         except Exception:  # keep the records; the next flush tries again
             self._failures += 1
             log.exception("writing %d invocation records failed; will retry", len(batch))

@@ -54,9 +54,10 @@ class SqlStore(SqlEvents):
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite"):
             self.engine = _sqlite_engine(url, synchronous="NORMAL", immediate=False)
-            self.writes = _sqlite_engine(url, synchronous="FULL", immediate=True)
+            self.writes = _sqlite_engine(url, synchronous="NORMAL", immediate=True)
+            self.durable_writes = _sqlite_engine(url, synchronous="FULL", immediate=True)
         else:
-            self.engine = self.writes = sa.create_engine(url)
+            self.engine = self.writes = self.durable_writes = sa.create_engine(url)
         metadata.create_all(self.engine)
         self._add_missing_columns()
         self._insert_invocations = self._insert_sql(invocations, _RECORD_COLUMNS)
@@ -80,8 +81,8 @@ class SqlStore(SqlEvents):
                     conn.exec_driver_sql(ddl)
 
     def close(self) -> None:
-        self.engine.dispose()
-        self.writes.dispose()
+        for engine in {self.engine, self.writes, self.durable_writes}:
+            engine.dispose()
 
     # -- FunctionStore ---------------------------------------------------------------------
 
