@@ -54,7 +54,7 @@ class AccessKeys:
         with self._db.write() as conn:
             conn.execute(
                 tables.access_keys.insert().values(
-                    access_key_id=key_id, owner=owner, secret=self._box.seal(secret), created_at=now
+                    access_key_id=key_id, owner=owner, secret=self._box.seal(secret, key_id), created_at=now
                 )
             )
         return AccessKey(key_id, owner, now, secret)
@@ -92,7 +92,7 @@ class AccessKeys:
         t = tables.access_keys
         with self._db.read() as conn:
             row = conn.execute(sa.select(t.c.secret, t.c.owner).where(t.c.access_key_id == access_key_id)).first()
-        found = (self._box.open(row.secret), row.owner) if row else None
+        found = (self._box.open(row.secret, access_key_id), row.owner) if row else None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

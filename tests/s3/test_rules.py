@@ -179,19 +179,28 @@ def test_sequencers_order_as_strings():
 # -- sealed secrets --------------------------------------------------------------------------------
 
 
-def test_a_sealed_secret_opens_only_with_its_key_file(tmp_path):
+def test_a_sealed_secret_opens_only_with_its_key_file_and_for_its_key(tmp_path):
     box = SecretBox.from_file(tmp_path / "secret.key")
     assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
-    sealed = box.seal("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-    assert "wJalr" not in sealed and sealed != box.seal("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-    assert SecretBox.from_file(tmp_path / "secret.key").open(sealed) == "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-    with pytest.raises(PlatformError):
-        SecretBox.from_file(tmp_path / "other.key").open(sealed)
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    sealed = box.seal(secret, "MISTKEY1")
+    assert "wJalr" not in sealed and sealed != box.seal(secret, "MISTKEY1")
+    assert SecretBox.from_file(tmp_path / "secret.key").open(sealed, "MISTKEY1") == secret
+    for other_box, key_id in ((SecretBox.from_file(tmp_path / "other.key"), "MISTKEY1"), (box, "MISTKEY2")):
+        with pytest.raises(PlatformError):
+            other_box.open(sealed, key_id)
 
 
 def test_a_tampered_sealed_secret_does_not_open(tmp_path):
     box = SecretBox.from_file(tmp_path / "secret.key")
-    sealed = box.seal("secret")
+    sealed = box.seal("secret", "K")
     flipped = sealed[:-5] + ("A" if sealed[-5] != "A" else "B") + sealed[-4:]
     with pytest.raises(PlatformError):
-        box.open(flipped)
+        box.open(flipped, "K")
+
+
+def test_a_damaged_key_file_is_reported(tmp_path):
+    (tmp_path / "secret.key").write_bytes(b"short")
+    with pytest.raises(PlatformError) as exc:
+        SecretBox.from_file(tmp_path / "secret.key")
+    assert "damaged" in exc.value.message
