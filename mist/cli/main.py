@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mist.cli import deploy, functions, invoke, logs, simulate, up
+from mist.cli import deploy, functions, invoke, logs, s3, simulate, up
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -33,3 +33,4 @@ app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
 app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
+app.add_typer(s3.commands(), name="s3")

@@ -21,3 +21,4 @@ class Services:
     statistics: object = None  # a callable returning a dict of component statistics, for /v1/statistics
     events: EventService | None = None  # asynchronous invocations (None: not served)
     queues: QueueService | None = None  # mist queues and dead-letter queues
+    objects: object = None  # the S3 endpoint's mist.s3.ObjectStore, for its access keys (None: not served)

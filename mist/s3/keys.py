@@ -12,6 +12,7 @@ import string
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
@@ -32,7 +33,8 @@ class AccessKey:
     secret_access_key: str | None = None  # only when just created
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"access_key_id": self.access_key_id, "owner": self.owner, "created_at": self.created_at}
+        created = datetime.fromtimestamp(self.created_at, timezone.utc).isoformat()
+        out: dict[str, object] = {"access_key_id": self.access_key_id, "owner": self.owner, "created_at": created}
         if self.secret_access_key is not None:
             out["secret_access_key"] = self.secret_access_key
         return out

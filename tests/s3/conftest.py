@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from botocore.config import Config
 
 from mist.s3 import ObjectStore, S3Server
@@ -66,18 +67,57 @@ def store(backend: Callable[..., ObjectStore]) -> ObjectStore:
     return backend()
 
 
-class Endpoint:
+class Looper:
+    """An event loop on a thread of its own, for servers the (synchronous) tests talk to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 10):  # noqa: ANN001, ANN201
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+class AppServer(Looper):
+    """Any ASGI app served by uvicorn on a free port (the gateway, for the CLI's tests)."""
+
+    def __init__(self, app: object) -> None:
+        super().__init__()
+        sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._task = self.run(self._start(sock))
+
+    async def _start(self, sock: socket.socket) -> asyncio.Task:
+        task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            await asyncio.sleep(0.01)
+        return task
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.run(self._stopped())
+        self.close()
+
+    async def _stopped(self) -> None:
+        await self._task
+
+
+class Endpoint(Looper):
     """A real S3 server (uvicorn on a free port) on its own event loop thread."""
 
     def __init__(self, store: ObjectStore) -> None:
+        super().__init__()
         self.store = store
-        self.loop = asyncio.new_event_loop()
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.server = S3Server(store, sock)
+        self.server = S3Server(store, socket.create_server(("127.0.0.1", 0)))
         self.url = self.server.url
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.run(self.server.start())
         key = store.keys.create()
         self.key_id, self.secret = key.access_key_id, key.secret_access_key or ""
 
@@ -89,10 +129,8 @@ class Endpoint:
         )  # fmt: skip
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        self.run(self.server.stop())
+        self.close()
 
 
 @pytest.fixture(scope="module")
