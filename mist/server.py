@@ -2,9 +2,10 @@
 
 Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
 -> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
-event dispatcher (events left running by a crash are due again at once) -> HTTP server.
-"mist is ready at URL" is printed only once the server accepts requests, and /healthz answers
-200 from then on. SIGINT/SIGTERM stop the HTTP server, stop the dispatcher (running attempts
+event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
+port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
+"mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
+200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
 get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
 every cgroup, in that order.
 """
@@ -36,6 +37,7 @@ from mist.control.sqlstore import SqlStore
 from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.s3 import ObjectStore, S3Server
 from mist.worker import Worker, WorkerConfig
 
 log = logging.getLogger("mist")
@@ -54,6 +56,7 @@ class ServerOptions:
     prewarm: int | None = None  # pre-built sandboxes kept ready; None: the worker's default
     keepalive_policy: str | None = None  # mist (default), hybrid-histogram or fixed:MINUTES
     memory_budget_mb: int | None = None  # None: 75 % of the machine's memory
+    s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -68,7 +71,7 @@ def _lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, flag: str = "--port") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,7 +80,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise StartupError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); is another mist running? pass --port to choose another"
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another mist running? pass {flag} to choose another"
         ) from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -100,6 +103,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock_data_dir(data_dir)
     sock = _listen(opts.host, opts.port)
+    s3_sock = _listen(opts.host, opts.s3_port, "--s3-port") if opts.s3_port else None
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     uploads = data_dir / "uploads"
@@ -123,6 +127,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     writer = SerialWriter()  # every database write of the process, one at a time (control/batching.py)
     records = InvocationLog(store, writer=writer)
     dispatcher: Dispatcher | None = None
+    objects: ObjectStore | None = None
+    s3_server: S3Server | None = None
     try:
         await worker.start()
         await records.start()
@@ -137,6 +143,12 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await dispatcher.start()
         services = Services(functions, invocations, records, uploads, _stats(worker, records, events, dispatcher),
                             events=events, queues=QueueService(store, events, functions, writer))
+        if s3_sock is not None:
+            objects = ObjectStore(data_dir, f"sqlite:///{data_dir / 's3.db'}")
+            services.objects = objects
+            s3_server = S3Server(objects, s3_sock)
+            await s3_server.start()
+            print(f"S3 endpoint at {s3_server.url}", flush=True)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -163,6 +175,12 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                 print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
         await serving
     finally:
+        if s3_server is not None:
+            await s3_server.stop()
+        if objects is not None:
+            objects.close()
+        if s3_sock is not None:
+            s3_sock.close()
         if dispatcher is not None:
             await dispatcher.stop()
         await records.stop()

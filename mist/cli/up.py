@@ -20,6 +20,7 @@ Examples:
   sudo mist up --port 9000 --data-dir /var/lib/mist
   sudo mist up --keepalive 60 --prewarm 4
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
+  sudo mist up --s3-port 9100
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -45,13 +46,18 @@ def up(
     prewarm: Annotated[
         int | None, typer.Option(metavar="N", min=0, help="Sandboxes kept built and ready.")
     ] = None,
+    s3_port: Annotated[
+        int | None, typer.Option(metavar="PORT", min=0, max=65535, envvar="MIST_S3_PORT", help="Port of the "
+                                 "S3-compatible object storage endpoint (default 9000); 0 turns it off. See docs/s3.md.")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
     except ImportError as exc:
         output.fail(f"the mist server cannot be loaded in this installation ({exc})")
+    s3 = {} if s3_port is None else {"s3_port": s3_port}  # None: the server's default port
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
-                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget)
+                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **s3)
     try:
         run(options)
     except KeyboardInterrupt:

@@ -226,7 +226,8 @@ Run = Callable[..., Result]
 @pytest.fixture
 def cli() -> Run:
     """Run `mist ARGS...` as a user would; an unexpected exception fails the test with its traceback."""
-    env = {"NO_COLOR": "1", "FORCE_COLOR": None, "TTY_COMPATIBLE": None, "COLUMNS": "120", "MIST_URL": None}
+    env = {"NO_COLOR": "1", "FORCE_COLOR": None, "TTY_COMPATIBLE": None, "COLUMNS": "120", "MIST_URL": None,
+           "MIST_S3_PORT": None}
     runner = CliRunner(env=env)
 
     def run(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:

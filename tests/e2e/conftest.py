@@ -24,6 +24,7 @@ class Server:
     proc: subprocess.Popen
     url: str
     log: Path
+    s3_url: str | None = None  # the S3 endpoint, when started with --s3-port
 
     def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         env = {**os.environ, "MIST_URL": self.url, "NO_COLOR": "1", "COLUMNS": "200"}
@@ -50,24 +51,34 @@ class Server:
 def start_server(data_dir: Path, *extra: str) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "server.log"
+    s3 = [] if "--s3-port" in extra else ["--s3-port", "0"]  # S3 off unless asked for: no fixed port to collide on
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [MIST, "up", "--data-dir", str(data_dir), "--port", "0", *extra],
+            [MIST, "up", "--data-dir", str(data_dir), "--port", "0", *s3, *extra],
             stdout=subprocess.PIPE, stderr=out, cwd=REPO,
         )  # fmt: skip
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
+    s3_url = None
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if not line:
             break
+        announced = re.search(r"S3 endpoint at (http://\S+)", line)
+        s3_url = announced.group(1) if announced else s3_url
         m = re.search(r"mist is ready at (http://\S+)", line)
         if m:
-            return Server(data_dir, proc, m.group(1), log)
+            return Server(data_dir, proc, m.group(1), log, s3_url)
     proc.kill()
     proc.wait()
     proc.stdout.close()
     raise AssertionError(f"mist up did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture(autouse=True)
+def _no_fixed_s3_port(monkeypatch):
+    """`mist up` run directly by a test serves no S3 endpoint (default port 9000) unless it asks."""
+    monkeypatch.setenv("MIST_S3_PORT", "0")
 
 
 @pytest.fixture(scope="module")
