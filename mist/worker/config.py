@@ -48,6 +48,12 @@ class WorkerConfig:
     # (~10 MB more private memory per instance), "none". True/False mean "all"/"none".
     zygote_tree: bool = True  # functions with a dependency layer fork from a zygote that has
     # imported the layer's top-level packages (built on demand, shared per layer)
+    layer_zygotes_memory_mb: int = 1024  # layer zygotes together; beyond it the least recently
+    # used are evicted (also each one's own memory limit)
+    layer_zygotes_max: int = 8  # layer zygotes at once (they run as the 2 x this many uids that
+    # follow the sandboxes' uid range)
+    layer_zygote_idle_s: float = 600.0  # a layer zygote no sandbox was forked from for this long
+    # is evicted (the sandboxes forked from it keep running)
     queue_limit: int = 100  # invocations waiting per function before NoCapacity(queue_full)
     tmp_size_mb: int = 512  # /tmp size cap (tmpfs pages count toward the memory limit too)
     pids_max: int = 64  # processes + threads per sandbox (pids cgroup and RLIMIT_NPROC)
@@ -100,6 +106,11 @@ class WorkerConfig:
             ("max_log_lines", self.max_log_lines, self.max_log_lines >= 1, "must be >= 1"),
             ("uid_base", self.uid_base, self.uid_base is None or self.uid_base >= 1000, "must be >= 1000"),
             ("uid_count", self.uid_count, self.uid_count >= 1, "must be >= 1"),
+            ("layer_zygotes_memory_mb", self.layer_zygotes_memory_mb, self.layer_zygotes_memory_mb >= 32,
+             "must be >= 32"),
+            ("layer_zygotes_max", self.layer_zygotes_max, 1 <= self.layer_zygotes_max <= 64,
+             "must be between 1 and 64"),
+            ("layer_zygote_idle_s", self.layer_zygote_idle_s, self.layer_zygote_idle_s > 0, "must be > 0"),
             ("python", self.python, Path(self.python).is_absolute(), "must be an absolute path"),
             ("data_dir", self.data_dir, Path(self.data_dir).is_absolute(), "must be an absolute path"),
         ]
@@ -114,6 +125,7 @@ class WorkerConfig:
             keepalive.from_name(self.keepalive_policy)
         except InvalidRequest as exc:
             raise InvalidRequest(f"worker config: keepalive_policy: {exc.message}") from None
-        if self.first_uid + self.uid_count > 2**31 - 2:
-            raise InvalidRequest(f"worker config: uid_base + uid_count must stay below 2**31, got {self.first_uid}")
+        if self.first_uid + self.uid_count + 2 * self.layer_zygotes_max > 2**31 - 2:
+            raise InvalidRequest("worker config: uid_base + uid_count (+ 2 uids per layer zygote) must stay "
+                                 f"below 2**31, got {self.first_uid}")
         return self

@@ -52,6 +52,7 @@ class HostLayout:
     has_ssl: bool = False
     cap_last: int = 40
     seccomp: dict[bool, bytes] = field(default_factory=dict)
+    seccomp_layer: bytes = b""  # the floor under a layer zygote and its children
 
     @classmethod
     def probe(cls, root_dir: str) -> "HostLayout":
@@ -87,8 +88,9 @@ def _write(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
-def enter(req: dict) -> None:
-    """Stage 1, in the intermediate process: cgroups, rlimits, namespaces."""
+def enter(req: dict, pid_ns: bool = True) -> None:
+    """Stage 1, in the intermediate process: cgroups, rlimits, namespaces (a layer zygote,
+    `pid_ns=False`, stays in the zygote's pid namespace: see `layerzygote`)."""
     for tasks in req["cgroups"]:
         fd = os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -103,14 +105,18 @@ def enter(req: dict) -> None:
         (resource.RLIMIT_CORE, 0),
     ):
         resource.setrlimit(res, (value, value))
-    flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+    flags = sc.CLONE_NEWNS | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | (sc.CLONE_NEWPID if pid_ns else 0)
     if not req["network"]:
         flags |= sc.CLONE_NEWNET
     sc.unshare(flags)
 
 
-def build_generic(req: dict, host: HostLayout) -> None:
-    """Stage 2, in pid 1 of the new namespaces: everything that does not depend on the function."""
+def build_generic(req: dict, host: HostLayout, *, layer_dir: str | None = None,
+                  proc_options: str | None = None) -> None:
+    """Stage 2, in pid 1 of the new namespaces: everything that does not depend on the function.
+    A layer zygote's root (`layer_dir` given) also gets its layer at /opt/python, /etc/passwd
+    and group as links into /etc/mist (where each child mounts its own), and a /proc that shows
+    only the processes it may inspect (`proc_options="hidepid=invisible"`)."""
     os.umask(0o022)
     sc.sethostname("mist")
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -130,17 +136,22 @@ def build_generic(req: dict, host: HostLayout) -> None:
     if os.path.isdir(host.site_packages):
         sc.mount("tmpfs", r + host.site_packages, "tmpfs",
                  sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=4k,mode=0755")
-    _build_etc(r, req, host)
+    if layer_dir is not None:
+        sc.bind_readonly(layer_dir, f"{r}/opt/python")
+    _build_etc(r, req, host, identity_link=layer_dir is not None)
     _build_dev(r)
-    sc.mount("proc", f"{r}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("proc", f"{r}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, proc_options)
     sc.mount("tmpfs", f"{r}/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={req['tmp_mb']}m,mode=1777")
 
 
-def _build_etc(r: str, req: dict, host: HostLayout) -> None:
-    uid = req["uid"]
-    _write(f"{r}/etc/passwd", f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
-                              f"sbx_user:x:{uid}:{uid}:mist sandbox:/tmp:/usr/sbin/nologin\n".encode())
-    _write(f"{r}/etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n".encode())
+def _build_etc(r: str, req: dict, host: HostLayout, identity_link: bool = False) -> None:
+    if identity_link:  # /etc/passwd -> mist/passwd: a layer zygote's child mounts its own /etc/mist
+        os.mkdir(f"{r}/etc/mist", 0o755)
+        write_identity(f"{r}/etc/mist", req["uid"])
+        for name in ("passwd", "group"):
+            os.symlink(f"mist/{name}", f"{r}/etc/{name}")
+    else:
+        write_identity(f"{r}/etc", req["uid"])
     _write(f"{r}/etc/hosts", b"127.0.0.1\tlocalhost mist\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     _write(f"{r}/etc/hostname", b"mist\n")
     _write(f"{r}/etc/nsswitch.conf", _NSSWITCH)
@@ -150,6 +161,13 @@ def _build_etc(r: str, req: dict, host: HostLayout) -> None:
     if host.has_ssl:
         os.mkdir(f"{r}/etc/ssl", 0o755)
         sc.bind_readonly("/etc/ssl", f"{r}/etc/ssl")
+
+
+def write_identity(etc: str, uid: int) -> None:
+    """passwd and group naming the sandbox user `uid` (sbx_user), in directory `etc`."""
+    _write(f"{etc}/passwd", f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                            f"sbx_user:x:{uid}:{uid}:mist sandbox:/tmp:/usr/sbin/nologin\n".encode())
+    _write(f"{etc}/group", f"root:x:0:\nsbx_user:x:{uid}:\n".encode())
 
 
 def _build_dev(r: str) -> None:
@@ -170,7 +188,11 @@ def lock_down(req: dict, host: HostLayout, mark: Callable[[str], None] = _no_mar
     into the sandbox root, detach the host tree, make / read-only, then give up every
     privilege. The function's code is attached later from outside, by the zygote
     (`attach_code`), so a sandbox needs no privilege at all once it is in the pool."""
-    r = host.root_dir
+    _pivot_into(host.root_dir, mark)
+    drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])], mark)
+
+
+def _pivot_into(r: str, mark: Callable[[str], None] = _no_mark) -> None:
     os.chdir(r)
     sc.pivot_root(".", ".")
     sc.umount2(".", sc.MNT_DETACH)
@@ -178,13 +200,76 @@ def lock_down(req: dict, host: HostLayout, mark: Callable[[str], None] = _no_mar
     mark("pivot_root")
     sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
     mark("remount_ro")
-    drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])], mark)
+
+
+def lock_down_layer_zygote(uid: int, host: HostLayout) -> None:
+    """A layer zygote, before it imports anything: pivot_root into its root, then become host
+    uid `uid` (unprivileged, its own) with no capability, NO_NEW_PRIVS and the layer filter.
+    It stays in the host's user namespace on purpose: its children's user namespaces are then
+    children of the host's, so the (root) zygote can map each one's uid (`map_identity`)."""
+    _pivot_into(host.root_dir)
+    sc.drop_bounding_set(host.cap_last)  # needs CAP_SETPCAP: before the uid changes
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # clears the permitted and effective sets; not dumpable now
+    sc.drop_all_capabilities()
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    sc.load_seccomp(host.seccomp_layer)
+
+
+def map_identity(pid: int, uid: int) -> None:
+    """In the zygote (root): map exactly `uid` (uid and gid) in the fresh user namespace of
+    process `pid`, a layer zygote's child. Fails (EPERM) if that namespace was mapped already
+    or is not a child of the host's: the map is the child's identity, given from outside."""
+    line = f"{uid} {uid} 1\n".encode()
+    _write(f"/proc/{pid}/uid_map", line)
+    _write(f"/proc/{pid}/gid_map", line)
+
+
+_CHILD_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNET
+
+
+def unshare_layer_child() -> None:
+    """In a layer zygote's intermediate (unprivileged): new user, mount, pid, ipc, uts and
+    network namespaces; the user namespace has no mapping until the zygote writes one."""
+    sc.unshare(_CHILD_NS)
+
+
+def prepare_layer_child() -> None:
+    """In a layer zygote's child, pid 1 of its namespaces, while it waits to be used (no uid
+    yet): its hostname and a /proc of its own pid namespace."""
+    sc.sethostname("mist")
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def lock_down_layer_child(tmp_mb: int, host: HostLayout, mark: Callable[[str], None] = _no_mark) -> int:
+    """In a layer zygote's child, once the zygote mapped its uid: become that uid, mount its own
+    /tmp and /etc/mist (passwd naming it), then drop every capability and load the sandbox
+    filter (NO_NEW_PRIVS is inherited). Returns the uid. The process stays non-dumpable: the
+    uid change made it so, and the layer filter forbids undoing it."""
+    with open("/proc/self/uid_map", "rb") as f:
+        uid = int(f.read().split()[0])
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # keeps the capabilities of its own user namespace
+    mark("identity")
+    sc.mount("tmpfs", "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+    sc.mount("tmpfs", "/etc/mist", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=64k,mode=0755")
+    write_identity("/etc/mist", uid)
+    sc.mount(None, "/etc/mist", None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    mark("mounts")
+    sc.drop_bounding_set(host.cap_last)
+    sc.drop_all_capabilities()
+    sc.load_seccomp(host.seccomp[False])
+    mark("lock_down")
+    return uid
 
 
 def attach_code(pid: int, code_dir: str, layer_dir: str | None, own_mnt_ns: int) -> None:
     """In the zygote, on ASSIGN: mount exactly the function's code dir (and its layer) read-only
     at /var/task (/opt/python) inside sandbox `pid`'s mount namespace (open_tree clones of just
-    those directories, moved in with move_mount), then return to our own namespace."""
+    those directories, moved in with move_mount), then return to our own namespace. (A layer
+    zygote's child has its layer already: layer_dir=None.)"""
     trees = [(sc.clone_tree_readonly(code_dir), "/var/task")]
     try:
         if layer_dir:
@@ -202,6 +287,20 @@ def attach_code(pid: int, code_dir: str, layer_dir: str | None, own_mnt_ns: int)
     finally:
         for fd, _ in trees:
             os.close(fd)
+
+
+def function_finish(host: HostLayout, go_fd: int) -> Callable[[dict, Callable[[str], None]], None]:
+    """`runtime.main`'s `finish` for a sandbox: the function's environment, then wait for the
+    zygote to attach its code (pipe `go_fd`) and enter /var/task."""
+
+    def finish(assign: dict, mark: Callable[[str], None]) -> None:
+        enter_function(assign, host)
+        mark("environment")
+        wait_for_code(go_fd)  # the zygote attaches the code meanwhile
+        os.chdir("/var/task")
+        mark("code_mounts")
+
+    return finish
 
 
 def wait_for_code(fd: int) -> None:

@@ -6,6 +6,14 @@ answers ENOSYS so glibc falls back to `clone`, whose flags a filter can inspect;
 any CLONE_NEW* flag is denied. io_uring is denied because it can open sockets behind the
 filter's back.
 
+`compile_layer_filter` is the floor under a layer zygote and everything forked from it (loaded
+before the layer's packages are imported, inherited, irrevocable): the same denials, except that
+`unshare` (of the namespaces a sandbox needs) and `mount` stay allowed so that a child can build
+its own namespaces, /proc and /tmp; and, because the zygote runs tenant-chosen code that must
+get no hold on the sandboxes it forks: the `seccomp` syscall (a user-notification listener could
+inject fds into a child), `pidfd_getfd`, `kcmp`, making a process dumpable again, and becoming a
+child subreaper are denied too. See docs/sandbox.md, "The zygote tree".
+
 `compile_filter` needs pyseccomp (libseccomp); the BPF it returns is loaded in each sandbox with
 `syscalls.load_seccomp`, which needs nothing but ctypes.
 """
@@ -34,13 +42,38 @@ _CLONE_NEW_FLAGS = (
 )
 
 
+# What a layer zygote's children need beyond a sandbox (see the module docstring).
+LAYER_ALLOWED = ("mount", "unshare")
+LAYER_DENIED = ("seccomp", "pidfd_getfd", "kcmp")
+_LAYER_UNSHARE_DENIED = (syscalls.CLONE_NEWCGROUP, syscalls.CLONE_NEWTIME)
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+
 def compile_filter(network: bool) -> bytes:
     """Build the filter for a sandbox with (`network=True`) or without inet sockets."""
+    return _export(_base_filter(DENIED, network))
+
+
+def compile_layer_filter() -> bytes:
+    """Build the filter a layer zygote loads before it imports anything (no network)."""
+    import pyseccomp as sc
+
+    eperm = sc.ERRNO(errno.EPERM)
+    f = _base_filter(tuple(n for n in DENIED if n not in LAYER_ALLOWED) + LAYER_DENIED, False)
+    for flag in _LAYER_UNSHARE_DENIED:
+        f.add_rule(eperm, "unshare", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    f.add_rule(eperm, "prctl", sc.Arg(0, sc.EQ, _PR_SET_DUMPABLE), sc.Arg(1, sc.NE, 0))
+    f.add_rule(eperm, "prctl", sc.Arg(0, sc.EQ, _PR_SET_CHILD_SUBREAPER))
+    return _export(f)
+
+
+def _base_filter(denied: tuple[str, ...], network: bool):
     import pyseccomp as sc
 
     f = sc.SyscallFilter(sc.ALLOW)
     eperm = sc.ERRNO(errno.EPERM)
-    for name in DENIED:
+    for name in denied:
         f.add_rule(eperm, name)
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in _CLONE_NEW_FLAGS:
@@ -50,6 +83,10 @@ def compile_filter(network: bool) -> bytes:
     else:
         f.add_rule(eperm, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
         f.add_rule(eperm, "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    return f
+
+
+def _export(f) -> bytes:
     fd = os.memfd_create("mist-seccomp")
     try:
         with os.fdopen(os.dup(fd), "wb") as out:

@@ -1,9 +1,12 @@
 """The Worker's handle on its zygote process (see zygote.py for the control protocol).
 
 `start()` launches `python -I -S` on a bootstrap that imports only mist.worker's sandbox-side
-modules (the package `__init__` files are not run, so the zygote stays small), then waits for
-its hello. `spawn()` sends a request with the sandbox's channel and output fds and returns the
-sandbox's pid and pidfd. `exit_status(sid)` resolves when the zygote reaps that sandbox.
+modules (the package `__init__` files are not run, so the zygote stays small), waits for its
+hello and sends it the zygote tree's settings (`layer_settings`). `spawn()` sends a request
+with the sandbox's channel and output fds and returns the sandbox's pid and pidfd (a request
+with a `layer_dir` is served from that layer's zygote when it can be). `exit_status(sid)`
+resolves when the zygote reaps that sandbox. `prepare_layer()` starts a layer's zygote ahead of
+its first cold start; `statistics()` shows the layer zygotes.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import os
 import signal
 import socket
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mist.errors import SandboxFailed
+from mist.worker.cgroups import CgroupTree, pids_limit
+from mist.worker.config import WorkerConfig
 from mist.worker.protocol import recv_control, send_control
 
 log = logging.getLogger("mist.worker")
@@ -39,6 +45,51 @@ zygote.main(int(fd), root)
 """
 
 
+_MAX_CONCURRENCY = 1000  # as worker.MAX_CONCURRENCY: RLIMIT_NPROC leaves room for that many threads
+
+
+def layer_settings(config: WorkerConfig) -> dict:
+    """The zygote tree's settings for the zygote (`zygotetree.Settings`) from a WorkerConfig:
+    layer zygotes run as the uids right after the sandboxes' range, in cgroups beside theirs."""
+    return {
+        "enabled": bool(config.zygote_tree),
+        "memory_mb": config.layer_zygotes_memory_mb,
+        "max_zygotes": config.layer_zygotes_max,
+        "idle_s": config.layer_zygote_idle_s,
+        "uid_base": config.first_uid + config.uid_count,
+        "cgroup_root": str(config.cgroup_root),
+        "cgroup_parents": {c: str(p) for c, p in CgroupTree(config.cgroup_root, config.instance_tag).parents.items()},
+        "rlimits": {"nofile": config.nofile, "nproc": pids_limit(config.pids_max, _MAX_CONCURRENCY),
+                    "fsize": config.fsize_mb * 1024 * 1024},
+    }
+
+
+@dataclass(frozen=True)
+class LayerZygoteStatistics:
+    layer_dir: str
+    state: str  # "starting" (importing) or "ready"
+    pid: int
+    memory_mb: float  # its memory cgroup's usage (imported packages, its standby child)
+    sandboxes: int  # forked from it so far
+    imported: tuple[str, ...]
+    skipped: dict[str, str]  # top-level names whose import failed, and why
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class SpawnerStatistics:
+    zygote_pid: int | None
+    layer_zygotes: tuple[LayerZygoteStatistics, ...] = ()
+    layer_zygotes_mb: float = 0.0
+    layer_spawns: int = 0  # sandboxes forked from a layer zygote
+    layer_fallbacks: int = 0  # layer spawns that took the ordinary fork path instead
+    layer_evictions: int = 0
+    layer_refused: int = 0  # layer zygote children that failed the zygote's checks
+    layer_zygotes_started: int = 0
+    layers_cooling_down: tuple[str, ...] = ()  # left to the ordinary path after repeated failures
+    last_layer_spawn: dict[str, float] = field(default_factory=dict)  # ms per step, zygote side
+
+
 def _pyseccomp_dir() -> str:
     spec = importlib.util.find_spec("pyseccomp")
     if spec is None or spec.origin is None:
@@ -47,10 +98,15 @@ def _pyseccomp_dir() -> str:
 
 
 class Spawner:
-    def __init__(self, python: str, root_dir: Path, pid_file: Path) -> None:
+    def __init__(self, python: str, root_dir: Path, pid_file: Path, *, layers: dict | None = None) -> None:
+        """`layers`: `layer_settings(config)`; None derives them from the defaults for the data dir
+        that holds `root_dir`."""
         self._python = python
         self._root_dir = root_dir
         self._pid_file = pid_file
+        self._layers = layers if layers is not None else layer_settings(WorkerConfig(data_dir=root_dir.parent))
+        self._layer_report: dict = {}
+        self._layer_waiters: dict[str, list[asyncio.Future]] = {}
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._hello: asyncio.Future | None = None
@@ -84,7 +140,8 @@ class Spawner:
         loop.add_reader(parent.fileno(), self._readable)
         try:
             await asyncio.wait_for(self._hello, timeout)
-        except (asyncio.TimeoutError, SandboxFailed) as exc:
+            send_control(parent, {"op": "configure", "layers": self._layers})
+        except (asyncio.TimeoutError, SandboxFailed, OSError) as exc:
             await self.stop()
             raise SandboxFailed(f"the zygote did not start: {exc or 'timed out'}") from None
 
@@ -122,6 +179,9 @@ class Spawner:
                 fut.set_exception(SandboxFailed(f"sandbox {sid} could not be built: {message.get('error')}"))
         elif op == "learned":
             self.learned_kb = int(message.get("kb") or 0)
+        elif op == "layers":
+            self._layer_report = message
+            self._wake_layer_waiters()
         elif op == "exit":
             exited = self._exits.get(sid)
             if exited is not None and not exited.done():
@@ -144,6 +204,11 @@ class Spawner:
         for fut in self._exits.values():
             if not fut.done():
                 fut.set_result(None)
+        for waiters in self._layer_waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        self._layer_waiters.clear()
 
     async def spawn(self, request: dict, fds: list[int]) -> tuple[int, int | None]:
         """Send one spawn request; returns (pid, pidfd) once the sandbox's pid 1 exists."""
@@ -166,6 +231,71 @@ class Spawner:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 send_control(self._sock, {"op": "mount", "id": sid, "code_dir": code_dir, "layer_dir": layer_dir})
+
+    def configure_layers(self, settings: dict) -> None:
+        """Replace the zygote tree's settings (`layer_settings(config)`), now and after restarts."""
+        self._layers = settings
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                send_control(self._sock, {"op": "configure", "layers": settings})
+
+    def prepare_layer(self, layer_dir: str) -> None:
+        """Start the zygote of this dependency layer now (it imports the layer's packages), so
+        that the first cold start of a function with this layer is already fast. Best effort:
+        nothing happens if the tree is off or the layer's zygote exists already."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                send_control(self._sock, {"op": "prepare_layer", "layer_dir": str(layer_dir)})
+
+    async def wait_layer(self, layer_dir: str, timeout: float) -> bool:
+        """Until this layer's zygote has imported its packages (True), or it failed or the
+        timeout passed (False)."""
+        layer_dir = str(layer_dir)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            state = self._layer_state(layer_dir)
+            if state is not None:
+                return state
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or self._sock is None:
+                return False
+            fut = asyncio.get_running_loop().create_future()
+            self._layer_waiters.setdefault(layer_dir, []).append(fut)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(fut, remaining)
+
+    def _layer_state(self, layer_dir: str) -> bool | None:
+        """True: ready; False: cooling down after failures; None: not there yet."""
+        for z in self._layer_report.get("zygotes") or ():
+            if z.get("layer_dir") == layer_dir and z.get("state") == "ready":
+                return True
+        if layer_dir in (self._layer_report.get("cooling_down") or ()):
+            return False
+        return None
+
+    def _wake_layer_waiters(self) -> None:
+        for layer_dir in [d for d in self._layer_waiters if self._layer_state(d) is not None]:
+            for fut in self._layer_waiters.pop(layer_dir):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def statistics(self) -> SpawnerStatistics:
+        r = self._layer_report
+        zygotes = tuple(
+            LayerZygoteStatistics(
+                layer_dir=str(z.get("layer_dir")), state=str(z.get("state")), pid=int(z.get("pid") or 0),
+                memory_mb=float(z.get("memory_mb") or 0.0), sandboxes=int(z.get("sandboxes") or 0),
+                imported=tuple(z.get("imported") or ()), skipped=dict(z.get("skipped") or {}),
+                idle_s=float(z.get("idle_s") or 0.0))
+            for z in r.get("zygotes") or ())
+        return SpawnerStatistics(
+            zygote_pid=self.pid, layer_zygotes=zygotes, layer_zygotes_mb=round(sum(z.memory_mb for z in zygotes), 1),
+            layer_spawns=int(r.get("spawns") or 0), layer_fallbacks=int(r.get("fallbacks") or 0),
+            layer_evictions=int(r.get("evictions") or 0), layer_refused=int(r.get("refused") or 0),
+            layer_zygotes_started=int(r.get("started") or 0),
+            layers_cooling_down=tuple(r.get("cooling_down") or ()),
+            last_layer_spawn=dict(r.get("last_spawn") or {}),
+        )
 
     def learn(self, sid: str) -> None:
         """Ask the zygote to record which pages sandbox `sid` un-shared in its cold start (it

@@ -8,6 +8,7 @@ says which step failed.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -63,12 +64,14 @@ PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_DUMPABLE = 3
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 MADV_POPULATE_WRITE = 23
 
 _CAP_VERSION_3 = 0x20080522
+NS_GET_USERNS = 0xB701  # ioctl on a namespace fd: an fd of the user namespace owning it
 
 
 def _check(result: int, what: str) -> int:
@@ -127,6 +130,19 @@ def move_mount_to(tree_fd: int, target: str) -> None:
     """Attach a detached mount (from `clone_tree_readonly`) at `target` in our mount namespace."""
     _check(_libc.syscall(SYS_MOVE_MOUNT, tree_fd, b"", -100, _b(target), MOVE_MOUNT_F_EMPTY_PATH),
            f"move_mount({target!r})")
+
+
+def ns_owner(path: str) -> int:
+    """The inode of the user namespace owning the namespace at `path` (/proc/PID/ns/...)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(owner).st_ino
+    finally:
+        os.close(owner)
 
 
 def umount2(target: str, flags: int) -> None:

@@ -5,12 +5,23 @@ runtime and the common stdlib modules, compiles the seccomp filters, becomes the
 subreaper, then serves the Worker over a SOCK_SEQPACKET control socket, one JSON message per
 packet:
 
-    Worker -> zygote   {"op": "spawn", "id", "uid", "cgroups", "rlimits", "tmp_mb", "network"}
+    Worker -> zygote   {"op": "spawn", "id", "uid", "cgroups", "rlimits", "tmp_mb", "network",
+                        "prefault", "layer_dir"}
                        + SCM_RIGHTS [channel socket, output pipe]   (the zygote closes its copies)
+                       {"op": "mount", "id", "code_dir", "layer_dir"}  attach the code on ASSIGN
+                       {"op": "learn", "id"}
+                       {"op": "configure", "layers": {...}}          the zygote tree's settings
+                       {"op": "prepare_layer", "layer_dir"}          start that layer's zygote now
     zygote -> Worker   {"op": "hello", "pid"}                        once, when ready
                        {"op": "spawned", "id", "pid"} + SCM_RIGHTS [pidfd of the sandbox]
                        {"op": "spawn_failed", "id", "error"}
                        {"op": "exit", "id", "pid", "status"}         status as from waitpid
+                       {"op": "learned", "kb"}
+                       {"op": "layers", "zygotes": [...], counters}  the zygote tree changed
+
+A spawn with a `layer_dir` is served by the zygote tree (`zygotetree.py`): a child of that
+layer's zygote, which has imported the layer's packages, checked from outside before it is
+given the channel; it falls back to the ordinary fork below whenever the tree cannot serve it.
 
 The sandbox's pid 1 is reparented to the zygote (subreaper), which reaps it and reports its
 exit status, so the Worker can tell a crash from a kill. EOF on the control socket: the zygote
@@ -55,6 +66,7 @@ import uuid  # noqa: F401
 from mist.worker import isolation, protocol, runtime, seccomp
 from mist.worker.protocol import recv_control, send_control
 from mist.worker import syscalls as sc
+from mist.worker.zygotetree import LayerTree
 
 _PID = struct.Struct("!i")
 _GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
@@ -70,12 +82,14 @@ class Zygote:
         # Pages of this process that a cold start un-shares (learned from a sandbox after its
         # first invocation); pool sandboxes copy just these up front ("touched" prefault).
         self.touched: list[tuple[int, int]] | None = None
+        self.poller = select.poll()
+        self.tree = LayerTree(self)
 
     def learn(self, sid: str) -> None:
         """Record which of our writable pages sandbox `sid` has its own copy of by now."""
         pid = next((p for p, s in self.children.items() if s == sid), None)
-        if pid is None or self.touched is not None:
-            return
+        if pid is None or self.touched is not None or self.tree.is_child(sid):
+            return  # (a layer zygote's child un-shares the layer zygote's pages, not ours)
         try:
             touched = sc.exclusive_pages(pid, sc.writable_private_mappings())
         except OSError:
@@ -96,7 +110,8 @@ class Zygote:
         try:
             if pid is None:
                 raise OSError("the sandbox is gone")
-            isolation.attach_code(pid, code_dir, req.get("layer_dir"), self.mnt_ns)
+            layer_dir = None if self.tree.is_child(sid) else req.get("layer_dir")  # it has its layer
+            isolation.attach_code(pid, code_dir, layer_dir, self.mnt_ns)
             answer = b"G"
         except OSError as exc:
             answer = b"F" + f"could not attach the function's code {code_dir}: {exc}".encode()
@@ -109,6 +124,12 @@ class Zygote:
 
     # -- the fork path ------------------------------------------------------------------------
     def spawn(self, req: dict, fds: list[int]) -> None:
+        if req.get("layer_dir") and self.tree.accepts(req):
+            self.tree.spawn(req, fds)
+        else:
+            self.spawn_plain(req, fds)
+
+    def spawn_plain(self, req: dict, fds: list[int]) -> None:
         sid = req["id"]
         if len(fds) != 2:
             for fd in fds:
@@ -198,16 +219,7 @@ class Zygote:
         build.mark("prefault")
         sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
                                                       "prefaulted_kb": copied // 1024}))
-        host = self.host
-
-        def finish(assign: dict, mark) -> None:
-            isolation.enter_function(assign, host)
-            mark("environment")
-            isolation.wait_for_code(_GO_FD)  # the zygote attaches the code meanwhile
-            os.chdir("/var/task")
-            mark("code_mounts")
-
-        runtime.main(sock, finish)
+        runtime.main(sock, isolation.function_finish(self.host, _GO_FD))
         os._exit(0)
 
     # -- reaping and serving ------------------------------------------------------------------
@@ -220,11 +232,14 @@ class Zygote:
             if pid == 0:
                 return
             sid = self.children.pop(pid, None)
-            go = self.go.pop(sid, None) if sid is not None else None
+            if sid is None:
+                self.tree.exited(pid, status)
+                continue
+            go = self.go.pop(sid, None)
             if go is not None:
                 os.close(go)
-            if sid is not None:
-                send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
+            self.tree.children.discard(sid)
+            send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
 
     def shutdown(self) -> None:
         for pid in list(self.children):
@@ -238,23 +253,30 @@ class Zygote:
             except ChildProcessError:
                 pass
         self.children.clear()
+        self.tree.shutdown()
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         send_control(self.ctrl, {"op": "hello", "pid": os.getpid()})
-        poller = select.poll()
+        poller = self.poller
         poller.register(self.ctrl, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
+        tree = self.tree
         while True:
-            for fd, _events in poller.poll():
+            for fd, _events in poller.poll(tree.timeout_ms()):
                 if fd == wake_r:
                     try:
                         while os.read(wake_r, 4096):
                             pass
                     except BlockingIOError:
                         pass
+                    continue
+                if tree.owns(fd):
+                    tree.readable(fd)
+                    continue
+                if fd != self.ctrl.fileno():
                     continue
                 message, fds = recv_control(self.ctrl)
                 if message is None:
@@ -267,10 +289,15 @@ class Zygote:
                     self.learn(message.get("id"))
                 elif op == "mount":
                     self.attach(message)
+                elif op == "configure":
+                    tree.configure(message.get("layers") or {})
+                elif op == "prepare_layer":
+                    tree.prepare(str(message.get("layer_dir") or ""))
                 else:
                     for f in fds:
                         os.close(f)
             self.reap()
+            tree.tick()
 
 
 def _report_failure(fd: int, text: str) -> None:
@@ -287,6 +314,7 @@ def main(ctrl_fd: int, root_dir: str) -> None:
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     host = isolation.HostLayout.probe(root_dir)
     host.seccomp = {False: seccomp.compile_filter(network=False), True: seccomp.compile_filter(network=True)}
+    host.seccomp_layer = seccomp.compile_layer_filter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker stops us by closing the socket
     runtime.warm_up()
     isolation.warm_up(host)

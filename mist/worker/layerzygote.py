@@ -1,0 +1,243 @@
+"""A layer zygote: a fork server that has imported one dependency layer's packages (stdlib only).
+
+The zygote (`zygotetree.LayerTree`) forks it and, while it is still root, builds it like a
+sandbox (`isolation.enter(pid_ns=False)`, `build_generic` with the layer at /opt/python,
+`lock_down_layer_zygote`): its own cgroups, mount, ipc, uts and network namespaces, a
+read-only root, its own unprivileged host uid, no capability, NO_NEW_PRIVS and the layer
+seccomp filter. Only then does `serve` import the layer's top-level packages (tenant-chosen
+code: from here on nothing in this process is trusted) and serve the zygote:
+
+    zygote -> layer zygote   {"op": "refill"}                 make the next standby child
+    layer zygote -> zygote   {"op": "ready", "imported", "skipped"}   once, after the imports
+                             {"op": "standby", "pid"} + SCM_RIGHTS [the write end of its go pipe]
+                             {"op": "standby_failed", "error"}
+
+A standby child is made ahead of need (off the cold start's critical path): an intermediate
+forked from here unshares new user, mount, pid, ipc, uts and network namespaces
+(`isolation.unshare_layer_child`, unprivileged) and forks the child, pid 1 of them, then
+exits; the child sets its hostname, mounts its own /proc and waits on a pipe. To use it, the
+zygote maps the child's uid into its user namespace from outside (`isolation.map_identity`),
+listens on an abstract socket inside the child's network namespace (where nothing else lives)
+and writes "go" (with its /tmp size) into the child's pipe, whose write end the layer zygote
+handed over and closed; the child becomes that uid, mounts its own /tmp and /etc/mist, drops every
+capability, loads the sandbox filter, closes everything it inherited and connects
+(`_child_main`). The zygote checks it from outside before it hands over anything
+(`verify.py`), gives it its cgroups' `tasks` files to attach itself, checks again, then gives
+it the sandbox's channel, output pipe and go pipe: from there on it is a sandbox like any
+other (READY, ASSIGN, the code attached by the zygote, `runtime.main`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import keyword
+import os
+import select
+import socket
+import struct
+import sys
+import traceback
+from pathlib import Path
+
+from mist.worker import isolation, protocol, runtime
+from mist.worker.protocol import recv_control, send_control
+
+BOOT_ADDRESS = b"\0mist-boot"  # in a child's own network namespace: only the zygote listens there
+_PID = struct.Struct("!i")
+_POKE_FD = 6  # in a standby child: the read end of its "go" pipe
+_GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
+_NOT_IMPORTED = {"bin", "doc", "docs", "example", "examples", "test", "tests", "testing", "benchmarks",
+                 "setup", "conftest", "__pycache__"}
+_IMPORT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "HOME": "/tmp",
+               "PYTHONPATH": "/opt/python"}
+
+
+# -- what to import ------------------------------------------------------------------------------
+
+def top_level_names(layer_dir: str | os.PathLike) -> list[str]:
+    """The importable top-level names a layer provides, sorted: from each distribution's
+    top_level.txt, else its RECORD; for files no distribution claims, the directory itself.
+    Private (`_x`), test and documentation names are left out (their packages import them)."""
+    root = Path(layer_dir)
+    names: set[str] = set()
+    claimed = False
+    for info in sorted(root.glob("*.dist-info")) + sorted(root.glob("*.egg-info")):
+        claimed = True
+        top = info / "top_level.txt"
+        if top.is_file():
+            names.update(line.strip().replace("/", ".").split(".")[0] for line in _lines(top))
+            continue
+        for line in _lines(info / "RECORD"):
+            names.update(_record_name(line.split(",")[0]))
+    if not claimed:
+        for entry in root.iterdir():
+            names.update(_entry_name(entry))
+    return sorted(n for n in names if _importable(n))
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _record_name(path: str) -> list[str]:
+    first, sep, _ = path.partition("/")
+    if first.startswith("..") or first.endswith((".dist-info", ".data", ".egg-info")):
+        return []
+    return [first] if sep else [_module_name(first)]
+
+
+def _entry_name(entry: Path) -> list[str]:
+    if entry.is_dir():
+        return [entry.name] if (entry / "__init__.py").exists() else []
+    return [_module_name(entry.name)]
+
+
+def _module_name(filename: str) -> str:
+    if filename.endswith((".py", ".so", ".pyc")):
+        return filename.split(".")[0]
+    return ""
+
+
+def _importable(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_") \
+        and name not in _NOT_IMPORTED
+
+
+def import_layer(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Import each name; returns (imported, {skipped name: why}). Nothing a package does at
+    import (raising, even SystemExit) stops the others."""
+    imported: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            __import__(name)
+        except BaseException as exc:  # noqa: BLE001 - a package that fails is left for the handler
+            skipped[name] = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            imported.append(name)
+    return imported, skipped
+
+
+# -- the layer zygote ------------------------------------------------------------------------------
+
+class LayerZygote:
+    """Runs in the layer zygote once it is locked down (see the module docstring)."""
+
+    def __init__(self, ctrl: socket.socket, host: isolation.HostLayout) -> None:
+        self.ctrl = ctrl
+        self.host = host
+        self.standby: int | None = None  # the pid of the child waiting to be used
+
+    def serve(self, layer_dir: str) -> None:
+        sys.path[:] = ["/opt/python", *self.host.stdlib_paths]
+        os.environ.clear()
+        os.environ.update(_IMPORT_ENV)
+        names = top_level_names("/opt/python") if os.path.isdir("/opt/python") else []
+        imported, skipped = import_layer(names)
+        os.environ.clear()
+        gc.collect()
+        gc.freeze()  # children share the imported objects; the collector must not un-share them
+        send_control(self.ctrl, {"op": "ready", "imported": imported, "skipped": skipped})
+        self._make_standby()
+        while True:
+            message, fds = recv_control(self.ctrl)
+            for fd in fds:
+                os.close(fd)
+            if message is None:
+                os._exit(0)
+            if message.get("op") == "refill":
+                self._make_standby()
+            self._reap()
+
+    def _make_standby(self) -> None:
+        poke_r, poke_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        inter = os.fork()
+        if inter == 0:
+            try:
+                os.close(poke_w)
+                os.close(pid_r)
+                self.ctrl.close()
+                isolation.unshare_layer_child()
+                child = os.fork()
+                if child == 0:
+                    os.close(pid_w)
+                    _child_main(poke_r, self.host)  # never returns
+                os.write(pid_w, _PID.pack(child))
+            except BaseException:  # noqa: BLE001 - reported as standby_failed by the parent
+                pass
+            os._exit(0)
+        os.close(poke_r)
+        os.close(pid_w)
+        ready, _, _ = select.select([pid_r], [], [], 5.0)
+        data = os.read(pid_r, _PID.size) if ready else b""
+        os.close(pid_r)
+        os.waitpid(inter, 0)
+        if len(data) != _PID.size:
+            os.close(poke_w)
+            send_control(self.ctrl, {"op": "standby_failed", "error": "the standby child was not created"})
+            return
+        pid = _PID.unpack(data)[0]
+        try:
+            send_control(self.ctrl, {"op": "standby", "pid": pid}, [poke_w])
+        finally:
+            os.close(poke_w)
+
+    @staticmethod
+    def _reap() -> None:
+        """Children the layer's own code may have started at import."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+
+def _child_main(poke: int, host: isolation.HostLayout) -> None:
+    """A standby child, pid 1 of its own namespaces; becomes a sandbox when the zygote says go."""
+    try:
+        if poke != _POKE_FD:
+            os.dup2(poke, _POKE_FD)
+        os.closerange(0, _POKE_FD)
+        os.closerange(_POKE_FD + 1, 65536)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        isolation.prepare_layer_child()
+        go = json.loads(os.read(_POKE_FD, 4096) or b"{}")  # one small write: atomic
+        os.close(_POKE_FD)
+        build = runtime.Steps()
+        isolation.lock_down_layer_child(int(go.get("tmp_mb") or 16), host, build.mark)
+        boot = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        boot.connect(BOOT_ADDRESS)
+        build.mark("connect")
+        _, tasks = recv_control(boot, max_fds=3)  # {"op": "attach"}: our cgroups' tasks files
+        for fd in tasks:
+            os.write(fd, b"0")  # this thread (the only one) into that group: no global lock
+            os.close(fd)
+        build.mark("cgroups")
+        send_control(boot, {"op": "attached"})
+        message, fds = recv_control(boot, max_fds=3)  # {"op": "run"} + channel, output, go pipe
+        boot.close()
+        if message is None or message.get("op") != "run" or len(fds) != 3:
+            os._exit(72)
+        chan, out, go_fd = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds)  # clear of 0-5
+        for target, fd in ((1, out), (2, out), (3, chan), (_GO_FD, go_fd)):
+            os.dup2(fd, target, inheritable=target != _GO_FD)
+        os.closerange(_GO_FD + 1, 65536)
+        sock = socket.socket(fileno=3)
+        sock.set_inheritable(False)
+    except BaseException:  # noqa: BLE001 - the zygote sees the child go without connecting
+        traceback.print_exc()
+        os._exit(71)
+    sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
+                                                  "prefaulted_kb": 0}))
+    runtime.main(sock, isolation.function_finish(host, _GO_FD))
+    os._exit(0)
