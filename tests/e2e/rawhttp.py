@@ -1,0 +1,53 @@
+"""A minimal HTTP/1.1 keep-alive client on asyncio streams, for tests that send thousands of
+requests: httpx costs ~1 ms of CPU per request and its pool slows down under many concurrent
+requests, which on a 2-CPU machine starves the server under test. Only what mist's JSON routes
+need: Content-Length bodies, one request at a time per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class RawClient:
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, lower-cased headers, body). ConnectionError/OSError if the server went away."""
+        if self._conn is None:
+            self._conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._conn
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        try:
+            writer.write(head.encode("latin-1") + b"\r\n" + body)
+            raw = await reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            got = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            data = await reader.readexactly(int(got.get("content-length", "0")))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.close()
+            raise ConnectionError(f"the connection broke: {exc!r}") from None
+        except OSError:
+            self.close()
+            raise
+        return status, got, data
+
+    async def json(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+        status, _, data = await self.request(method, path, body, headers)
+        if status >= 400:
+            raise AssertionError(f"{method} {path}: {status} {data[:300]!r}")
+        return json.loads(data)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
