@@ -31,6 +31,9 @@ from mist.s3 import db as tables
 from mist.s3.db import Database
 
 WRITE_BUFFER = 1 << 20
+_DELETE_PENDING = tables.pending_blobs.delete().where(
+    tables.pending_blobs.c.blob_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -118,14 +121,14 @@ class BlobStore:
         blob_id = uuid.uuid4().hex
         with self._db.write() as conn:
             self._drop_settled(conn)
-            conn.execute(tables.pending_blobs.insert().values(blob_id=blob_id, created_at=self._clock()))
+            conn.execute(tables.pending_blobs.insert(), {"blob_id": blob_id, "created_at": self._clock()})
         return BlobWriter(self, blob_id)
 
     def commit(self, conn: sa.Connection, new: Iterable[str], dead: Iterable[str]) -> None:
         """Inside the metadata transaction: `new` blobs become referenced, `dead` ones pending."""
         new, dead = list(new), list(dead)
         if new:
-            conn.execute(tables.pending_blobs.delete().where(tables.pending_blobs.c.blob_id.in_(new)))
+            conn.execute(_DELETE_PENDING, {"ids": new})
         if dead:
             now = self._clock()
             conn.execute(tables.pending_blobs.insert(), [{"blob_id": b, "created_at": now} for b in dead])
@@ -146,8 +149,7 @@ class BlobStore:
         with self._lock:
             done, self._settled = self._settled, []
         for start in range(0, len(done), 500):
-            chunk = done[start : start + 500]
-            conn.execute(tables.pending_blobs.delete().where(tables.pending_blobs.c.blob_id.in_(chunk)))
+            conn.execute(_DELETE_PENDING, {"ids": done[start : start + 500]})
 
     def flush(self) -> None:
         with self._db.write() as conn:
@@ -185,6 +187,7 @@ class SegmentReader:
             if lo < hi:
                 self._plan.append((blob_id, lo - pos, hi - lo))
             pos += size
+        self._left = sum(length for _, _, length in self._plan)
         self._fds: dict[int, int] = {}
         self._index = 0
         self._done_in_segment = 0
@@ -213,8 +216,13 @@ class SegmentReader:
             if not data:
                 raise OSError(f"blob {self._plan[self._index][0]} is shorter than its metadata says")
             self._done_in_segment += len(data)
+            self._left -= len(data)
             return data
         return b""
+
+    def more(self) -> bool:
+        """Whether bytes are left to read."""
+        return self._left > 0
 
     def copy_to(self, writer: BlobWriter) -> None:
         """Append everything left to a blob being written, in the kernel where it can."""
@@ -222,6 +230,7 @@ class SegmentReader:
             _, offset, length = self._plan[self._index]
             left = length - self._done_in_segment
             writer.copy_from(self._open(self._index), offset + self._done_in_segment, left)
+            self._left -= left
             self._next_segment()
 
     def _next_segment(self) -> None:

@@ -248,10 +248,14 @@ async def get_object(ctx: Context, req: Request) -> Response:
     if "partNumber" in req.params:
         raise UserError("GetObject by partNumber is not supported; use a Range", code="NotImplemented")
 
-    def fetch() -> tuple[ObjectInfo, SegmentReader, bytes]:
+    def fetch() -> tuple[ObjectInfo, SegmentReader | None, bytes]:
+        """The object, and its first bytes; the reader too if there are more (small objects: one hand-off)."""
         info, reader = ctx.store.open_object(req.caller, req.bucket or "", key, _whole_or_range(req))
         try:
             first = reader.read(SEND_BYTES)
+            if not reader.more():
+                reader.close()
+                return info, None, first
         except BaseException:
             reader.close()
             raise
@@ -259,11 +263,8 @@ async def get_object(ctx: Context, req: Request) -> Response:
 
     info, reader, first = await _run(fetch)
     headers = _object_headers(info, req)
-    status, length = _ranged(req, info, headers)
-    if len(first) == length:
-        await _run(reader.close)
-        return Response(status, headers, first)
-    return Response(status, headers, _stream(reader, first))
+    status, _ = _ranged(req, info, headers)
+    return Response(status, headers, first if reader is None else _stream(reader, first))
 
 
 async def _stream(reader: SegmentReader, first: bytes) -> AsyncIterator[bytes]:

@@ -50,6 +50,35 @@ def _row_to_info(row: Any) -> ObjectInfo:
     )  # fmt: skip
 
 
+def _check_owner(row: Any, caller: Caller, bucket: str) -> None:
+    if row is None:
+        raise no_such_bucket(bucket)
+    if row.owner != caller.owner:
+        raise UserError(f"Access Denied: bucket {bucket} belongs to another owner", code="AccessDenied")
+
+
+# statements of the hot paths, built once (parameters bound at each execution)
+_BUCKET = {
+    lock: sa.select(tables.buckets).where(tables.buckets.c.name == sa.bindparam("name")).with_for_update(
+        read=lock == "share") if lock else sa.select(tables.buckets).where(tables.buckets.c.name == sa.bindparam("name"))
+    for lock in (None, "share", "update")
+}  # fmt: skip
+_THIS_OBJECT = (tables.objects.c.bucket == sa.bindparam("bucket")) & (tables.objects.c.key == sa.bindparam("key"))
+_OBJECT_FOR_UPDATE = sa.select(tables.objects.c.segments).where(_THIS_OBJECT).with_for_update()
+_UPDATE_OBJECT = tables.objects.update().where(
+    (tables.objects.c.bucket == sa.bindparam("b_bucket")) & (tables.objects.c.key == sa.bindparam("b_key"))
+)
+
+# the hot read, in one statement: the bucket's owner and the object (NULLs if there is none)
+_GET_OBJECT = (
+    sa.select(tables.buckets.c.owner, *(c for c in tables.objects.c if c.name != "bucket"),
+              tables.buckets.c.name.label("bucket"))
+    .select_from(tables.buckets.outerjoin(tables.objects, sa.and_(
+        tables.objects.c.bucket == tables.buckets.c.name, tables.objects.c.key == sa.bindparam("key"))))
+    .where(tables.buckets.c.name == sa.bindparam("bucket"))
+)  # fmt: skip
+
+
 def segment_ids(segments_json: str) -> list[str]:
     return [blob_id for blob_id, _ in json.loads(segments_json)]
 
@@ -103,28 +132,19 @@ class ObjectStore:
 
     def bucket_row(self, conn: sa.Connection, caller: Caller, name: str, *, lock: str | None = None) -> Bucket:
         """The bucket, checked to be the caller's; `lock` "share" or "update" on PostgreSQL."""
-        t = tables.buckets
-        query = sa.select(t).where(t.c.name == name)
-        if lock is not None:
-            query = query.with_for_update(read=lock == "share")
-        row = conn.execute(query).first()
-        if row is None:
-            raise no_such_bucket(name)
-        if row.owner != caller.owner:
-            raise UserError(f"Access Denied: bucket {name} belongs to another owner", code="AccessDenied")
+        row = conn.execute(_BUCKET[lock], {"name": name}).first()
+        _check_owner(row, caller, name)
         return Bucket(row.name, row.owner, row.created_at)
 
     def replace_object(
         self, conn: sa.Connection, bucket: str, key: str, values: dict[str, Any]
     ) -> list[str]:
         """Insert or overwrite the object's row; return the blob ids it no longer uses."""
-        t = tables.objects
-        where = (t.c.bucket == bucket) & (t.c.key == key)
-        old = conn.execute(sa.select(t.c.segments).where(where).with_for_update()).first()
+        old = conn.execute(_OBJECT_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
         if old is None:
-            conn.execute(t.insert().values(bucket=bucket, key=key, **values))
+            conn.execute(tables.objects.insert(), {"bucket": bucket, "key": key, **values})
             return []
-        conn.execute(t.update().where(where).values(**values))
+        conn.execute(_UPDATE_OBJECT, {"b_bucket": bucket, "b_key": key, **values})
         return segment_ids(old.segments)
 
     def emit(
@@ -132,10 +152,11 @@ class ObjectStore:
         size: int | None, etag: str | None, now: float,
     ) -> None:
         """The outbox row of an event; must run after the object's row was written (see events.py)."""
-        conn.execute(tables.outbox.insert().values(
-            bucket=bucket, key=key, event_name=event_name, size=size, etag=etag, principal=caller.access_key_id,
-            source_ip=caller.source_ip, request_id=caller.request_id, created_at=now,
-        ))  # fmt: skip
+        conn.execute(tables.outbox.insert(), {
+            "bucket": bucket, "key": key, "event_name": event_name, "size": size, "etag": etag,
+            "principal": caller.access_key_id, "source_ip": caller.source_ip, "request_id": caller.request_id,
+            "created_at": now,
+        })  # fmt: skip
 
     def commit_object(
         self, caller: Caller, bucket: str, key: str, *, etag: str, event_name: str, content: Content
@@ -233,11 +254,10 @@ class ObjectStore:
 
     def get_object(self, caller: Caller, bucket: str, key: str) -> ObjectInfo:
         validate_key(key)
-        t = tables.objects
         with self.db.read() as conn:
-            self.bucket_row(conn, caller, bucket)
-            row = conn.execute(sa.select(t).where((t.c.bucket == bucket) & (t.c.key == key))).first()
-        if row is None:
+            row = conn.execute(_GET_OBJECT, {"bucket": bucket, "key": key}).first()
+        _check_owner(row, caller, bucket)
+        if row.size is None:
             raise no_such_key(key)
         return _row_to_info(row)
 

@@ -90,6 +90,7 @@ class AppServer(Looper):
     def __init__(self, app: object) -> None:
         super().__init__()
         sock = socket.create_server(("127.0.0.1", 0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see S3Server
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self._task = self.run(self._start(sock))
