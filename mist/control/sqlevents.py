@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mist.control.invocations import new_invocation_id
 from mist.control.sqlschema import event_attempts, events, idempotency_keys, messages
@@ -44,6 +43,12 @@ _SQL = {
         "INSERT INTO events (id, function, version, payload, trigger, status, created_at, due_at, attempts, "
         "function_errors, idempotency_key, source_event_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, 0, 0, ?, ?)"
     ),
+    "take_key": (
+        'INSERT INTO idempotency_keys (function, "key", invocation_id, expires_at) VALUES (?, ?, ?, ?) '
+        "ON CONFLICT (function, \"key\") DO UPDATE SET invocation_id = excluded.invocation_id, "
+        "expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= ? RETURNING invocation_id"
+    ),
+    "key_owner": 'SELECT invocation_id FROM idempotency_keys WHERE function = ? AND "key" = ?',
     "claim": (
         "UPDATE events SET status = 'running', owner = ?, due_at = ?, attempts = attempts + 1 WHERE id IN "
         "(SELECT id FROM events WHERE function = ? AND due_at <= ? ORDER BY due_at LIMIT ?{locked}) "
@@ -111,26 +116,12 @@ class SqlEvents:
 
     def _take_key(self, conn: sa.Connection, ev: NewEvent, now: float) -> str:
         """Record (function, key) -> ev.id unless it is taken and not expired; the id it maps to."""
-        insert = (postgresql.insert if self._pg else sqlite.insert)(idempotency_keys)
-        k = idempotency_keys.c
-        stmt = (
-            insert.values(function=ev.function, key=ev.idempotency_key, invocation_id=ev.id,
-                          expires_at=now + IDEMPOTENCY_TTL_S)
-            .on_conflict_do_update(
-                index_elements=[k.function, k.key],
-                set_={"invocation_id": insert.excluded.invocation_id, "expires_at": insert.excluded.expires_at},
-                where=k.expires_at <= now,
-            )
-            .returning(k.invocation_id)
-        )  # fmt: skip
-        row = conn.execute(stmt).first()
+        row = conn.exec_driver_sql(
+            self._sql("take_key"), (ev.function, ev.idempotency_key, ev.id, now + IDEMPOTENCY_TTL_S, now)
+        ).first()
         if row is not None:
             return str(row[0])
-        return str(
-            conn.execute(
-                sa.select(k.invocation_id).where(k.function == ev.function, k.key == ev.idempotency_key)
-            ).scalar_one()
-        )
+        return str(conn.exec_driver_sql(self._sql("key_owner"), (ev.function, ev.idempotency_key)).scalar_one())
 
     def claim(self, owner: str, function: str, now: float, *, limit: int, lease_s: float) -> list[ClaimedEvent]:
         if limit <= 0:
