@@ -3,7 +3,8 @@
 SQLite (`sqlite:///DATA/s3.db`, `mist up`) or PostgreSQL (cluster mode), optionally in a schema
 of its own. Keys sort as S3 lists them, by UTF-8 bytes: SQLite's default BINARY collation does,
 PostgreSQL needs COLLATE "C". Writes on SQLite take the write lock up front (BEGIN IMMEDIATE) so
-concurrent writers queue on the busy timeout instead of failing on a lock upgrade.
+concurrent writers queue on the busy timeout instead of failing on a lock upgrade, and every
+commit is fsync'd (synchronous=FULL): an answered PUT is on disk, data and metadata.
 
     s3_buckets        name, owner, created_at
     s3_objects        (bucket, key) -> size, etag, content type, metadata, segments (blob ids)
@@ -123,7 +124,7 @@ class Database:
             def _pragmas(conn, _record):  # noqa: ANN001
                 cur = conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA synchronous=FULL")  # an acknowledged PUT survives a power loss
                 cur.close()
 
             @sa.event.listens_for(engine, "begin")
