@@ -165,6 +165,46 @@ class Api:
             headers=headers, timeout=NO_READ_TIMEOUT,
         )
 
+    def invoke_event(
+        self, name: str, payload: bytes | None, version: int | None, idempotency_key: str | None
+    ) -> httpx.Response:
+        """An asynchronous invocation: the 202 answer (ApiError for any error answer)."""
+        params = {"version": version} if version is not None else None
+        headers = {"X-Mist-Invocation-Type": "Event"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key is not None:
+            headers["X-Mist-Idempotency-Key"] = idempotency_key
+        response = self._send(
+            "POST", f"/v1/functions/{name}/invocations", params=params, content=payload or b"", headers=headers
+        )
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response
+
+    def get_invocation(self, invocation_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/invocations/{invocation_id}"))
+
+    def dead_letters(self, name: str, limit: int) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/functions/{name}/dlq", params={"limit": limit}).get("messages", []))
+
+    def dead_letter(self, name: str, message_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/functions/{name}/dlq/{message_id}"))
+
+    def redrive(self, name: str, ids: list[str] | None) -> list[dict[str, Any]]:
+        body = {"ids": ids} if ids else {}
+        return list(self._json("POST", f"/v1/functions/{name}/dlq/redrive", json=body).get("redriven", []))
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/queues").get("queues", []))
+
+    def receive(self, queue: str, max_messages: int, visibility_s: float) -> list[dict[str, Any]]:
+        params = {"max": max_messages, "visibility_timeout": visibility_s}
+        return list(self._json("POST", f"/v1/queues/{queue}/receive", params=params).get("messages", []))
+
+    def delete_message(self, queue: str, message_id: str) -> None:
+        self._json("DELETE", f"/v1/queues/{queue}/messages/{message_id}")
+
     def start_deploy(self, name: str, config: dict[str, Any], code: BinaryIO, filename: str) -> httpx.Response:
         """Upload the code (read from `code` while sending) and return the open NDJSON answer."""
         return self._open_stream(

@@ -18,6 +18,7 @@ from mist.cli.api import Api, ApiError
 from mist.cli.output import EXIT_FAILED, fail, fmt_bytes, plural, say, version_line
 from mist.control import packaging
 from mist.errors import InvalidRequest
+from mist.models import destination
 
 PROGRESS_BAR_BYTES = 1024 * 1024  # smaller uploads finish before a bar would be readable
 
@@ -34,12 +35,19 @@ Memory, timeout and concurrency left out take the server's defaults (128 MB, 30 
 --min-instances keeps that many instances loaded at all times (no cold start for them);
 --max-instances caps how many run at once (more requests wait for a free one).
 
+Asynchronous invocations (mist invoke --async, S3 events, schedules; docs/events.md) are
+retried --retries times after a function error (0-10, default 2) while younger than
+--max-event-age seconds (60-21600, default 21600); then their record goes to --on-failure
+(default: the function's dead-letter queue, see mist dlq). --on-success sends the record of
+each success. A destination is function:NAME (an asynchronous invocation of it) or queue:NAME.
+
 Examples:
 
   mist deploy hello ./hello
   mist deploy resize ./resize --handler app.resize --memory 512 --timeout 10
   mist deploy api ./api --env STAGE=prod --env LOG_LEVEL=debug
   mist deploy api ./api --min-instances 2 --max-instances 20
+  mist deploy resize ./resize --retries 0 --on-failure queue:resize-failed --on-success function:notify
   mist deploy hello hello.zip --json
 
 Exit status: 0 deployed; 1 the code was rejected or the deploy failed; 2 bad input or mist unreachable."""
@@ -71,11 +79,30 @@ def deploy(
     max_instances: Annotated[
         int | None, typer.Option(metavar="N", help="Most instances at once (default: no limit).")
     ] = None,
+    retries: Annotated[
+        int | None, typer.Option(metavar="N", help="Async invocations: retries after a function error, 0-10.")
+    ] = None,
+    max_event_age: Annotated[
+        int | None, typer.Option(metavar="SECONDS", help="Async invocations: not run once older, 60-21600.")
+    ] = None,
+    on_success: Annotated[
+        str | None, typer.Option(metavar="DEST", help="Where success records go: function:NAME or queue:NAME.")
+    ] = None,
+    on_failure: Annotated[
+        str | None,
+        typer.Option(metavar="DEST", help="Where failure records go (default: the dead-letter queue)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
     config = _config(handler, memory, timeout, concurrency, env)
-    config.update({k: v for k, v in (("min_instances", min_instances), ("max_instances", max_instances)) if v is not None})
+    config.update({k: v for k, v in (
+        ("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
+        ("max_event_age_s", max_event_age), ("on_success", on_success), ("on_failure", on_failure),
+    ) if v is not None})  # fmt: skip
+    for key, flag in (("on_success", "--on-success"), ("on_failure", "--on-failure")):
+        if key in config:
+            destination(flag, config[key])  # refused here, before packaging and uploading
     err = output.stderr()
     show = not as_json
     with tempfile.TemporaryFile() as code:

@@ -22,6 +22,11 @@ HELP = """Invoke a function with a JSON event and print its result.
 The event is --data: JSON text, @FILE to read it from a file, or - to read it from stdin.
 Without --data the event is null. The newest version runs unless --version is given.
 
+With --async the event is stored and runs in the background, at least once, retried on
+failure (docs/events.md): the invocation id is printed as soon as the event is stored, and
+`mist invocation show ID` tells how it went. --idempotency-key makes a repeat within 24 hours
+return the first invocation's id and run nothing.
+
 Examples:
 
   mist invoke hello
@@ -29,11 +34,14 @@ Examples:
   mist invoke hello --data @event.json --version 2
   echo '{"n": 3}' | mist invoke square --data -
   mist invoke hello --json
+  mist invoke resize --async --data '{"key": "a.png"}' --idempotency-key a.png
 
 If the function raises, its errorType, errorMessage and stack trace are printed to stderr.
---json prints {"invocation_id", "status_code", "function_error", "result"} whatever happened.
+--json prints {"invocation_id", "status_code", "function_error", "result"} whatever happened;
+with --async, {"invocation_id", "status_code", "replayed"}.
 
-Exit status: 0 the function returned; 1 the function failed; 2 bad input, mist error or unreachable."""
+Exit status: 0 the function returned (--async: the event was stored); 1 the function failed;
+2 bad input, mist error or unreachable."""
 
 
 @output.handle_errors
@@ -49,9 +57,21 @@ def invoke(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print invocation_id, status_code, function_error and result as JSON.")
     ] = False,
+    run_async: Annotated[
+        bool, typer.Option("--async", help="Store the event and return its invocation id; it runs in the background.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="With --async: a repeat within 24 h returns the first id, runs nothing."),
+    ] = None,
 ) -> None:
     packaging.validate_name(name)
+    if idempotency_key is not None and not run_async:
+        raise InvalidRequest("--idempotency-key applies to asynchronous invocations: add --async")
     payload = read_payload(data)
+    if run_async:
+        _invoke_async(name, payload, version, idempotency_key, as_json)
+        return
     with Api() as api:
         response = api.invoke(name, payload, version)
     function_error = response.headers.get("x-mist-function-error")
@@ -72,6 +92,22 @@ def invoke(
         raise ApiError.from_body(response.status_code, body, response.headers.get("retry-after"))
     output.print_json(body)
     _print_meta(response.headers)
+
+
+def _invoke_async(
+    name: str, payload: bytes | None, version: int | None, idempotency_key: str | None, as_json: bool
+) -> None:
+    with Api() as api:
+        response = api.invoke_event(name, payload, version, idempotency_key)
+    invocation_id = (parse_body(response) or {}).get("invocation_id")
+    replayed = response.headers.get("x-mist-idempotent-replayed") == "true"
+    if as_json:
+        output.print_json({"invocation_id": invocation_id, "status_code": response.status_code, "replayed": replayed})
+        return
+    say(str(invocation_id))
+    if output.stderr().is_terminal:
+        note = "already stored with this idempotency key; nothing new runs" if replayed else "stored; runs in the background"
+        say(f"{note} · mist invocation show {invocation_id}", err=True, style="dim")
 
 
 def read_payload(data: str | None) -> bytes | None:

@@ -47,6 +47,15 @@ def print_table(table: Table) -> None:
     console.print(table)
 
 
+def table(*columns: str) -> Table:
+    """A borderless table; on a narrow terminal the first column (a name or an id) folds onto
+    more lines rather than being cut, so it can still be copied."""
+    out = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for i, column in enumerate(columns):
+        out.add_column(column, overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0, min_width=len(column))
+    return out
+
+
 def say(text: str | Text, *, err: bool = False, style: str | None = None) -> None:
     """Print one message as is (no markup, no wrapping)."""
     (stderr() if err else stdout()).print(text, style=style, markup=False)

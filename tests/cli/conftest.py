@@ -40,6 +40,10 @@ class FakeMist:
         self.requests: list[httpx.Request] = []
         self.configs: list[dict[str, Any]] = []  # the `config` part of each deploy
         self.answer: httpx.Response | None = None  # answers the next request instead, once
+        self.events: dict[str, dict[str, Any]] = {}  # GET /v1/invocations/{id} of async invocations
+        self.keys: dict[tuple[str, str], str] = {}  # (function, idempotency key) -> invocation id
+        self.dead_letters: dict[str, list[dict[str, Any]]] = {}  # function -> [{"id", "sent_at", "record"}]
+        self.queues: dict[str, list[dict[str, Any]]] = {}  # queue -> [{"id", "sent_at", "receive_count", "body"}]
         self.interrupt_followed_logs = False  # Ctrl-C after the history of a followed log stream
         self._clock = 0
 
@@ -57,6 +61,13 @@ class FakeMist:
             ("POST", name + "/invocations", self.invoke),
             ("GET", name + "/invocations", self.list_invocations),
             ("GET", name + "/logs", self.logs),
+            ("GET", r"/v1/invocations/(?P<inv_id>[^/]+)", self.get_invocation),
+            ("GET", name + "/dlq", self.list_dead_letters),
+            ("GET", name + r"/dlq/(?P<message_id>[^/]+)", self.get_dead_letter),
+            ("POST", name + "/dlq/redrive", self.redrive),
+            ("GET", "/v1/queues", self.list_queues),
+            ("POST", r"/v1/queues/(?P<queue>[^/]+)/receive", self.receive),
+            ("DELETE", r"/v1/queues/(?P<queue>[^/]+)/messages/(?P<message_id>[^/]+)", self.delete_message),
         ]
         for method, pattern, route in routes:
             match = re.fullmatch(pattern, request.url.path)
@@ -134,6 +145,8 @@ class FakeMist:
     # -- invocations -------------------------------------------------------------------------
 
     def invoke(self, request: httpx.Request, name: str) -> httpx.Response:
+        if request.headers.get("x-mist-invocation-type") == "Event":
+            return self.invoke_event(request, name)
         versions = self._versions(name)
         wanted = request.url.params.get("version")
         fv = versions[int(wanted) - 1] if wanted else versions[-1]
@@ -162,6 +175,78 @@ class FakeMist:
                 self.log_lines.append({"ts": "2026-11-26T05:00:00.5+00:00", "invocation_id": inv_id,
                                        "version": fv["version"], "stream": "stdout", "text": text})
         return httpx.Response(200, json=result, headers=headers)
+
+    def invoke_event(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        key = request.headers.get("x-mist-idempotency-key")
+        if key is not None and (name, key) in self.keys:
+            inv_id = self.keys[(name, key)]
+            return httpx.Response(202, json={"invocation_id": inv_id},
+                                  headers={"X-Mist-Invocation-Id": inv_id, "X-Mist-Idempotent-Replayed": "true"})
+        inv_id = f"event-{len(self.events) + 1}"
+        if key is not None:
+            self.keys[(name, key)] = inv_id
+        self.events[inv_id] = {
+            "id": inv_id, "invocation_type": "Event", "function": name, "version": None, "trigger": "event",
+            "status": "queued", "created_at": "2026-11-26T05:00:00+00:00", "next_attempt_at": None,
+            "function_errors": 0, "condition": None, "destination": None, "idempotency_key": key,
+            "source_event_id": None, "attempts": [], "event": json.loads(request.content or b"null"),
+        }
+        return httpx.Response(202, json={"invocation_id": inv_id}, headers={"X-Mist-Invocation-Id": inv_id})
+
+    def get_invocation(self, request: httpx.Request, inv_id: str) -> httpx.Response:
+        if inv_id in self.events:
+            return httpx.Response(200, json=self.events[inv_id])
+        for record in self.invocations:
+            if record["id"] == inv_id:
+                return httpx.Response(200, json={**record, "trigger": "api", "logs": []})
+        raise NotFound(f"no invocation {inv_id!r}; the id is in the X-Mist-Invocation-Id header of the answer")
+
+    # -- dead-letter queues and queues -------------------------------------------------------
+
+    def list_dead_letters(self, request: httpx.Request, name: str) -> httpx.Response:
+        entries = []
+        for m in self.dead_letters.get(name, []):
+            context, error = m["record"]["requestContext"], m["record"]["responsePayload"] or {}
+            entries.append({"id": m["id"], "sent_at": m["sent_at"], "invocation_id": context["requestId"],
+                            "condition": context["condition"], "attempts": context["approximateInvokeCount"],
+                            "error_type": error.get("errorType"), "error_message": error.get("errorMessage")})
+        return httpx.Response(200, json={"messages": entries})
+
+    def get_dead_letter(self, request: httpx.Request, name: str, message_id: str) -> httpx.Response:
+        for m in self.dead_letters.get(name, []):
+            if m["id"] == message_id:
+                return httpx.Response(200, json=m)
+        raise NotFound(f"no message {message_id!r} in the dead-letter queue of {name!r}; `mist dlq ls {name}` lists them")
+
+    def redrive(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        wanted = json.loads(request.content or b"{}").get("ids")
+        moved, kept = [], []
+        for m in self.dead_letters.get(name, []):
+            if wanted is None or m["id"] in wanted:
+                moved.append({"message_id": m["id"], "invocation_id": f"redriven-{m['id']}"})
+            else:
+                kept.append(m)
+        self.dead_letters[name] = kept
+        return httpx.Response(200, json={"redriven": moved})
+
+    def list_queues(self, request: httpx.Request) -> httpx.Response:
+        found = [{"name": q, "messages": len(ms), "visible": len(ms)} for q, ms in sorted(self.queues.items()) if ms]
+        return httpx.Response(200, json={"queues": found})
+
+    def receive(self, request: httpx.Request, queue: str) -> httpx.Response:
+        got = self.queues.get(queue, [])[: int(request.url.params.get("max", 10))]
+        for m in got:
+            m["receive_count"] += 1
+        return httpx.Response(200, json={"messages": got})
+
+    def delete_message(self, request: httpx.Request, queue: str, message_id: str) -> httpx.Response:
+        before = self.queues.get(queue, [])
+        self.queues[queue] = [m for m in before if m["id"] != message_id]
+        if len(self.queues[queue]) == len(before):
+            raise NotFound(f"no message {message_id!r} in queue {queue!r}")
+        return httpx.Response(204)
 
     def list_invocations(self, request: httpx.Request, name: str) -> httpx.Response:
         self._versions(name)
