@@ -141,12 +141,14 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         # recover: the data dir lock proves no other dispatcher holds these events' leases
         dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
         await dispatcher.start()
-        services = Services(functions, invocations, records, uploads, _stats(worker, records, events, dispatcher),
-                            events=events, queues=QueueService(store, events, functions, writer))
         if s3_sock is not None:
             objects = ObjectStore(data_dir, f"sqlite:///{data_dir / 's3.db'}")
-            services.objects = objects
             s3_server = S3Server(objects, s3_sock)
+        s3_stats = [s3_server] if s3_server is not None else []
+        services = Services(functions, invocations, records, uploads,
+                            _stats(worker, records, events, dispatcher, *s3_stats),
+                            events=events, queues=QueueService(store, events, functions, writer), objects=objects)
+        if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
         app = build_app(services)

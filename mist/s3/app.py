@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mist.errors import MistError, UserError
@@ -39,22 +40,58 @@ UNSUPPORTED = frozenset({
 })  # fmt: skip
 
 
-def build_s3_app(store: ObjectStore, *, clock: Callable[[], float] = time.time) -> Any:
-    ctx = handlers.Context(store, clock)
+@dataclass(frozen=True)
+class S3Statistics:
+    requests: int  # answered, including errors
+    in_flight: int
+    client_errors: int  # 4xx answers
+    server_errors: int  # 5xx answers
+    disconnects: int  # clients gone before their body was whole
+    recovered_blobs: int  # stray uploads removed when the store was opened
 
-    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:
+
+class S3App:
+    """The ASGI app; `statistics()` counts what it answered."""
+
+    def __init__(self, store: ObjectStore, clock: Callable[[], float]) -> None:
+        self.ctx = handlers.Context(store, clock)
+        self._counts = {"requests": 0, "in_flight": 0, "client_errors": 0, "server_errors": 0, "disconnects": 0}
+
+    def statistics(self) -> S3Statistics:
+        return S3Statistics(**self._counts, recovered_blobs=self.ctx.store.recovered)
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]
+    ) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
+        counts = self._counts
+        counts["in_flight"] += 1
+        try:
+            response = await self._answer(scope, receive)
+        finally:
+            counts["in_flight"] -= 1
+        if response is None:
+            counts["disconnects"] += 1
+            return
+        counts["requests"] += 1
+        if response.status >= 500:
+            counts["server_errors"] += 1
+        elif response.status >= 400:
+            counts["client_errors"] += 1
+        await send_response(send, response)
+
+    async def _answer(self, scope: dict[str, Any], receive: Callable[[], Any]) -> Response | None:
         req: Request | None = None
         try:
             req = Request.parse(scope, receive)
-            await authenticate(ctx, req)
-            response = await route(req)(ctx, req)
+            await authenticate(self.ctx, req)
+            response = await route(req)(self.ctx, req)
         except Disconnected:
-            return
+            return None
         except MistError as exc:
             resource = req.raw_path if req else scope.get("path", "")
             request_id = req.request_id if req else ""
@@ -69,9 +106,11 @@ def build_s3_app(store: ObjectStore, *, clock: Callable[[], float] = time.time) 
         response.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id), ("Server", "mist")]
         if req is None or req.body_unread:
             response.headers.append(("Connection", "close"))
-        await send_response(send, response)
+        return response
 
-    return app
+
+def build_s3_app(store: ObjectStore, *, clock: Callable[[], float] = time.time) -> S3App:
+    return S3App(store, clock)
 
 
 async def _lifespan(receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from mist.errors import PlatformError
-from mist.s3.app import build_s3_app
+from mist.s3.app import S3Statistics, build_s3_app
 from mist.s3.store import ObjectStore
 
 
@@ -38,8 +38,9 @@ class S3Server:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = sock.getsockname()[:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.app = build_s3_app(store)
         config = uvicorn.Config(
-            build_s3_app(store),
+            self.app,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -50,6 +51,9 @@ class S3Server:
         )
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
+
+    def statistics(self) -> S3Statistics:
+        return self.app.statistics()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]))

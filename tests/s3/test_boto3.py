@@ -471,3 +471,14 @@ def test_every_create_and_delete_writes_one_event_and_failures_none(endpoint, s3
     assert put["userIdentity"]["principalId"] == endpoint.key_id
     sequencers = [e.record["s3"]["object"]["sequencer"] for e in events]
     assert sequencers == sorted(sequencers) and len(set(sequencers)) == len(sequencers)
+
+
+def test_statistics_count_answers_and_errors(endpoint, s3, bucket):
+    before = endpoint.server.statistics()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=bucket, Key="missing")
+    after = endpoint.server.statistics()
+    assert after.requests - before.requests == 2
+    assert after.client_errors - before.client_errors == 1 and after.server_errors == before.server_errors
+    assert after.in_flight == 0

@@ -37,6 +37,9 @@ def test_mist_up_serves_s3_with_keys_from_the_cli_and_keeps_objects_across_resta
         )  # fmt: skip
         s3.create_bucket(Bucket="kept")
         s3.put_object(Bucket="kept", Key="a/b.txt", Body=b"survives restarts")
+        with server.client() as api:
+            stats = api.get("/v1/statistics").json()["S3Server"]
+        assert stats["requests"] == 2 and stats["server_errors"] == 0
     finally:
         assert server.stop() == 0
 
