@@ -1,8 +1,6 @@
 """The S3 operations: each reads its request, runs the store in worker threads, builds the answer.
 
-A request body goes through `receive_blob` (objects, parts) or `receive_small` (XML): decoded
-and checked by an Intake while it streams; the blob is committed in the same worker-thread call
-that checks the last bytes, so a small PUT costs one hand-off; any failure aborts the blob.
+Request bodies go through bodies.py (`receive_blob` for objects and parts, `receive_small` for XML).
 """
 
 from __future__ import annotations
@@ -12,19 +10,17 @@ import base64
 import binascii
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import quote, unquote
 
-from mist.errors import InvalidRequest, PayloadTooLarge, UserError
-from mist.s3 import rules, sigv4, wire
+from mist.errors import InvalidRequest, UserError
+from mist.s3 import rules, wire
 from mist.s3.blobs import BlobWriter, SegmentReader
-from mist.s3.chunked import ChunkSigner
-from mist.s3.edge import SEND_BYTES, Request, Response, read_body, xml
+from mist.s3.bodies import declared_put, object_meta, receive_blob, receive_small
+from mist.s3.edge import SEND_BYTES, Request, Response, xml
 from mist.s3.intake import Intake
-from mist.s3.model import ObjectInfo, ObjectMeta, Part
+from mist.s3.model import ObjectInfo, Part
 from mist.s3.store import ObjectStore
 
-T = TypeVar("T")
 EARLY_CHECK_BYTES = 1 << 20  # bodies larger than this are refused before they are read, if they must be
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type", "response-content-language": "Content-Language",
@@ -59,86 +55,6 @@ def _key(req: Request) -> str:
     assert req.key is not None
     rules.validate_key(req.key)
     return req.key
-
-
-# -- bodies ---------------------------------------------------------------------------------------
-
-
-def _intake(req: Request, sink: Callable[[bytes], None], declared: int) -> Intake:
-    signed_stream = req.payload in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER)
-    signer = ChunkSigner(req.signing_key, req.claim) if signed_stream and req.claim is not None else None
-    return Intake(sink, payload=req.payload, declared=declared, headers=req.headers, signer=signer)
-
-
-def _raw_limit(req: Request, declared: int) -> int:
-    streaming = req.payload in sigv4.STREAMING
-    return declared + declared // 8 + 65536 if streaming else declared
-
-
-async def receive_small(req: Request, limit: int = wire.MAX_XML_BYTES) -> bytes:
-    """A small body (XML), checked like any other, in memory."""
-    declared = req.declared_length()
-    if declared > limit:
-        raise PayloadTooLarge(f"the request body is over {limit} bytes", code="EntityTooLarge")
-    buf = bytearray()
-    intake = _intake(req, buf.extend, declared)
-    await read_body(req, intake.feed, intake.finish, _raw_limit(req, declared))
-    return bytes(buf)
-
-
-async def receive_blob(
-    ctx: Context, req: Request, declared: int, commit: Callable[[BlobWriter, str, Intake], T]
-) -> T:
-    """Stream the body into a new blob, then `commit(blob, md5_hex, intake)` it; abort on any failure."""
-    writer: BlobWriter | None = None
-
-    def sink(data: bytes) -> None:
-        assert writer is not None
-        writer.write(data)
-
-    intake = _intake(req, sink, declared)
-
-    def feed(data: bytes) -> None:
-        nonlocal writer
-        if writer is None:
-            writer = ctx.store.writer()
-        intake.feed(data)
-
-    def finish() -> T:
-        nonlocal writer
-        if writer is None:
-            writer = ctx.store.writer()
-        md5 = intake.finish()
-        writer.finish()
-        return commit(writer, md5, intake)
-
-    try:
-        return await read_body(req, feed, finish, _raw_limit(req, declared))
-    except BaseException:
-        if writer is not None:
-            await asyncio.shield(asyncio.to_thread(writer.abort))
-        raise
-
-
-def _object_meta(req: Request) -> ObjectMeta:
-    stored = rules.stored_headers(req.headers)
-    encoding = [e.strip() for e in stored.pop("content-encoding", "").split(",") if e.strip() and e.strip() != "aws-chunked"]
-    if encoding:
-        stored["content-encoding"] = ",".join(encoding)
-    return ObjectMeta(
-        req.headers.get("content-type") or "binary/octet-stream", rules.user_metadata(req.header_list), stored
-    )
-
-
-def _declared_put(req: Request) -> int:
-    declared = req.declared_length()
-    if declared > rules.MAX_PUT_SIZE:
-        raise PayloadTooLarge(
-            f"Your proposed upload exceeds the maximum allowed size: {declared} bytes, at most {rules.MAX_PUT_SIZE} "
-            "(5 GiB) in one request; use a multipart upload (boto3's upload_file does)",
-            code="EntityTooLarge",
-        )
-    return declared
 
 
 # -- buckets --------------------------------------------------------------------------------------
@@ -287,15 +203,15 @@ async def head_object(ctx: Context, req: Request) -> Response:
 
 async def put_object(ctx: Context, req: Request) -> Response:
     key = _key(req)
-    meta = _object_meta(req)
-    declared = _declared_put(req)
+    meta = object_meta(req)
+    declared = declared_put(req)
     if declared > EARLY_CHECK_BYTES:
         await _run(ctx.store.check_bucket, req.caller, req.bucket)
 
     def commit(blob: BlobWriter, md5: str, intake: Intake) -> tuple[ObjectInfo, dict[str, str]]:
         return ctx.store.put_object(req.caller, req.bucket or "", key, blob, md5, meta), intake.checksums()
 
-    info, checksums = await receive_blob(ctx, req, declared, commit)
+    info, checksums = await receive_blob(ctx.store, req, declared, commit)
     return Response(200, [("ETag", wire.quoted(info.etag)), *_checksum_headers(checksums)])
 
 
@@ -364,7 +280,7 @@ async def copy_object(ctx: Context, req: Request) -> Response:
             "This copy request is illegal because it is trying to copy an object to itself without changing the "
             "object's metadata, storage class, website redirect location or encryption attributes."
         )
-    replaced = _object_meta(req) if directive == "REPLACE" else None
+    replaced = object_meta(req) if directive == "REPLACE" else None
 
     def work() -> ObjectInfo:
         info, reader = ctx.store.open_object(req.caller, src_bucket, src_key, _copy_choose(req))
@@ -386,7 +302,7 @@ def _upload_args(req: Request) -> tuple[str, str]:
 
 async def create_upload(ctx: Context, req: Request) -> Response:
     key = _key(req)
-    upload_id = await _run(ctx.store.uploads.create, req.caller, req.bucket, key, _object_meta(req))
+    upload_id = await _run(ctx.store.uploads.create, req.caller, req.bucket, key, object_meta(req))
     return xml(wire.initiate_upload(req.bucket or "", key, upload_id))
 
 
@@ -400,14 +316,14 @@ def _part_number(req: Request) -> int:
 async def upload_part(ctx: Context, req: Request) -> Response:
     key, upload_id = _upload_args(req)
     number = _part_number(req)
-    declared = _declared_put(req)
+    declared = declared_put(req)
     await _run(ctx.store.uploads.check, req.caller, req.bucket, key, upload_id)
 
     def commit(blob: BlobWriter, md5: str, intake: Intake) -> tuple[str, dict[str, str]]:
         part = ctx.store.uploads.put_part(req.caller, req.bucket or "", key, upload_id, number, blob, md5)
         return part.etag, intake.checksums()
 
-    etag, checksums = await receive_blob(ctx, req, declared, commit)
+    etag, checksums = await receive_blob(ctx.store, req, declared, commit)
     return Response(200, [("ETag", wire.quoted(etag)), *_checksum_headers(checksums)])
 
 
