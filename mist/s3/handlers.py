@@ -208,8 +208,11 @@ async def put_object(ctx: Context, req: Request) -> Response:
     if declared > EARLY_CHECK_BYTES:
         await _run(ctx.store.check_bucket, req.caller, req.bucket)
 
+    precondition = rules.write_precondition(req.headers)
+
     def commit(blob: BlobWriter, md5: str, intake: Intake) -> tuple[ObjectInfo, dict[str, str]]:
-        return ctx.store.put_object(req.caller, req.bucket or "", key, blob, md5, meta), intake.checksums()
+        info = ctx.store.put_object(req.caller, req.bucket or "", key, blob, md5, meta, precondition=precondition)
+        return info, intake.checksums()
 
     info, checksums = await receive_blob(ctx.store, req, declared, commit)
     return Response(200, [("ETag", wire.quoted(info.etag)), *_checksum_headers(checksums)])
@@ -360,8 +363,9 @@ async def upload_part_copy(ctx: Context, req: Request) -> Response:
 
 async def complete_upload(ctx: Context, req: Request) -> Response:
     key, upload_id = _upload_args(req)
+    precondition = rules.write_precondition(req.headers)
     parts = wire.parse_complete(await receive_small(req))
-    info = await _run(ctx.store.uploads.complete, req.caller, req.bucket, key, upload_id, parts)
+    info = await _run(ctx.store.uploads.complete, req.caller, req.bucket, key, upload_id, parts, precondition)
     host = req.headers.get("host", "localhost")
     location = f"http://{host}/{req.bucket}/{quote(key, safe='/~')}"
     return xml(wire.complete_upload(location, req.bucket or "", key, info.etag))

@@ -20,7 +20,7 @@ from mist.s3 import events
 from mist.s3.blobs import BlobWriter
 from mist.s3.listing import prefix_upper
 from mist.s3.model import Caller, ObjectInfo, ObjectMeta, Part, Upload
-from mist.s3.rules import MAX_PARTS, MIN_PART_SIZE, validate_key
+from mist.s3.rules import MAX_PARTS, MIN_PART_SIZE, Precondition, validate_key
 
 if TYPE_CHECKING:
     from mist.s3.store import ObjectStore
@@ -131,7 +131,8 @@ class Uploads:
         return [Upload(r.upload_id, r.bucket, r.key, r.created_at) for r in rows]
 
     def complete(
-        self, caller: Caller, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]]
+        self, caller: Caller, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]],
+        precondition: Precondition | None = None,
     ) -> ObjectInfo:
         """Make the object of the listed parts ((number, ETag), ascending), as S3 checks them."""
         if not requested:
@@ -178,7 +179,8 @@ class Uploads:
             )
         etag = multipart_etag([_unquote(e) for _, e in requested])
         return self._store.commit_object(
-            caller, bucket, key, etag=etag, event_name=events.CREATED_MULTIPART, content=content
+            caller, bucket, key, etag=etag, event_name=events.CREATED_MULTIPART, content=content,
+            precondition=precondition,
         )
 
     def abort(self, caller: Caller, bucket: str, key: str, upload_id: str) -> None:

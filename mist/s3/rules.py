@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email.utils import formatdate, parsedate_to_datetime
 
-from mist.errors import InvalidRequest, PayloadTooLarge, UserError
+from mist.errors import InvalidRequest, NotFound, PayloadTooLarge, UserError
 
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
@@ -116,6 +117,32 @@ def check_preconditions(headers: dict[str, str], etag: str, last_modified: float
     elif if_modified is not None and modified <= if_modified:
         return not_modified
     return None
+
+
+Precondition = Callable[[str | None], None]  # given the current ETag (None: no object), raises to refuse
+
+
+def write_precondition(headers: dict[str, str]) -> Precondition | None:
+    """A conditional write (PutObject, CompleteMultipartUpload): `If-None-Match: *` creates only,
+    `If-Match: "etag"` replaces only that version. None when the request sets neither."""
+    if_match, if_none_match = headers.get("if-match"), headers.get("if-none-match")
+    if if_match is None and if_none_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise UserError("If-None-Match on a write accepts only '*' (create if absent)", code="NotImplemented")
+
+    def check(current: str | None) -> None:
+        if if_none_match is not None and current is not None:
+            raise UserError("At least one of the pre-conditions you specified did not hold: the object exists",
+                            code="PreconditionFailed")  # fmt: skip
+        if if_match is not None:
+            if current is None:
+                raise NotFound("The specified key does not exist (If-Match needs an object to match)", code="NoSuchKey")
+            if not _etag_matches(if_match, current):
+                raise UserError("At least one of the pre-conditions you specified did not hold: the ETag differs",
+                                code="PreconditionFailed")  # fmt: skip
+
+    return check
 
 
 def user_metadata(headers: list[tuple[str, str]]) -> dict[str, str]:

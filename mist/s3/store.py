@@ -32,7 +32,7 @@ from mist.s3.listing import Page, list_page, prefix_upper
 from mist.s3.model import Bucket, Caller, ListEntry, ObjectInfo, ObjectMeta, no_such_bucket, no_such_key
 from mist.s3.multipart import Uploads
 from mist.s3.outbox import SqlOutbox, Wakeup
-from mist.s3.rules import validate_bucket_name, validate_key
+from mist.s3.rules import Precondition, validate_bucket_name, validate_key
 from mist.s3.sealing import SecretBox
 
 RETRIES = 5  # a transaction that lost a race on a new key's row is run again
@@ -64,7 +64,7 @@ _BUCKET = {
     for lock in (None, "share", "update")
 }  # fmt: skip
 _THIS_OBJECT = (tables.objects.c.bucket == sa.bindparam("bucket")) & (tables.objects.c.key == sa.bindparam("key"))
-_OBJECT_FOR_UPDATE = sa.select(tables.objects.c.segments).where(_THIS_OBJECT).with_for_update()
+_OBJECT_FOR_UPDATE = sa.select(tables.objects.c.segments, tables.objects.c.etag).where(_THIS_OBJECT).with_for_update()
 _UPDATE_OBJECT = tables.objects.update().where(
     (tables.objects.c.bucket == sa.bindparam("b_bucket")) & (tables.objects.c.key == sa.bindparam("b_key"))
 )
@@ -137,10 +137,14 @@ class ObjectStore:
         return Bucket(row.name, row.owner, row.created_at)
 
     def replace_object(
-        self, conn: sa.Connection, bucket: str, key: str, values: dict[str, Any]
+        self, conn: sa.Connection, bucket: str, key: str, values: dict[str, Any],
+        precondition: Precondition | None = None,
     ) -> list[str]:
-        """Insert or overwrite the object's row; return the blob ids it no longer uses."""
+        """Insert or overwrite the object's row (if `precondition(current ETag or None)` allows);
+        return the blob ids it no longer uses."""
         old = conn.execute(_OBJECT_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
+        if precondition is not None:
+            precondition(old.etag if old is not None else None)
         if old is None:
             conn.execute(tables.objects.insert(), {"bucket": bucket, "key": key, **values})
             return []
@@ -159,10 +163,12 @@ class ObjectStore:
         })  # fmt: skip
 
     def commit_object(
-        self, caller: Caller, bucket: str, key: str, *, etag: str, event_name: str, content: Content
+        self, caller: Caller, bucket: str, key: str, *, etag: str, event_name: str, content: Content,
+        precondition: Precondition | None = None,
     ) -> ObjectInfo:
         """Make an object of written blobs visible, in one transaction with its event.
-        `content(conn)` -> (segments, meta, dead blob ids) runs first in that transaction."""
+        `content(conn)` -> (segments, meta, dead blob ids) runs first in that transaction;
+        `precondition` (a conditional write: If-Match, If-None-Match) may refuse it."""
         validate_key(key)
 
         def work(conn: sa.Connection) -> tuple[ObjectInfo, list[str]]:
@@ -174,7 +180,7 @@ class ObjectStore:
                 size=size, etag=etag, content_type=meta.content_type, meta=meta.to_json(),
                 segments=json.dumps(segments), last_modified=now,
             )  # fmt: skip
-            dead = dead + self.replace_object(conn, bucket, key, values)
+            dead = dead + self.replace_object(conn, bucket, key, values, precondition)
             self.blobs.commit(conn, new=[b for b, _ in segments], dead=dead)
             self.emit(conn, caller, event_name, bucket, key, size, etag, now)
             return ObjectInfo(bucket, key, size, etag, now, meta, segments), dead
@@ -244,12 +250,13 @@ class ObjectStore:
 
     def put_object(
         self, caller: Caller, bucket: str, key: str, blob: BlobWriter, etag: str, meta: ObjectMeta,
-        event_name: str = events.CREATED_PUT,
+        event_name: str = events.CREATED_PUT, precondition: Precondition | None = None,
     ) -> ObjectInfo:
         """Commit a finished blob as the object (replacing any); ObjectCreated:Put by default."""
         segments = [(blob.blob_id, blob.size)]
         return self.commit_object(
-            caller, bucket, key, etag=etag, event_name=event_name, content=lambda _: (segments, meta, [])
+            caller, bucket, key, etag=etag, event_name=event_name, content=lambda _: (segments, meta, []),
+            precondition=precondition,
         )
 
     def get_object(self, caller: Caller, bucket: str, key: str) -> ObjectInfo:

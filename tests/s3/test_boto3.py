@@ -167,6 +167,20 @@ def test_conditional_gets(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="k", IfMatch=etag)["Body"].read() == b"x"
 
 
+def test_conditional_writes_create_only_or_replace_only_the_version_read(endpoint, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v1", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"v2", IfNoneMatch="*")
+    assert code_of(exc) == (412, "PreconditionFailed")
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"v2", IfMatch='"00000000000000000000000000000000"')
+    assert code_of(exc) == (412, "PreconditionFailed")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v2", IfMatch=etag)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v2"
+    assert [e.key for e in pending(endpoint.store) if e.bucket == bucket] == ["k", "k"]  # refused writes: no event
+
+
 def test_delete_object_removes_it_and_deleting_a_missing_key_succeeds(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     assert s3.delete_object(Bucket=bucket, Key="k")["ResponseMetadata"]["HTTPStatusCode"] == 204

@@ -204,3 +204,28 @@ def test_a_damaged_key_file_is_reported(tmp_path):
     with pytest.raises(PlatformError) as exc:
         SecretBox.from_file(tmp_path / "secret.key")
     assert "damaged" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("headers", "current", "code"),
+    [
+        ({"if-none-match": "*"}, None, None), ({"if-none-match": "*"}, "e", "PreconditionFailed"),
+        ({"if-match": '"e"'}, "e", None), ({"if-match": '"x"'}, "e", "PreconditionFailed"),
+        ({"if-match": '"e"'}, None, "NoSuchKey"),
+    ],
+)  # fmt: skip
+def test_conditional_writes(headers, current, code):
+    check = rules.write_precondition(headers)
+    if code is None:
+        check(current)
+    else:
+        with pytest.raises(MistError) as exc:
+            check(current)
+        assert exc.value.code == code
+
+
+def test_unconditional_writes_have_no_check_and_only_star_is_a_create_condition():
+    assert rules.write_precondition({}) is None
+    with pytest.raises(MistError) as exc:
+        rules.write_precondition({"if-none-match": '"e"'})
+    assert exc.value.code == "NotImplemented"
