@@ -131,6 +131,7 @@ class Dispatcher:
         self._ready: set[str] = set()  # functions that may have due events
         self._timers: dict[str, float] = {}  # function -> wall time its next known event falls due
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()  # ids of the events leased to this dispatcher
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -158,6 +159,7 @@ class Dispatcher:
         if self._loop_task is not None:
             await self._loop_task
         for fn in self._fns.values():
+            self._held.difference_update(e.id for e in fn.waiting)
             fn.waiting.clear()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=self.config.stop_grace_s)
@@ -238,6 +240,7 @@ class Dispatcher:
             if len(claimed) == room:
                 self._ready.add(name)  # there may be more
             held += len(claimed)
+            self._held.update(c.id for c in claimed)
             fn.waiting.extend(claimed)
             self._start(name, fn)
 
@@ -267,6 +270,7 @@ class Dispatcher:
         except Exception:  # a bug: the lease runs out and the event runs again
             log.exception("asynchronous invocation %s (attempt %d) failed in the dispatcher", event.id, event.attempt)
         finally:
+            self._held.discard(event.id)
             fn.running -= 1
             self._start(event.function, fn)
             if event.function in self._ready:
@@ -390,7 +394,7 @@ class Dispatcher:
             await asyncio.sleep(self.config.heartbeat_s)
             now = self._wall()
             try:
-                await self._writer.run(self._queue.renew, self.owner, now + self.config.lease_s)
+                await self._writer.run(self._queue.renew, self.owner, list(self._held), now + self.config.lease_s)
                 await self._writer.run(self._queue.purge, now)
             except Exception:
                 log.exception("renewing the event leases of %s failed; will retry", self.owner)

@@ -139,13 +139,17 @@ class SqlEvents:
             key=lambda e: (e.created_at, e.id),
         )
 
-    def renew(self, owner: str, until: float) -> int:
+    def renew(self, owner: str, ids: Sequence[str], until: float) -> int:
+        renewed = 0
         with self.writes.begin() as conn:
-            return conn.execute(
-                events.update()
-                .where(events.c.owner == owner, events.c.status == "running")
-                .values(due_at=until)
-            ).rowcount
+            for i in range(0, len(ids), 500):
+                renewed += conn.execute(
+                    events.update()
+                    .where(events.c.id.in_(list(ids[i : i + 500])), events.c.owner == owner,
+                           events.c.status == "running")
+                    .values(due_at=until)
+                ).rowcount  # fmt: skip
+        return renewed
 
     def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
         if not settlements:
@@ -175,7 +179,7 @@ class SqlEvents:
         return applied
 
     def release(self, now: float, owner: str | None = None) -> int:
-        q = events.update().where(events.c.status == "running")
+        q = events.update().where(events.c.due_at.is_not(None), events.c.status == "running")  # the pending index
         if owner is not None:
             q = q.where(events.c.owner == owner)
         with self.writes.begin() as conn:

@@ -248,8 +248,8 @@ class EventQueue(Protocol):
         with an expired lease (that attempt is closed as "lost"). Never the same event to two
         owners at once (FOR UPDATE SKIP LOCKED on PostgreSQL; one writer at a time on SQLite)."""
 
-    def renew(self, owner: str, until: float) -> int:
-        """Extend every lease `owner` holds to `until`; the number of events."""
+    def renew(self, owner: str, ids: Sequence[str], until: float) -> int:
+        """Extend the leases `owner` holds on these events to `until`; the number extended."""
 
     def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
         """Apply each settlement whose lease is still held; False for the others."""

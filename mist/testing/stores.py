@@ -178,9 +178,10 @@ class MemoryStore:
                                         len(e.attempts), e.function_errors))  # fmt: skip
         return sorted(out, key=lambda c: (c.created_at, c.id))
 
-    def renew(self, owner: str, until: float) -> int:
+    def renew(self, owner: str, ids: Sequence[str], until: float) -> int:
         with self._lock:
-            held = [e for e in self._events.values() if e.owner == owner and e.status == "running"]
+            found = (self._events.get(i) for i in set(ids))
+            held = [e for e in found if e is not None and e.owner == owner and e.status == "running"]
             for e in held:
                 e.due_at = until
         return len(held)

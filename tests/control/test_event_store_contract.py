@@ -67,12 +67,13 @@ def test_an_expired_lease_is_claimed_again_and_the_lost_attempt_is_closed(store)
 
 
 def test_renew_keeps_a_lease_alive_past_its_first_end(store):
-    store.enqueue([ev()], T)
-    store.claim("a", "hello", T, limit=1, lease_s=LEASE)
-    assert store.renew("a", T + 2 * LEASE) == 1
-    assert store.claim("b", "hello", T + LEASE + 1, limit=1, lease_s=LEASE) == []
-    assert len(store.claim("b", "hello", T + 2 * LEASE, limit=1, lease_s=LEASE)) == 1
-    assert store.renew("nobody", T + 99) == 0
+    store.enqueue([ev(), ev()], T)
+    kept, other = store.claim("a", "hello", T, limit=2, lease_s=LEASE)
+    assert store.renew("a", [kept.id], T + 2 * LEASE) == 1
+    assert [c.id for c in store.claim("b", "hello", T + LEASE + 1, limit=2, lease_s=LEASE)] == [other.id]
+    assert [c.id for c in store.claim("c", "hello", T + 2 * LEASE, limit=2, lease_s=LEASE)] == [kept.id]
+    assert store.renew("a", [kept.id], T + 99) == 0  # "c" holds it now
+    assert store.renew("c", [], T + 99) == 0
 
 
 def test_release_makes_running_events_due_now(store):
