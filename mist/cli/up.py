@@ -17,7 +17,7 @@ Sandboxes need root, namespaces and cgroups.
 Examples:
 
   sudo mist up
-  sudo mist up --port 9000 --data-dir /var/lib/mist
+  sudo mist up --port 8000 --data-dir /var/lib/mist
   sudo mist up --keepalive 60 --prewarm 4
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
   sudo mist up --s3-port 9100
