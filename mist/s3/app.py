@@ -82,7 +82,7 @@ class S3App:
             counts["server_errors"] += 1
         elif response.status >= 400:
             counts["client_errors"] += 1
-        await send_response(send, response)
+        await send_response(send, receive, response)
 
     async def _answer(self, scope: dict[str, Any], receive: Callable[[], Any]) -> Response | None:
         req: Request | None = None

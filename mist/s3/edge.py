@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
@@ -46,7 +46,7 @@ class Disconnected(Exception):
 class Response:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncGenerator[bytes, None] = b""
 
 
 def xml(body: bytes, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -162,7 +162,11 @@ def _last(feed: Callable[[bytes], None], finish: Callable[[], T], data: bytes) -
     return finish()
 
 
-async def send_response(send: Callable[[dict[str, Any]], Any], response: Response) -> None:
+async def send_response(
+    send: Callable[[dict[str, Any]], Any], receive: Callable[[], Any], response: Response
+) -> None:
+    """Send the answer. A streamed body stops (and its reader closes) as soon as the client goes
+    away, rather than reading the rest of a large object for nobody."""
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     body = response.body
     if isinstance(body, bytes):
@@ -171,7 +175,19 @@ async def send_response(send: Callable[[dict[str, Any]], Any], response: Respons
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    async for chunk in body:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        async for chunk in body:
+            if gone.done():
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gone.cancel()
+        await body.aclose()  # runs the generator's cleanup (closes the object's files)
+
+
+async def _disconnected(receive: Callable[[], Any]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -183,7 +183,7 @@ async def get_object(ctx: Context, req: Request) -> Response:
     return Response(status, headers, first if reader is None else _stream(reader, first))
 
 
-async def _stream(reader: SegmentReader, first: bytes) -> AsyncIterator[bytes]:
+async def _stream(reader: SegmentReader, first: bytes) -> AsyncGenerator[bytes, None]:
     try:
         yield first
         while data := await asyncio.to_thread(reader.read, SEND_BYTES):
