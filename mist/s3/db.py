@@ -96,6 +96,8 @@ outbox = sa.Table(
     sa.Column("source_ip", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused once acked rows are gone: they name events
+    # (S3's sequencer, the trigger manager's idempotency keys)
 )
 
 pending_blobs = sa.Table(
