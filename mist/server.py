@@ -34,6 +34,7 @@ from mist.control.layers import LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.sqlstore import SqlStore
+from mist.control.triggers import SqlTriggerStore, TriggerManager, dead_letter_queue, invoker
 from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
@@ -129,6 +130,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     dispatcher: Dispatcher | None = None
     objects: ObjectStore | None = None
     s3_server: S3Server | None = None
+    triggers: TriggerManager | None = None
     try:
         await worker.start()
         await records.start()
@@ -151,6 +153,14 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
+        triggers = TriggerManager(
+            SqlTriggerStore(store.writes), enqueue=events.enqueue, invoke=invoker(functions, invocations),
+            dead_letter=dead_letter_queue(store.writes), function_exists=functions.get,
+            outbox=objects.outbox if objects is not None else None,
+        )
+        await triggers.start()
+        services.triggers = triggers
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -177,6 +187,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                 print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
         await serving
     finally:
+        if triggers is not None:
+            await triggers.stop()
         if s3_server is not None:
             await s3_server.stop()
         if objects is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, up
+from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, triggers, up
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
 app.add_typer(s3.commands(), name="s3")
+app.add_typer(triggers.commands(), name="trigger")
 _invocation, _dlq, _queue = events.commands()
 app.add_typer(_invocation, name="invocation")
 app.add_typer(_dlq, name="dlq")

@@ -45,12 +45,12 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from mist.core.retry import Backoff, backoff_s
-from mist.errors import InvalidRequest, MistError, NotFound
+from mist.errors import FunctionError, InvalidRequest, MistError, NotFound
 from mist.triggers.connectors import connector_for
 from mist.triggers.connectors.base import Connector, Message
 from mist.triggers.connectors.spec import ConnectorSpec
 from mist.triggers.deliver import batch_deliverer
-from mist.triggers.events import encode, scheduled_event
+from mist.triggers.events import encode, event_for, scheduled_event
 from mist.triggers.schedule import MISSED_POLICIES, due, next_fire, parse_schedule
 
 log = logging.getLogger("mist.triggers")
@@ -245,7 +245,42 @@ class Enqueue(Protocol):
 
 
 Invoke = Callable[[str, bytes], Awaitable[bytes]]  # (function, event) -> the result, or raise
+
+
+def invoker(functions: Any, invocations: Any) -> Invoke:
+    """A queue trigger's invocation: the function's newest version, synchronously; a function
+    error raises FunctionError (the batch failed and is retried)."""
+
+    async def invoke(function: str, payload: bytes) -> bytes:
+        fv = await functions.resolve(function)
+        outcome = await invocations.invoke(fv, payload, trigger="queue")
+        result = outcome.result
+        if not result.ok:
+            error = result.error or {}
+            raise FunctionError(str(error.get("errorType", "Unhandled")), str(error.get("errorMessage", "")))
+        return result.payload
+
+    return invoke
 DeadLetter = Callable[[str, dict[str, Any]], Awaitable[None]]  # (function, record)
+
+
+def dead_letter_queue(engine: sa.Engine) -> DeadLetter:
+    """Dead letters of queue triggers into the function's dead-letter queue (`dlq:NAME`, the
+    one `mist dlq ls|show|redrive` reads), in the control database."""
+    from mist.control.asyncpolicy import dlq_name
+    from mist.control.invocations import new_invocation_id
+    from mist.control.sqlschema import messages
+
+    def insert(function: str, body: bytes) -> None:
+        now = time.time()
+        with engine.begin() as conn:
+            conn.execute(messages.insert().values(id=new_invocation_id(), queue=dlq_name(function), body=body,
+                                                  sent_at=now, visible_at=now, receive_count=0))
+
+    async def dead_letter(function: str, record: dict[str, Any]) -> None:
+        await asyncio.to_thread(insert, function, encode(record))
+
+    return dead_letter
 
 
 @dataclass
@@ -269,12 +304,6 @@ class _Counts:
     failed: int = 0
     last_error: str | None = None
     last_at: float | None = None
-
-
-class FunctionError(MistError):
-    """A queue trigger's invocation ended in a function error: the batch failed."""
-
-    code = "FunctionError"
 
 
 class TriggerManager:
@@ -411,7 +440,7 @@ class TriggerManager:
                 return
             deliver = batch_deliverer(lambda payload, f=t.function: self._invoke_for_queue(t.id, f, payload),
                                       connector_spec(t.config).format)
-            task = asyncio.create_task(connector.run(deliver, lambda m, e, f=t.function: self._dead_letter_message(f, m, e)),
+            task = asyncio.create_task(connector.run(deliver, lambda m, e, t=t: self._dead_letter_message(t, m, e)),
                                        name=f"mist-trigger-{t.id}")
             self._connectors[t.id] = (connector, task)
 
@@ -435,16 +464,19 @@ class TriggerManager:
         counts.delivered += 1
         return result
 
-    async def _dead_letter_message(self, function: str, message: Message, error: str) -> None:
+    async def _dead_letter_message(self, trigger: Trigger, message: Message, error: str) -> None:
+        """Lambda's destination record for a message that failed its last attempt; its
+        requestPayload is the one-message event, so `mist dlq redrive` runs it again."""
         record = {
             "version": "1.0", "timestamp": _iso(self._clock()),
-            "requestContext": {"requestId": message.id, "condition": "RetriesExhausted",
-                               "approximateInvokeCount": message.delivery_count},
-            "responseContext": {"functionError": "Unhandled"}, "error": error,
-            "message": {"id": message.id, "source": message.source, "attributes": message.attributes,
-                        "body": message.body.decode("utf-8", "replace")},
+            "requestContext": {"requestId": message.id, "functionArn": f"arn:mist:function:{trigger.function}",
+                               "condition": "RetriesExhausted", "approximateInvokeCount": message.delivery_count},
+            "requestPayload": event_for(connector_spec(trigger.config).format, [message]),
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorType": "Trigger.MessageFailed", "errorMessage": error},
+            "trigger": trigger.id,
         }
-        await self._dead_letter(function, record)
+        await self._dead_letter(trigger.function, record)
 
     # -- s3 ---------------------------------------------------------------------------------------------
     async def _s3_loop(self) -> None:

@@ -22,3 +22,4 @@ class Services:
     events: EventService | None = None  # asynchronous invocations (None: not served)
     queues: QueueService | None = None  # mist queues and dead-letter queues
     objects: object = None  # the S3 endpoint's mist.s3.ObjectStore, for its access keys (None: not served)
+    triggers: object = None  # mist.control.triggers.TriggerManager (None: not served)

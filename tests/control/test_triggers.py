@@ -249,7 +249,7 @@ async def test_queue_trigger_invokes_per_batch_acks_on_success_and_dead_letters_
             if dead:
                 break
             await asyncio.sleep(0.05)
-        assert dead and dead[0][0] == "orders" and dead[0][1]["message"]["body"] == "poison"
+        assert dead and dead[0][0] == "orders" and dead[0][1]["requestPayload"]["Records"][0]["body"] == "poison"
         assert dead[0][1]["requestContext"]["approximateInvokeCount"] == 2
         delivered = [b for batch in seen for b in batch]
         assert delivered.count("a") == 1 and delivered.count("b") == 1 and delivered.count("poison") == 2

@@ -1,0 +1,60 @@
+"""Trigger routes: add, list (with each trigger's live status), show and remove triggers.
+
+A trigger runs a function on an event: an object created or removed in mist's S3 endpoint, a
+schedule, or messages on a broker (mist/control/triggers.py, docs/triggers.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Request
+from starlette.responses import JSONResponse, Response
+
+from mist.control.triggers import TriggerManager
+from mist.errors import PlatformError
+from mist.gateway.services import Services
+
+router = APIRouter()
+
+_EXAMPLES = {
+    "s3": {"value": {"kind": "s3", "bucket": "photos", "events": ["s3:ObjectCreated:*"], "suffix": ".jpg"}},
+    "cron": {"value": {"kind": "cron", "cron": "*/5 * * * *", "missed": "skip"}},
+    "rate": {"value": {"kind": "cron", "rate": "10 minutes"}},
+    "queue": {"value": {"kind": "queue", "source": "redis://127.0.0.1:6379/0", "stream": "orders", "batch_size": 10}},
+}
+
+
+def _triggers(request: Request) -> TriggerManager:
+    services: Services = request.app.state.services
+    if services.triggers is None:
+        raise PlatformError("triggers are not served by this mist")
+    return services.triggers  # type: ignore[return-value]
+
+
+@router.post("/v1/functions/{name}/triggers", status_code=201, summary="Add a trigger to a function")
+async def add_trigger(name: str, request: Request,
+                      body: dict[str, Any] = Body(..., openapi_examples=_EXAMPLES)) -> Response:  # noqa: B008
+    view = await _triggers(request).add(name, body)
+    return JSONResponse(view.to_json(), status_code=201)
+
+
+@router.get("/v1/functions/{name}/triggers", summary="A function's triggers and their status")
+async def function_triggers(name: str, request: Request) -> Response:
+    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(name)]})
+
+
+@router.get("/v1/triggers", summary="Every trigger and its status")
+async def list_triggers(request: Request, function: str | None = None) -> Response:
+    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(function)]})
+
+
+@router.get("/v1/triggers/{trigger_id}", summary="One trigger and its status")
+async def get_trigger(trigger_id: str, request: Request) -> Response:
+    return JSONResponse(_triggers(request).get(trigger_id).to_json())
+
+
+@router.delete("/v1/triggers/{trigger_id}", status_code=204, summary="Remove a trigger")
+async def remove_trigger(trigger_id: str, request: Request) -> Response:
+    await _triggers(request).remove(trigger_id)
+    return Response(status_code=204)
