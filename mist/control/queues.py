@@ -91,6 +91,13 @@ class QueueService:
         found = await asyncio.to_thread(self._store.list_queues, self._wall())
         return [q for q in found if not q.name.startswith("dlq:")]
 
+    async def send(self, queue: str, body: bytes) -> str:
+        """Put one message in a queue (a dead-letter queue: `asyncpolicy.dlq_name(function)`),
+        durably: it is stored when this returns. For mist's own producers (connectors that
+        dead-letter a message); the API has no send."""
+        [message_id] = await self._writer.run(self._store.send, queue, [body], self._wall())
+        return message_id
+
     async def receive(self, queue: str, *, limit: int = 10, visibility_s: float = 30.0) -> list[QueueMessage]:
         check_queue_name(queue)
         if not 1 <= limit <= RECEIVE_MAX:

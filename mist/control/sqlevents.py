@@ -223,6 +223,13 @@ class SqlEvents:
 
     # -- MessageQueues -------------------------------------------------------------------------
 
+    def send(self, queue: str, bodies: Sequence[bytes], now: float) -> list[str]:
+        rows = [(new_invocation_id(), queue, body, now, now) for body in bodies]
+        if rows:
+            with self.durable_writes.begin() as conn:
+                conn.exec_driver_sql(self._sql("insert_message"), rows)
+        return [r[0] for r in rows]
+
     def list_queues(self, now: float) -> list[QueueSummary]:
         m = messages.c
         q = (

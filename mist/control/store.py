@@ -271,6 +271,9 @@ class EventIndex(Protocol):
 
 
 class MessageQueues(Protocol):
+    def send(self, queue: str, bodies: Sequence[bytes], now: float) -> list[str]:
+        """Append messages to `queue` (made by its first message); their ids, in order."""
+
     def list_queues(self, now: float) -> list[QueueSummary]:
         """Every queue that holds messages (dead-letter queues too), by name."""
 

@@ -243,6 +243,15 @@ class MemoryStore:
 
     # -- MessageQueues -------------------------------------------------------------------------
 
+    def send(self, queue: str, bodies: Sequence[bytes], now: float) -> list[str]:
+        ids = []
+        with self._lock:
+            for body in bodies:
+                mid = new_invocation_id()
+                self._messages[mid] = _Message(mid, queue, body, now, now)
+                ids.append(mid)
+        return ids
+
     def list_queues(self, now: float) -> list[QueueSummary]:
         with self._lock:
             names = sorted({m.queue for m in self._messages.values()})

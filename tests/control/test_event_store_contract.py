@@ -198,6 +198,12 @@ def test_receive_hides_messages_until_their_visibility_ends(store):
     assert store.delete("other", [again[1].id]) == 0  # the id is in another queue
 
 
+def test_sent_messages_are_received_in_order_with_their_ids(store):
+    ids = store.send("dlq:hello", [b"a", b"b"], T)
+    assert len(set(ids)) == 2 and store.send("dlq:hello", [], T) == []
+    assert [(m.id, m.body, m.sent_at) for m in store.peek("dlq:hello", limit=5)] == [(ids[0], b"a", T), (ids[1], b"b", T)]
+
+
 def test_redrive_moves_a_message_into_a_new_event_once(store):
     _send(store, "dlq:hello", b'{"requestPayload": 1}')
     [m] = store.peek("dlq:hello", limit=1)
