@@ -235,30 +235,42 @@ def unshare_layer_child() -> None:
     sc.unshare(_CHILD_NS)
 
 
-def prepare_layer_child() -> None:
+def prepare_layer_child(host: HostLayout) -> None:
     """In a layer zygote's child, pid 1 of its namespaces, while it waits to be used (no uid
-    yet): its hostname and a /proc of its own pid namespace."""
+    yet): its hostname, a /proc of its own pid namespace, its own (still tiny) /tmp, an empty
+    capability bounding set."""
     sc.sethostname("mist")
     sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("tmpfs", "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64k,mode=1777")
+    sc.drop_bounding_set(host.cap_last)
 
 
-def lock_down_layer_child(tmp_mb: int, host: HostLayout, mark: Callable[[str], None] = _no_mark) -> int:
-    """In a layer zygote's child, once the zygote mapped its uid: become that uid, mount its own
-    /tmp and /etc/mist (passwd naming it), then drop every capability and load the sandbox
-    filter (NO_NEW_PRIVS is inherited). Returns the uid. The process stays non-dumpable: the
-    uid change made it so, and the layer filter forbids undoing it."""
+def lock_down_layer_child(tmp_mb: int, groups: list[int], host: HostLayout,
+                          mark: Callable[[str], None] = _no_mark) -> int:
+    """In a layer zygote's child, once the zygote mapped its uid: become that uid, attach itself
+    to its cgroups (`groups`: O_PATH handles of their directories, whose `tasks` files belong to
+    that uid), size its /tmp, name itself in /etc/mist (then read-only), drop every capability
+    and load the sandbox filter (NO_NEW_PRIVS is inherited). Returns the uid. The process stays
+    non-dumpable: the uid change made it so, and the layer filter forbids undoing it."""
     with open("/proc/self/uid_map", "rb") as f:
         uid = int(f.read().split()[0])
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)  # keeps the capabilities of its own user namespace
     mark("identity")
-    sc.mount("tmpfs", "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={tmp_mb}m,mode=1777")
+    for group in groups:
+        tasks = os.open("tasks", os.O_WRONLY | os.O_CLOEXEC, dir_fd=group)
+        try:
+            os.write(tasks, b"0")  # this thread (the only one) into that group: no global lock
+        finally:
+            os.close(tasks)
+            os.close(group)
+    mark("cgroups")
+    sc.mount(None, "/tmp", None, sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV, f"size={tmp_mb}m")
     sc.mount("tmpfs", "/etc/mist", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=64k,mode=0755")
     write_identity("/etc/mist", uid)
     sc.mount(None, "/etc/mist", None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     mark("mounts")
-    sc.drop_bounding_set(host.cap_last)
     sc.drop_all_capabilities()
     sc.load_seccomp(host.seccomp[False])
     mark("lock_down")

@@ -8,45 +8,45 @@ seccomp filter. Only then does `serve` import the layer's top-level packages (te
 code: from here on nothing in this process is trusted) and serve the zygote:
 
     zygote -> layer zygote   {"op": "refill"}                 make the next standby child
+                             {"op": "touched", "ranges"}      pages a cold start un-shares
     layer zygote -> zygote   {"op": "ready", "imported", "skipped"}   once, after the imports
-                             {"op": "standby", "pid"} + SCM_RIGHTS [the write end of its go pipe]
+                             {"op": "standby", "pid"}          a child waits for its identity
                              {"op": "standby_failed", "error"}
 
 A standby child is made ahead of need (off the cold start's critical path): an intermediate
 forked from here unshares new user, mount, pid, ipc, uts and network namespaces
 (`isolation.unshare_layer_child`, unprivileged) and forks the child, pid 1 of them, then
-exits; the child sets its hostname, mounts its own /proc and waits on a pipe. To use it, the
-zygote maps the child's uid into its user namespace from outside (`isolation.map_identity`),
-listens on an abstract socket inside the child's network namespace (where nothing else lives)
-and writes "go" (with its /tmp size) into the child's pipe, whose write end the layer zygote
-handed over and closed; the child becomes that uid, mounts its own /tmp and /etc/mist, drops every
-capability, loads the sandbox filter, closes everything it inherited and connects
-(`_child_main`). The zygote checks it from outside before it hands over anything
-(`verify.py`), gives it its cgroups' `tasks` files to attach itself, checks again, then gives
-it the sandbox's channel, output pipe and go pipe: from there on it is a sandbox like any
-other (READY, ASSIGN, the code attached by the zygote, `runtime.main`).
+exits; the child closes everything it inherited, sets its hostname, mounts its own /proc and
+/tmp, empties its capability bounding set, copies up front the pages a cold start un-shares
+(once the zygote learned them) and listens on an abstract socket of its own network namespace
+(`_child_main`), where nothing else lives. To use it, the zygote maps the child's uid into its
+user namespace from outside (`isolation.map_identity`), connects from inside that network
+namespace and sends "go" with handles of the sandbox's cgroup directories; the child becomes that uid, attaches itself (opening their `tasks` files, given to
+its uid, with its own credentials), sizes its /tmp, names itself in /etc/mist, drops every
+capability, loads the sandbox filter and says "ready". The zygote checks all of it
+from outside (`verify.check_child`) before it hands over anything that will carry tenant data:
+the sandbox's channel, output pipe and go pipe. From there on it is a sandbox like any other
+(READY, ASSIGN, the code attached by the zygote, `runtime.main`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import gc
-import json
 import keyword
 import os
 import select
 import socket
 import struct
 import sys
-import traceback
 from pathlib import Path
 
 from mist.worker import isolation, protocol, runtime
+from mist.worker import syscalls as sc
 from mist.worker.protocol import recv_control, send_control
 
 BOOT_ADDRESS = b"\0mist-boot"  # in a child's own network namespace: only the zygote listens there
 _PID = struct.Struct("!i")
-_POKE_FD = 6  # in a standby child: the read end of its "go" pipe
 _GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
 _NOT_IMPORTED = {"bin", "doc", "docs", "example", "examples", "test", "tests", "testing", "benchmarks",
                  "setup", "conftest", "__pycache__"}
@@ -131,7 +131,7 @@ class LayerZygote:
     def __init__(self, ctrl: socket.socket, host: isolation.HostLayout) -> None:
         self.ctrl = ctrl
         self.host = host
-        self.standby: int | None = None  # the pid of the child waiting to be used
+        self.touched: list[tuple[int, int]] = []  # copied by each standby up front (see zygotetree._learn)
 
     def serve(self, layer_dir: str) -> None:
         sys.path[:] = ["/opt/python", *self.host.stdlib_paths]
@@ -150,43 +150,37 @@ class LayerZygote:
                 os.close(fd)
             if message is None:
                 os._exit(0)
-            if message.get("op") == "refill":
+            op = message.get("op")
+            if op == "refill":
                 self._make_standby()
+            elif op == "touched":
+                self.touched = [(int(start), int(length)) for start, length in message.get("ranges") or ()]
             self._reap()
 
     def _make_standby(self) -> None:
-        poke_r, poke_w = os.pipe()
         pid_r, pid_w = os.pipe()
         inter = os.fork()
         if inter == 0:
             try:
-                os.close(poke_w)
                 os.close(pid_r)
                 self.ctrl.close()
                 isolation.unshare_layer_child()
                 child = os.fork()
                 if child == 0:
-                    os.close(pid_w)
-                    _child_main(poke_r, self.host)  # never returns
+                    _child_main(self.host, self.touched)  # never returns
                 os.write(pid_w, _PID.pack(child))
             except BaseException:  # noqa: BLE001 - reported as standby_failed by the parent
                 pass
             os._exit(0)
-        os.close(poke_r)
         os.close(pid_w)
         ready, _, _ = select.select([pid_r], [], [], 5.0)
         data = os.read(pid_r, _PID.size) if ready else b""
         os.close(pid_r)
         os.waitpid(inter, 0)
         if len(data) != _PID.size:
-            os.close(poke_w)
             send_control(self.ctrl, {"op": "standby_failed", "error": "the standby child was not created"})
             return
-        pid = _PID.unpack(data)[0]
-        try:
-            send_control(self.ctrl, {"op": "standby", "pid": pid}, [poke_w])
-        finally:
-            os.close(poke_w)
+        send_control(self.ctrl, {"op": "standby", "pid": _PID.unpack(data)[0]})
 
     @staticmethod
     def _reap() -> None:
@@ -200,30 +194,25 @@ class LayerZygote:
                 return
 
 
-def _child_main(poke: int, host: isolation.HostLayout) -> None:
-    """A standby child, pid 1 of its own namespaces; becomes a sandbox when the zygote says go."""
+def _child_main(host: isolation.HostLayout, touched: list[tuple[int, int]]) -> None:
+    """A standby child, pid 1 of its own namespaces; becomes a sandbox when the zygote connects
+    (which it can only once everything inherited is closed here)."""
     try:
-        if poke != _POKE_FD:
-            os.dup2(poke, _POKE_FD)
-        os.closerange(0, _POKE_FD)
-        os.closerange(_POKE_FD + 1, 65536)
+        os.closerange(0, 65536)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (1, 2):
             os.dup2(null, fd)
-        isolation.prepare_layer_child()
-        go = json.loads(os.read(_POKE_FD, 4096) or b"{}")  # one small write: atomic
-        os.close(_POKE_FD)
+        isolation.prepare_layer_child(host)
+        copied = sc.populate_ranges(touched)  # what the cold start would un-share, copied now
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(BOOT_ADDRESS)
+        listener.listen(1)
+        boot, _ = listener.accept()  # the zygote, from inside our network namespace
+        listener.close()
         build = runtime.Steps()
-        isolation.lock_down_layer_child(int(go.get("tmp_mb") or 16), host, build.mark)
-        boot = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        boot.connect(BOOT_ADDRESS)
-        build.mark("connect")
-        _, tasks = recv_control(boot, max_fds=3)  # {"op": "attach"}: our cgroups' tasks files
-        for fd in tasks:
-            os.write(fd, b"0")  # this thread (the only one) into that group: no global lock
-            os.close(fd)
-        build.mark("cgroups")
-        send_control(boot, {"op": "attached"})
+        go, groups = recv_control(boot, max_fds=3)  # {"op": "go", "tmp_mb"} + our cgroups' directories
+        isolation.lock_down_layer_child(int((go or {}).get("tmp_mb") or 16), groups, host, build.mark)
+        send_control(boot, {"op": "ready"})
         message, fds = recv_control(boot, max_fds=3)  # {"op": "run"} + channel, output, go pipe
         boot.close()
         if message is None or message.get("op") != "run" or len(fds) != 3:
@@ -234,10 +223,9 @@ def _child_main(poke: int, host: isolation.HostLayout) -> None:
         os.closerange(_GO_FD + 1, 65536)
         sock = socket.socket(fileno=3)
         sock.set_inheritable(False)
-    except BaseException:  # noqa: BLE001 - the zygote sees the child go without connecting
-        traceback.print_exc()
+    except BaseException:  # noqa: BLE001 - the zygote sees the child go before it is ready
         os._exit(71)
     sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
-                                                  "prefaulted_kb": 0}))
+                                                  "prefaulted_kb": copied // 1024}))
     runtime.main(sock, isolation.function_finish(host, _GO_FD))
     os._exit(0)

@@ -164,7 +164,7 @@ class Sandbox:
             sb._loop.add_reader(out_r, sb._on_output)
             request = {"id": sid, "uid": uid, "cgroups": cgroups.tasks_files, "rlimits": rlimits,
                        "tmp_mb": tmp_mb, "network": network, "prefault": prefault,
-                       "layer_dir": layer_dir}
+                       "layer_dir": layer_dir, "t0": time.perf_counter()}
             sb.pid, sb.pidfd = await spawner.spawn(request, [child.fileno(), out_w])
         except BaseException:
             sb.close()
@@ -263,6 +263,8 @@ class Sandbox:
             kind, frame = await call.future
         finally:
             del self.calls[cid]
+        if cold:
+            self.spawner.cold_start_done(self.id)  # a layer zygote may learn from it
         if kind == "result" and not call.dropped:
             h = frame.header
             if h.get("ok") is True:  # the warm path

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class LayerZygoteStatistics:
     pid: int
     memory_mb: float  # its memory cgroup's usage (imported packages, its standby child)
     sandboxes: int  # forked from it so far
+    touched_kb: int  # copied up front by its standby children (learned from its first child)
     imported: tuple[str, ...]
     skipped: dict[str, str]  # top-level names whose import failed, and why
     idle_s: float
@@ -87,7 +89,8 @@ class SpawnerStatistics:
     layer_refused: int = 0  # layer zygote children that failed the zygote's checks
     layer_zygotes_started: int = 0
     layers_cooling_down: tuple[str, ...] = ()  # left to the ordinary path after repeated failures
-    last_layer_spawn: dict[str, float] = field(default_factory=dict)  # ms per step, zygote side
+    last_layer_spawn: dict[str, float] = field(default_factory=dict)  # ms per step: "request" (the
+    # request's way to the zygote), the zygote's steps, "reply" (the answer's way back)
 
 
 def _pyseccomp_dir() -> str:
@@ -114,6 +117,8 @@ class Spawner:
         self._exits: dict[str, asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.learned_kb = 0  # the zygote learned which pages a cold start un-shares (see learn)
+        self.last_layer_spawn: dict[str, float] = {}  # ms per step of the latest layer spawn
+        self._layer_children: dict[str, str] = {}  # sandbox id -> its layer, until its first result
 
     @property
     def pid(self) -> int | None:
@@ -166,6 +171,10 @@ class Spawner:
             if self._hello and not self._hello.done():
                 self._hello.set_result(message["pid"])
         elif op == "spawned":
+            if message.get("layer"):  # the zygote side of a layer spawn, and the way back
+                self._layer_children[str(sid)] = str(message.get("layer_dir") or "")
+                self.last_layer_spawn = {**(message.get("steps") or {}),
+                                         "reply": round((time.perf_counter() - float(message.get("t1") or 0)) * 1000, 3)}
             fut = self._spawns.pop(sid, None)
             pidfd = fds[0] if fds else None
             if fut is not None and not fut.done():
@@ -285,6 +294,7 @@ class Spawner:
             LayerZygoteStatistics(
                 layer_dir=str(z.get("layer_dir")), state=str(z.get("state")), pid=int(z.get("pid") or 0),
                 memory_mb=float(z.get("memory_mb") or 0.0), sandboxes=int(z.get("sandboxes") or 0),
+                touched_kb=int(z.get("touched_kb") or 0),
                 imported=tuple(z.get("imported") or ()), skipped=dict(z.get("skipped") or {}),
                 idle_s=float(z.get("idle_s") or 0.0))
             for z in r.get("zygotes") or ())
@@ -294,8 +304,21 @@ class Spawner:
             layer_evictions=int(r.get("evictions") or 0), layer_refused=int(r.get("refused") or 0),
             layer_zygotes_started=int(r.get("started") or 0),
             layers_cooling_down=tuple(r.get("cooling_down") or ()),
-            last_layer_spawn=dict(r.get("last_spawn") or {}),
+            last_layer_spawn=dict(self.last_layer_spawn),
         )
+
+    def cold_start_done(self, sid: str) -> None:
+        """Sandbox `sid` answered its first invocation. For the first child of a layer zygote
+        that has not learned yet, ask the zygote to learn which pages its cold start un-shared
+        (the layer zygote's next children copy those up front)."""
+        layer = self._layer_children.pop(sid, None)
+        if layer is None:
+            return
+        learned = any(z.get("layer_dir") == layer and z.get("touched_kb")
+                      for z in self._layer_report.get("zygotes") or ())
+        if not learned and self._sock is not None:
+            with contextlib.suppress(OSError):
+                send_control(self._sock, {"op": "learn", "id": sid})
 
     def learn(self, sid: str) -> None:
         """Ask the zygote to record which pages sandbox `sid` un-shared in its cold start (it
@@ -317,6 +340,7 @@ class Spawner:
 
     def forget(self, sid: str) -> None:
         self._exits.pop(sid, None)
+        self._layer_children.pop(sid, None)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Close the control socket (the zygote kills its sandboxes and exits), then wait for it."""

@@ -257,6 +257,25 @@ def exclusive_pages(pid: int, spans: list[tuple[int, int]]) -> list[tuple[int, i
     return runs
 
 
+def coalesce(runs: list[tuple[int, int]], max_runs: int) -> list[tuple[int, int]]:
+    """At most `max_runs` (start, length) runs covering `runs` (sorted, disjoint): the runs
+    separated by the smallest gaps are merged first (the gaps then count as covered)."""
+    runs = sorted(runs)
+    if len(runs) <= max_runs:
+        return runs
+    gaps = sorted(range(1, len(runs)), key=lambda i: runs[i][0] - (runs[i - 1][0] + runs[i - 1][1]))
+    joins = set(gaps[:len(runs) - max_runs])
+    out = [runs[0]]
+    for i in range(1, len(runs)):
+        start, length = runs[i]
+        if i in joins:
+            first = out[-1][0]
+            out[-1] = (first, start + length - first)
+        else:
+            out.append((start, length))
+    return out
+
+
 def populate_ranges(ranges: list[tuple[int, int]]) -> int:
     """MADV_POPULATE_WRITE on each (start, length): break copy-on-write for those pages now.
     Ranges no longer mapped are skipped. Returns the bytes populated."""

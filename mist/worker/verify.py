@@ -1,28 +1,34 @@
 """Checking a layer zygote's child from outside, before it is given anything (stdlib only).
 
 A layer zygote runs tenant-chosen code, so nothing its children did to themselves is taken on
-trust: the zygote (root) reads /proc and accepts the process that connected to it only if
+trust: the zygote (root) reads /proc, twice.
+
+The child attaches itself to the sandbox's cgroups before that, with its own credentials: it
+gets O_PATH handles of the groups' directories and opens their `tasks` files, given to its
+uid, itself, so that neither the handles nor those files let anyone move a process that is not
+its own. When the child says it is ready, before it gets the sandbox's channel (`check_child`):
 
 - it is the uid the zygote mapped (all four uids and gids), with no supplementary group;
-- it is pid 1 of a pid namespace directly under the host's, and has one thread;
-- its user namespace is the one the zygote just mapped, and its mount, network, ipc, uts and
-  pid namespaces were all created inside that user namespace (so by this child's own line,
-  shared with no other sandbox and not the layer zygote's);
+- it is still a single-threaded pid 1, and its mount, network, ipc, uts and pid namespaces were
+  all created inside its own user namespace (by this child's own line: shared with no other
+  sandbox, and not the layer zygote's);
 - it holds no capability in any set, has NO_NEW_PRIVS and a seccomp filter of its own on top
   of the layer zygote's;
-- its only open files are /dev/null and Unix sockets of its own network namespace (nothing
-  inherited from the layer zygote: no pipe, socket, memfd, eventfd or file);
-- it maps no shared memory a writer could reach (no writable shared mapping, none of shmem,
-  tmpfs, memfd or SysV segments: only read-only files of real filesystems, such as glibc's
-  gconv cache in /usr);
-- its working directory is its root.
+- it attached itself to exactly the sandbox's cgroups and is alone there, and the layer
+  zygote's group holds nothing but the layer zygote's threads (no process of this child's line
+  is left outside the sandbox);
+- its working directory is its root;
+- then, with no such process left that could pass it one, its open files: /dev/null and one Unix
+  socket of its own network namespace, the one connected to the zygote (nothing inherited from
+  the layer zygote: no pipe, other socket, memfd, eventfd or file, so no message can still be
+  on its way to it from elsewhere);
+- then its memory: no shared memory a writer could reach (no writable shared mapping, none of
+  shmem, tmpfs, memfd or SysV segments: only read-only files of real filesystems, such as
+  glibc's gconv cache in /usr). A mapping is made from a file descriptor, so with the files
+  checked first, none can be made after.
 
-After it attached itself to its cgroups: it is in exactly the sandbox's groups and alone
-there, and the layer zygote's own group holds nothing but the layer zygote's threads (no
-stray process of this child's line is left outside the sandbox).
-
-The parsers are pure (`status_problems`, `maps_problems`, `cgroup_problems`); `check_child`
-and `check_cgroups` read /proc and raise `Refused` naming every problem found.
+The parsers are pure (`status_problems`, `maps_problems`, `cgroup_problems`); the checks read
+/proc and raise `Refused` naming every problem found.
 """
 
 from __future__ import annotations
@@ -116,13 +122,14 @@ def _alive(pidfd: int) -> bool:
 
 
 def fd_problems(pid: int) -> list[str]:
-    """Open files of `pid` other than /dev/null and Unix sockets of its own network namespace."""
+    """Open files of `pid` other than /dev/null and one Unix socket of its own network namespace."""
     own = set()
     for line in _read(f"/proc/{pid}/net/unix").splitlines()[1:]:
         parts = line.split()
         if len(parts) >= 7:
             own.add(int(parts[6]))
     problems = []
+    sockets = 0
     for name in os.listdir(f"/proc/{pid}/fd"):
         path = f"/proc/{pid}/fd/{name}"
         try:
@@ -132,43 +139,46 @@ def fd_problems(pid: int) -> list[str]:
             continue
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == _DEV_NULL:
             continue
-        if stat.S_ISSOCK(st.st_mode) and st.st_ino in own:
+        if stat.S_ISSOCK(st.st_mode) and st.st_ino in own and not sockets:
+            sockets += 1
             continue
         problems.append(f"fd {name} -> {link}")
     return problems
 
 
-def check_child(pid: int, pidfd: int, uid: int, userns: int) -> None:
-    """Everything the module docstring lists before attaching; raises Refused."""
-    problems = status_problems(_read(f"/proc/{pid}/status"), uid)
+def _strays(zygote_pid: int, zygote_tasks: str, allowed: set[str]) -> list[str]:
+    strays = set(_read(zygote_tasks).split()) - set(os.listdir(f"/proc/{zygote_pid}/task")) - allowed
+    return [f"processes other than the layer zygote in its group: {sorted(strays)}"] if strays else []
+
+
+
+def _namespaces(pid: int, userns: int, which: Sequence[str]) -> list[str]:
+    problems = []
     if os.stat(f"/proc/{pid}/ns/user").st_ino != userns:
         problems.append("not in the user namespace the zygote mapped")
-    for ns in _OWN_NAMESPACES:
+    for ns in which:
         if sc.ns_owner(f"/proc/{pid}/ns/{ns}") != userns:
             problems.append(f"its {ns} namespace was not created in its own user namespace")
-    problems += fd_problems(pid)
-    problems += maps_problems(_read(f"/proc/{pid}/maps"))
-    cwd, root = os.stat(f"/proc/{pid}/cwd"), os.stat(f"/proc/{pid}/root")
-    if (cwd.st_dev, cwd.st_ino) != (root.st_dev, root.st_ino):
-        problems.append("its working directory is not its root")
-    if not _alive(pidfd):
-        problems.append("it exited")
-    if problems:
-        raise Refused("; ".join(problems))
+    return problems
 
 
-def check_cgroups(pid: int, pidfd: int, tasks_files: Sequence[str], cgroup_root: str,
-                  zygote_pid: int, zygote_tasks: str) -> None:
-    """After the child attached itself: in the sandbox's groups and alone there, and nothing
-    but the layer zygote's threads left in the layer zygote's group; raises Refused."""
-    problems = cgroup_problems(_read(f"/proc/{pid}/cgroup"), expected_groups(tasks_files, cgroup_root))
+def check_child(pid: int, pidfd: int, uid: int, userns: int, tasks_files: Sequence[str], cgroup_root: str,
+                zygote_pid: int, zygote_tasks: str) -> None:
+    """Everything the module docstring lists, once the child says it is ready, before it is
+    given the sandbox's channel. Raises Refused naming every problem."""
+    problems = status_problems(_read(f"/proc/{pid}/status"), uid)
+    problems += _namespaces(pid, userns, _OWN_NAMESPACES)
+    problems += cgroup_problems(_read(f"/proc/{pid}/cgroup"), expected_groups(tasks_files, cgroup_root))
     for tasks in tasks_files:
         members = set(_read(tasks).split())
         if members != {str(pid)}:
             problems.append(f"{tasks} holds {sorted(members)}, not just {pid}")
-    strays = set(_read(zygote_tasks).split()) - set(os.listdir(f"/proc/{zygote_pid}/task"))
-    if strays:
-        problems.append(f"processes other than the layer zygote in its group: {sorted(strays)}")
+    problems += _strays(zygote_pid, zygote_tasks, set())
+    cwd, root = os.stat(f"/proc/{pid}/cwd"), os.stat(f"/proc/{pid}/root")
+    if (cwd.st_dev, cwd.st_ino) != (root.st_dev, root.st_ino):
+        problems.append("its working directory is not its root")
+    problems += fd_problems(pid)  # after the strays: none is left that could pass it one now
+    problems += maps_problems(_read(f"/proc/{pid}/maps"))  # after the files: no fd, no new mapping
     if not _alive(pidfd):
         problems.append("it exited")
     if problems:

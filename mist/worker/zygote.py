@@ -87,9 +87,12 @@ class Zygote:
 
     def learn(self, sid: str) -> None:
         """Record which of our writable pages sandbox `sid` has its own copy of by now."""
+        if self.tree.is_child(sid):
+            self.tree.learn(sid)  # it un-shares its layer zygote's pages, not ours
+            return
         pid = next((p for p, s in self.children.items() if s == sid), None)
-        if pid is None or self.touched is not None or self.tree.is_child(sid):
-            return  # (a layer zygote's child un-shares the layer zygote's pages, not ours)
+        if pid is None or self.touched is not None:
+            return
         try:
             touched = sc.exclusive_pages(pid, sc.writable_private_mappings())
         except OSError:
@@ -238,7 +241,7 @@ class Zygote:
             go = self.go.pop(sid, None)
             if go is not None:
                 os.close(go)
-            self.tree.children.discard(sid)
+            self.tree.children.pop(sid, None)
             send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
 
     def shutdown(self) -> None:

@@ -3,22 +3,24 @@ demand, shared by every function with that layer, evicted by `layerpolicy` (stdl
 
 A spawn request with a `layer_dir` is served from that layer's zygote (`layerzygote.py`): the
 layer zygote keeps one standby child made ahead of need; `_handshake` maps the requested uid
-into the child's user namespace, listens inside its network namespace, wakes it, and checks
-it from outside (`verify.py`) before and after it attaches itself to the sandbox's cgroups;
-only then does it hand over the sandbox's channel, output pipe and go pipe. Whatever fails
-(the layer zygote crashed at import, is still importing after `wait_s`, refused a child, is
-not wanted for this request) falls back to the ordinary fork path: the layer is then mounted
-on ASSIGN and imported by the handler, as without the tree.
+into the child's user namespace, connects to it from inside its network namespace (it listens
+there once it closed everything it inherited) and sends it handles of the sandbox's cgroup
+directories, whose `tasks` files it gave to that uid; once the child says it is ready (in its
+cgroups, that uid, locked down) it is checked from outside (`verify.check_child`), and only
+then is it handed the sandbox's channel, output pipe and go pipe. Whatever fails (the layer zygote crashed at
+import, is still importing after `wait_s`, a child was refused, the request wants network)
+falls back to the ordinary fork path: the layer is then mounted on ASSIGN and imported by the
+handler, as without the tree. After the first cold start of a layer zygote's first child, the
+zygote reads which pages it un-shared (`learn`); that layer zygote's standbys copy those up
+front.
 
-Timing (this machine, p50, from the "spawned" message's steps): map 0.2 ms, listen 0.1 ms,
-the child's own steps after "go" ~0.5 ms, verify ~0.5 ms (reading /proc/PID/maps is most of it),
-attach 0.1 ms: ~1.5 ms from request to a sandbox with the layer imported.
+Timing: see the "spawned" message's steps (Spawner.statistics().last_layer_spawn) and
+docs/sandbox.md.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import select
 import signal
@@ -41,6 +43,7 @@ _MB = 1024 * 1024
 _REFILL_DELAY_S = 0.05  # a standby is remade after the cold start it served had time to run
 _TICK_S = 1.0
 _MAX_FAILURES = 3  # refused or failed children before a layer is left to the ordinary path
+_MAX_RUNS = 1500  # page runs sent to a layer zygote (its messages must stay under 64 KB)
 _COOLDOWN_S = 600.0
 
 
@@ -89,7 +92,6 @@ class _LayerZygote:
     state: str = "starting"  # -> "ready"; "stopping" once killed (then in LayerTree.dying)
     reaped: bool = False
     standby: int | None = None
-    poke: int = -1  # the write end of the standby's go pipe
     making: bool = True  # a standby is being made (the first one right after the imports)
     refill_due: float | None = None
     pending: deque[_Pending] = field(default_factory=deque)
@@ -98,6 +100,7 @@ class _LayerZygote:
     sandboxes: int = 0
     failures: int = 0
     memory_mb: float = 0.0
+    touched_kb: int = 0  # its standbys copy that much up front (see LayerTree.learn)
 
 
 class LayerTree:
@@ -108,9 +111,8 @@ class LayerTree:
         self.by_fd: dict[int, _LayerZygote] = {}
         self.dying: list[_LayerZygote] = []  # killed, cgroups not yet removed (their uid slot held)
         self.cooldown: dict[str, float] = {}  # layer -> until when it is left to the ordinary path
-        self.children: set[str] = set()  # sandbox ids forked from a layer zygote
+        self.children: dict[str, str] = {}  # sandbox id -> the layer whose zygote forked it
         self.counters = {"spawns": 0, "fallbacks": 0, "evictions": 0, "refused": 0, "started": 0}
-        self.last_spawn: dict[str, float] = {}
         self.own_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._next_tick = 0.0
         self._reported: object = None
@@ -189,7 +191,7 @@ class LayerTree:
 
     def readable(self, fd: int) -> None:
         z = self.by_fd[fd]
-        while True:
+        for _ in range(16):  # a layer zygote flooding us must not starve the rest of the loop
             try:
                 message, fds = recv_control(z.ctrl)
             except (BlockingIOError, InterruptedError):
@@ -199,8 +201,6 @@ class LayerTree:
             if message is None:
                 self._forget_fd(z)
                 return
-            if z.state != "stopping" and message.get("op") == "standby" and len(fds) == 1:
-                self._set_standby(z, int(message.get("pid") or 0), fds.pop())
             for extra in fds:
                 os.close(extra)
             if z.state != "stopping":
@@ -213,10 +213,11 @@ class LayerTree:
             z.imported = [str(n) for n in message.get("imported") or []]
             z.skipped = {str(k): str(v) for k, v in (message.get("skipped") or {}).items()}
             for name, why in z.skipped.items():
-                _log(f"layer zygote for {z.key}: did not import {name}: {why}")
+                _log(f"layer zygote for {z.key}: did not import {name!r}: {why!r}")  # tenant text: quoted
             self._report()
         elif op == "standby":
             z.making = False
+            z.standby = int(message.get("pid") or 0) or None
             self._serve(z)
         elif op == "standby_failed":
             z.making = False
@@ -224,10 +225,6 @@ class LayerTree:
         elif op == "failed":
             _log(f"layer zygote for {z.key} could not be built:\n{message.get('error')}")
 
-    @staticmethod
-    def _set_standby(z: _LayerZygote, pid: int, poke: int) -> None:
-        _close(z.poke)
-        z.standby, z.poke = pid or None, poke
 
     def _serve(self, z: _LayerZygote) -> None:
         while z.pending and z.state == "ready" and z.standby is not None:
@@ -256,10 +253,10 @@ class LayerTree:
     # -- one sandbox from a layer zygote ----------------------------------------------------
     def _spawn_one(self, z: _LayerZygote, req: dict, fds: list[int]) -> None:
         sid = req["id"]
-        pid, poke, z.standby, z.poke = z.standby, z.poke, None, -1
+        pid, z.standby = z.standby, None
         assert pid is not None
         try:
-            go_w, pidfd, steps = self._handshake(z, pid, poke, req, fds)
+            go_w, pidfd, steps = self._handshake(z, pid, req, fds)
         except (verify.Refused, OSError, ValueError, KeyError, TimeoutError) as exc:
             self.counters["refused"] += 1
             _log(f"layer zygote for {z.key}: sandbox {sid} refused: {exc}")
@@ -270,26 +267,25 @@ class LayerTree:
         self.counters["spawns"] += 1
         z.sandboxes += 1
         z.failures = 0
-        self.last_spawn = steps
-        self.children.add(sid)
+        self.children[sid] = z.key
         self.zygote.children[pid] = sid
         self.zygote.go[sid] = go_w
         try:
             send_control(self.zygote.ctrl, {"op": "spawned", "id": sid, "pid": pid, "layer": True,
-                                            "steps": steps}, [pidfd])
+                                            "layer_dir": z.key, "steps": steps, "t1": time.perf_counter()}, [pidfd])
         finally:
             os.close(pidfd)
         self._report()
 
-    def _handshake(self, z: _LayerZygote, pid: int, poke: int, req: dict, fds: list[int]) -> tuple[int, int, dict]:
+    def _handshake(self, z: _LayerZygote, pid: int, req: dict, fds: list[int]) -> tuple[int, int, dict]:
         """Make standby child `pid` sandbox req["id"] (see the module docstring). Returns the
         write end of its go pipe, a pidfd and the steps' timings; raises when refused (the
         child is then killed and `fds` are untouched)."""
         if len(fds) != 2:
             raise ValueError("expected 2 fds")
         deadline = time.monotonic() + self.settings.handshake_s
-        steps: dict[str, float] = {}
         t = [time.perf_counter()]
+        steps: dict[str, float] = {"request": round((t[0] - float(req.get("t0") or t[0])) * 1000, 3)}
 
         def mark(step: str) -> None:
             now = time.perf_counter()
@@ -297,11 +293,12 @@ class LayerTree:
             t[0] = now
 
         uid = int(req["uid"])
+        zygote_tasks = _memory_tasks(z)
         pidfd = os.pidfd_open(pid)
-        listener = conn = None
+        conn = None
         try:
             problems = verify.cgroup_problems(_read(f"/proc/{pid}/cgroup"), verify.expected_groups(
-                [_memory_tasks(z)], self.settings.cgroup_root))
+                [zygote_tasks], self.settings.cgroup_root))
             if problems:
                 raise verify.Refused(f"the standby is not in its layer zygote's group: {problems}")
             userns = os.stat(f"/proc/{pid}/ns/user").st_ino
@@ -309,31 +306,25 @@ class LayerTree:
             mark("map")
             if sc.ns_owner(f"/proc/{pid}/ns/net") != userns:
                 raise verify.Refused("its network namespace is not its own")
-            listener = self._listen_in(pid)
-            mark("listen")
-            os.write(poke, json.dumps({"tmp_mb": int(req.get("tmp_mb") or 16)}).encode())
-            _close(poke)
-            poke = -1
-            conn = _accept(listener, pidfd, deadline)
-            peer = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
-            if peer != (pid, uid, uid):
-                raise verify.Refused(f"{peer} connected instead of ({pid}, {uid}, {uid})")
-            mark("child")
-            verify.check_child(pid, pidfd, uid, userns)
-            mark("verify")
-            tasks = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in req["cgroups"]]
+            conn = self._connect_in(pid, pidfd, deadline)  # it listens once it closed what it inherited
+            peer = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))[0]
+            if peer != pid:
+                raise verify.Refused(f"process {peer} listens in the child's network namespace, not {pid}")
+            groups = _cgroup_handles(req["cgroups"], uid)
             try:
-                send_control(conn, {"op": "attach"}, tasks)
+                send_control(conn, {"op": "go", "tmp_mb": int(req.get("tmp_mb") or 16)}, groups)
             finally:
-                for fd in tasks:
+                for fd in groups:
                     os.close(fd)
+            mark("go")
             answer, extra = _recv(conn, pidfd, deadline)
             for fd in extra:
                 os.close(fd)
-            if answer is None or answer.get("op") != "attached":
-                raise verify.Refused(f"it answered {answer!r} instead of attaching itself")
-            verify.check_cgroups(pid, pidfd, req["cgroups"], self.settings.cgroup_root, z.pid, _memory_tasks(z))
-            mark("attach")
+            if answer is None or answer.get("op") != "ready":
+                raise verify.Refused(f"it answered {answer!r} instead of getting ready")
+            mark("child")
+            verify.check_child(pid, pidfd, uid, userns, req["cgroups"], self.settings.cgroup_root, z.pid, zygote_tasks)
+            mark("verify")
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             try:
                 send_control(conn, {"op": "run"}, [fds[0], fds[1], go_r])
@@ -351,10 +342,8 @@ class LayerTree:
             os.close(pidfd)
             raise
         finally:
-            _close(poke)
-            for s in (listener, conn):
-                if s is not None:
-                    s.close()
+            if conn is not None:
+                conn.close()
 
     @staticmethod
     def _kill_strays(z: _LayerZygote) -> None:
@@ -366,24 +355,29 @@ class LayerTree:
         for pid in z.cgroups.pids() - own:
             _kill_pid(pid)
 
-    def _listen_in(self, pid: int) -> socket.socket:
-        """A listening socket at BOOT_ADDRESS inside process `pid`'s network namespace."""
+    def _connect_in(self, pid: int, pidfd: int, deadline: float) -> socket.socket:
+        """A socket connected to BOOT_ADDRESS inside process `pid`'s network namespace, once
+        something listens there (retried until the deadline or the child's exit)."""
         net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sc.setns(net, sc.CLONE_NEWNET)
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            while True:
+                sc.setns(net, sc.CLONE_NEWNET)
                 try:
-                    s.bind(BOOT_ADDRESS)
-                    s.listen(1)
-                except OSError:
-                    s.close()
-                    raise
-            finally:
-                sc.setns(self.own_net, sc.CLONE_NEWNET)
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+                    try:
+                        s.connect(BOOT_ADDRESS)
+                        return s
+                    except (ConnectionRefusedError, FileNotFoundError):
+                        s.close()
+                    except OSError:
+                        s.close()
+                        raise
+                finally:
+                    sc.setns(self.own_net, sc.CLONE_NEWNET)
+                if select.select([pidfd], [], [], 0.001)[0] or time.monotonic() > deadline:
+                    raise verify.Refused("the child exited or did not listen in time")
         finally:
             os.close(net)
-        return s
 
     # -- failures, fallbacks, exits ---------------------------------------------------------
     def _fallback(self, req: dict, fds: list[int], why: str) -> None:
@@ -409,7 +403,7 @@ class LayerTree:
         if counted:
             self.counters["evictions"] += 1
         z.state = "stopping"
-        self._set_standby(z, 0, -1)
+        z.standby = None
         self.zygotes.pop(z.key, None)
         self.dying.append(z)
         _kill(z.pidfd)
@@ -439,7 +433,7 @@ class LayerTree:
                 self._evict(z, counted=False)
                 break
             if pid == z.standby:
-                self._set_standby(z, 0, -1)
+                z.standby = None
                 self._failed(z, "the standby child exited")
                 return True
         for z in self.dying:
@@ -491,6 +485,29 @@ class LayerTree:
         self._cleanup()
         self._report()
 
+    def learn(self, sid: str) -> None:
+        """Sandbox `sid`, a layer zygote's child, has had its cold start: if its layer zygote
+        does not know yet, tell it which of its pages that un-shared (from the child's pagemap):
+        its standbys copy those up front, off the critical path, instead of taking a page fault
+        for each during the next cold starts."""
+        z = self.zygotes.get(self.children.get(sid, ""))
+        pid = next((p for p, s in self.zygote.children.items() if s == sid), None)
+        if z is None or z.touched_kb or pid is None:
+            return
+        try:
+            runs = sc.exclusive_pages(pid, sc.writable_private_mappings(pid))
+        except OSError:
+            return
+        size = sum(length for _, length in runs)
+        if size < 64 * sc.PAGE:
+            return
+        z.touched_kb = size // 1024
+        try:
+            send_control(z.ctrl, {"op": "touched", "ranges": sc.coalesce(runs, _MAX_RUNS)})
+        except OSError:
+            pass
+        self._report()
+
     def _views(self, now: float) -> list[layerpolicy.ZygoteView]:
         views = []
         for z in self.zygotes.values():
@@ -507,9 +524,9 @@ class LayerTree:
         for z in self.zygotes.values():
             z.memory_mb = _usage_mb(z.cgroups)
         zygotes = [{"layer_dir": z.key, "state": z.state, "pid": z.pid, "memory_mb": round(z.memory_mb),
-                    "sandboxes": z.sandboxes, "imported": z.imported, "skipped": z.skipped,
+                    "sandboxes": z.sandboxes, "touched_kb": z.touched_kb, "imported": z.imported, "skipped": z.skipped,
                     "idle_s": round(now - z.last_used, 1)} for z in self.zygotes.values()]
-        report = {"op": "layers", "zygotes": zygotes, **self.counters, "last_spawn": self.last_spawn,
+        report = {"op": "layers", "zygotes": zygotes, **self.counters,
                   "cooling_down": sorted(k for k, until in self.cooldown.items() if until > now)}
         key = ({**report, "zygotes": [{**z, "idle_s": 0} for z in zygotes]})
         if key == self._reported:
@@ -576,15 +593,25 @@ def _wait(sock: socket.socket, pidfd: int, deadline: float, what: str) -> None:
         raise verify.Refused(f"the child exited before it {what}" if ready else f"the child {what} too late")
 
 
-def _accept(listener: socket.socket, pidfd: int, deadline: float) -> socket.socket:
-    _wait(listener, pidfd, deadline, "connected")
-    conn, _ = listener.accept()
-    return conn
-
-
 def _recv(conn: socket.socket, pidfd: int, deadline: float) -> tuple[dict | None, list[int]]:
     _wait(conn, pidfd, deadline, "answered")
     return recv_control(conn)
+
+
+def _cgroup_handles(tasks_files: list[str], uid: int) -> list[int]:
+    """O_PATH handles of the sandbox's cgroup directories, their `tasks` files given to `uid`:
+    the child opens `tasks` itself, with its own credentials, so whatever holds the handle or
+    that file can move only processes of that uid (its own) into the group."""
+    handles = []
+    try:
+        for tasks in tasks_files:
+            os.chown(tasks, uid, uid)
+            handles.append(os.open(os.path.dirname(tasks), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in handles:
+            os.close(fd)
+        raise
+    return handles
 
 
 def _memory_tasks(z: _LayerZygote) -> str:
@@ -601,11 +628,6 @@ def _usage_mb(cgroups: SandboxCgroups) -> float:
         return int(_read(str(cgroups.dirs["memory"] / "memory.usage_in_bytes"))) / _MB
     except (OSError, ValueError, KeyError):
         return 0.0
-
-
-def _close(fd: int) -> None:
-    if fd >= 0:
-        os.close(fd)
 
 
 def _kill(pidfd: int) -> None:

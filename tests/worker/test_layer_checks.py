@@ -9,7 +9,7 @@ from mist.errors import InvalidRequest
 from mist.worker import WorkerConfig
 from mist.worker.layerzygote import import_layer, top_level_names
 from mist.worker.spawner import layer_settings
-from mist.worker.verify import cgroup_problems, expected_groups, maps_problems, status_problems
+from mist.worker.verify import cgroup_problems, expected_groups, fd_problems, maps_problems, status_problems
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -144,3 +144,64 @@ def test_layer_zygote_settings_are_validated(key, bad):
     with pytest.raises(InvalidRequest) as info:
         WorkerConfig(data_dir=Path("/srv/mist"), **{key: bad}).validate()
     assert key in str(info.value) and repr(bad) in str(info.value)
+
+
+def _child_holding(make_fds) -> tuple[int, int]:
+    """A child process with only /dev/null on 0-2 and what make_fds() opens; (pid, go fd)."""
+    import os
+
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        for fd in {int(n) for n in os.listdir("/proc/self/fd")} - {0, 1, 2, go_r, ready_w}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        held = make_fds()
+        os.close(ready_w)  # the parent reads EOF: this pipe is gone from the child
+        os.read(go_r, 1)
+        del held
+        os._exit(0)
+    os.close(go_r)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b""
+    os.close(ready_r)
+    return pid, go_w
+
+
+@pytest.mark.parametrize(("make_fds", "problems"), [
+    pytest.param(lambda: [], [], id="only /dev/null"),
+    pytest.param(lambda: [__import__("socket").socket(__import__("socket").AF_UNIX)], [], id="one socket"),
+    pytest.param(lambda: __import__("socket").socketpair(), ["socket:["], id="two sockets"),
+    pytest.param(lambda: __import__("os").pipe(), ["pipe:[", "pipe:["], id="a pipe"),
+    pytest.param(lambda: [__import__("os").memfd_create("relay")], ["/memfd:relay"], id="a memfd"),
+])
+def test_a_child_may_hold_dev_null_and_one_socket_only(make_fds, problems):
+    import os
+
+    pid, go = _child_holding(make_fds)
+    try:
+        found = [p for p in fd_problems(pid) if not p.endswith(f"pipe:[{os.fstat(go).st_ino}]")]
+    finally:
+        os.write(go, b"x")
+        os.close(go)
+        os.waitpid(pid, 0)
+    assert len(found) == len(problems) and all(want in got for want, got in zip(problems, found)), found
+
+
+@pytest.mark.parametrize(("runs", "max_runs", "expected"), [
+    pytest.param([(0, 4096), (8192, 4096)], 2, [(0, 4096), (8192, 4096)], id="few enough"),
+    pytest.param([(8192, 4096), (0, 4096)], 5, [(0, 4096), (8192, 4096)], id="sorted"),
+    pytest.param([(0, 4096), (8192, 4096), (100_000, 4096)], 2, [(0, 12288), (100_000, 4096)],
+                 id="the smallest gap goes first"),
+    pytest.param([(0, 10), (20, 10), (40, 10), (60, 10)], 1, [(0, 70)], id="down to one run"),
+])
+def test_page_runs_are_coalesced_over_the_smallest_gaps(runs, max_runs, expected):
+    from mist.worker.syscalls import coalesce
+
+    assert coalesce(runs, max_runs) == expected
