@@ -119,9 +119,12 @@ class BlobStore:
 
     def writer(self) -> BlobWriter:
         blob_id = uuid.uuid4().hex
-        with self._db.write() as conn:
+
+        def record(conn: sa.Connection) -> None:
             self._drop_settled(conn)
             conn.execute(tables.pending_blobs.insert(), {"blob_id": blob_id, "created_at": self._clock()})
+
+        self._db.transact(record)
         return BlobWriter(self, blob_id)
 
     def commit(self, conn: sa.Connection, new: Iterable[str], dead: Iterable[str]) -> None:

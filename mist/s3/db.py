@@ -17,12 +17,17 @@ commit is fsync'd (synchronous=FULL): an answered PUT is on disk, data and metad
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 
+R = TypeVar("R")
+RETRIES = 5  # a write that lost a race on a new row (PostgreSQL) is run again, this often
 metadata = sa.MetaData()
 
 KEY = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
@@ -108,8 +113,24 @@ pending_blobs = sa.Table(
 )
 
 
+class _Work:
+    """One caller's part of a group commit."""
+
+    def __init__(self, work: Callable[[sa.Connection], Any]) -> None:
+        self.work = work
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class Database:
-    """An engine with the tables created, `read()` and `write()` transactions."""
+    """An engine with the tables created, `read()` and `write()` transactions, and `transact()`:
+    writes of concurrent threads committed together."""
 
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         self.sqlite = url.startswith("sqlite")
@@ -137,6 +158,9 @@ class Database:
         if schema is not None:
             engine = engine.execution_options(schema_translate_map={None: schema})
         self.engine = engine
+        self._queue: list[_Work] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         with engine.begin() as conn:
             if schema is not None:
                 conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
@@ -151,6 +175,45 @@ class Database:
     def write(self) -> Iterator[sa.Connection]:
         with self.engine.connect().execution_options(s3_write=True) as conn, conn.begin():
             yield conn
+
+    def transact(self, work: Callable[[sa.Connection], R]) -> R:
+        """`work(conn)` in a write transaction, committed together with the writes other threads
+        are waiting to make (group commit): one commit, one fsync, for all of them. Each work runs
+        in a savepoint of its own, so one that fails (or loses a race on a new row, and is run
+        again) undoes only itself. Blocking; returns or raises what `work` did, once committed."""
+        item = _Work(work)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._commit_lock:  # the holder commits everything queued, this item too if still there
+            if not item.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        return item.outcome()
+
+    def _commit(self, batch: list[_Work]) -> None:
+        try:
+            with self.write() as conn:
+                for item in batch:
+                    for _ in range(RETRIES):
+                        savepoint = conn.begin_nested()
+                        try:
+                            item.result, item.error = item.work(conn), None
+                            savepoint.commit()
+                            break
+                        except IntegrityError as exc:  # a concurrent insert of the same new row won
+                            savepoint.rollback()
+                            item.error = exc
+                        except BaseException as exc:  # noqa: BLE001 - handed to the item's caller
+                            savepoint.rollback()
+                            item.error = exc
+                            break
+        except BaseException as exc:  # noqa: BLE001 - the commit failed: nothing of the batch was written
+            for item in batch:
+                item.error = item.error or exc
+        finally:
+            for item in batch:
+                item.done = True
 
     def close(self) -> None:
         self.engine.dispose()

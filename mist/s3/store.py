@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from mist.errors import Conflict, UserError
 from mist.s3 import db as tables
@@ -35,7 +34,7 @@ from mist.s3.outbox import SqlOutbox, Wakeup
 from mist.s3.rules import Precondition, validate_bucket_name, validate_key
 from mist.s3.sealing import SecretBox
 
-RETRIES = 5  # a transaction that lost a race on a new key's row is run again
+RETRIES = 5  # an object changed between its lookup and opening its data is looked up again
 
 
 # content(conn) -> (segments, metadata, blob ids no longer used): what an object commit makes
@@ -116,16 +115,10 @@ class ObjectStore:
     # -- the shared steps of every write ---------------------------------------------------
 
     def transact(self, work: Callable[[sa.Connection], tuple[Any, list[str]]]) -> Any:
-        """Run `work(conn)` -> (result, dead blob ids) in a write transaction, again if it lost a
-        race on a new row; then unlink the dead blobs and wake the outbox's waiters."""
-        for attempt in range(RETRIES):
-            try:
-                with self.db.write() as conn:
-                    result, dead = work(conn)
-                break
-            except IntegrityError:
-                if attempt == RETRIES - 1:
-                    raise
+        """Run `work(conn)` -> (result, dead blob ids) in a write transaction (group-committed with
+        other threads' writes, db.py); once committed, unlink the dead blobs and wake the outbox's
+        waiters."""
+        result, dead = self.db.transact(work)
         self.blobs.unlink(dead)
         self._wakeup.notify()
         return result

@@ -180,6 +180,42 @@ def test_concurrent_writers_of_one_key_leave_one_object_and_ordered_events(store
     assert found[-1].record["s3"]["object"]["eTag"] == last.etag  # the newest event is the object's state
 
 
+def test_writers_committed_together_succeed_or_fail_each_on_their_own(store):
+    """Concurrent writes share a commit (group commit); one refused does not undo the others."""
+    from mist.s3.rules import write_precondition
+
+    b = unique("b")
+    store.create_bucket(ME, b)
+    for i in range(0, 24, 2):
+        put(store, b, f"k{i}", b"existing")
+    create_only = write_precondition({"if-none-match": "*"})
+    outcomes: dict[int, str] = {}
+
+    def writer(i: int) -> None:
+        blob = store.writer()
+        blob.write(b"new")
+        blob.finish()
+        try:
+            store.put_object(ME, b, f"k{i}", blob, hashlib.md5(b"new").hexdigest(), ObjectMeta(), precondition=create_only)
+            outcomes[i] = "created"
+        except MistError as exc:
+            blob.abort()
+            outcomes[i] = exc.code
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert outcomes == {i: "PreconditionFailed" if i % 2 == 0 else "created" for i in range(24)}
+    for i in range(24):
+        assert read(store, b, f"k{i}") == (b"existing" if i % 2 == 0 else b"new")
+    created = [k for name, k in events_of(store, b)[12:] if name == "ObjectCreated:Put"]
+    assert sorted(created) == sorted(f"k{i}" for i in range(1, 24, 2))
+    assert len(blob_files(store)) == 24
+
+
 # -- crashes and cut-off uploads ------------------------------------------------------------------
 
 
@@ -256,6 +292,18 @@ async def test_events_come_oldest_first_and_limit_applies(store):
         assert [e.id for e in mine] == sorted(e.id for e in mine)
         assert len(await outbox.pending_events(1)) == 1
         assert mine[0].record["eventName"] == "ObjectCreated:Put" and mine[0].created_at.tzinfo is not None
+
+
+async def test_event_ids_are_never_reused_after_acknowledgement(store):
+    b = unique("b")
+    await asyncio.to_thread(store.create_bucket, ME, b)
+    await asyncio.to_thread(put, store, b, "a", b"x")
+    first = await store.outbox.pending_events(1000)
+    await store.outbox.ack_events([e.id for e in first])  # the outbox is empty now
+    await asyncio.to_thread(put, store, b, "a", b"y")
+    (again,) = await store.outbox.pending_events(1000)
+    assert again.id > max(e.id for e in first)
+    assert again.record["s3"]["object"]["sequencer"] > first[-1].record["s3"]["object"]["sequencer"]
 
 
 async def test_a_commit_wakes_a_waiting_dispatcher_at_once(store):
