@@ -49,6 +49,14 @@ def test_bucket_errors_carry_s3_codes(s3, bucket):
         assert code_of(exc) == expected
 
 
+def test_a_large_put_to_a_missing_bucket_is_refused_before_its_body_and_the_client_carries_on(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=unique("gone"), Key="k", Body=b"x" * (3 * 1024 * 1024))
+    assert code_of(exc) == (404, "NoSuchBucket")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"next request, same client")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"next request, same client"
+
+
 def test_a_bucket_with_objects_is_not_deleted(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
 
