@@ -21,6 +21,12 @@ Stages, each run by a different process:
 Timing (this machine, p50): stages 1 and 2 take a few ms, off the critical path for a
 prewarmed sandbox. A prewarmed sandbox also copies up front the pages of the zygote a cold
 start un-shares (see `syscalls.exclusive_pages`, WorkerConfig.prefault).
+
+The zygote tree (docs/sandbox.md) reuses stages 1 and 2 for a layer zygote (`enter` without a
+pid namespace, `build_generic` with the layer, `lock_down_layer_zygote`: its own host uid, no
+user namespace, the layer filter), and has its children build their own namespaces
+unprivileged: `unshare_layer_child`, `prepare_layer_child` (standby), then, once the zygote
+mapped their uid (`map_identity`), `lock_down_layer_child`.
 """
 
 from __future__ import annotations
