@@ -241,7 +241,7 @@ class Zygote:
             go = self.go.pop(sid, None)
             if go is not None:
                 os.close(go)
-            self.tree.children.pop(sid, None)
+            self.tree.forget(sid)
             send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
 
     def shutdown(self) -> None:

@@ -145,6 +145,10 @@ class LayerTree:
     def is_child(self, sid: str) -> bool:
         return sid in self.children
 
+    def forget(self, sid: str) -> None:
+        """Sandbox `sid` exited."""
+        self.children.pop(sid, None)
+
     # -- starting a layer zygote ------------------------------------------------------------
     def _start(self, key: str, now: float) -> _LayerZygote | None:
         s = self.settings

@@ -174,3 +174,31 @@ async def test_layer_zygotes_over_their_memory_limit_are_evicted_least_recently_
         await asyncio.sleep(0.1)
     assert [z.layer_dir for z in tree(worker).layer_zygotes] == [str(second)]
     assert tree(worker).layer_evictions == 1
+
+
+async def test_the_first_cold_start_teaches_the_layer_zygote_which_pages_to_copy_up_front(
+        tree_worker, function, tmp_path):
+    worker = await tree_worker()
+    layer = make_layer(tmp_path / "layer", {"greeting/__init__.py": "VALUE = 'hi'\n"})
+    first = await call(worker, function(REPORT.format(name="greeting"), layer_dir=layer))
+    assert worker._all[first.instance_id].build_steps["prefaulted_kb"] == 0
+    for _ in range(50):
+        if tree(worker).layer_zygotes[0].touched_kb:
+            break
+        await asyncio.sleep(0.02)
+    learned = tree(worker).layer_zygotes[0].touched_kb
+    assert 256 <= learned <= 16 * 1024
+    await asyncio.sleep(0.2)  # the next standby is made after the learning
+    second = await call(worker, function(REPORT.format(name="greeting"), layer_dir=layer))
+    assert value(second)["pre"] and worker._all[second.instance_id].build_steps["prefaulted_kb"] > 0
+
+
+async def test_stopping_the_worker_leaves_no_layer_zygote_standby_or_cgroup(tree_worker, function, tmp_path):
+    worker = await tree_worker()
+    layer = make_layer(tmp_path / "layer", {"greeting/__init__.py": "VALUE = 'hi'\n"})
+    assert value(await call(worker, function(REPORT.format(name="greeting"), layer_dir=layer)))["pre"]
+    zygote_pid = tree(worker).layer_zygotes[0].pid
+    parents = worker.cgroup_parents
+    await worker.stop()
+    assert not Path(f"/proc/{zygote_pid}").exists()
+    assert not any(Path(p).exists() for p in parents.values())
