@@ -36,9 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def log_lines(server, function: str) -> list[str]:
+def log_lines(server, function: str, limit: int = 1000) -> list[str]:
     with server.client() as c:
-        r = c.get(f"/v1/functions/{function}/logs", params={"limit": 1000})
+        r = c.get(f"/v1/functions/{function}/logs", params={"limit": limit})
     assert r.status_code == 200, r.text
     return [json.loads(line)["text"] for line in r.text.splitlines() if line.strip()]
 
