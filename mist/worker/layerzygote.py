@@ -18,15 +18,11 @@ forked from here unshares new user, mount, pid, ipc, uts and network namespaces
 (`isolation.unshare_layer_child`, unprivileged) and forks the child, pid 1 of them, then
 exits; the child closes everything it inherited, sets its hostname, mounts its own /proc and
 /tmp, empties its capability bounding set, copies up front the pages a cold start un-shares
-(once the zygote learned them) and listens on an abstract socket of its own network namespace
-(`_child_main`), where nothing else lives. To use it, the zygote maps the child's uid into its
-user namespace from outside (`isolation.map_identity`), connects from inside that network
-namespace and sends "go" with handles of the sandbox's cgroup directories; the child becomes that uid, attaches itself (opening their `tasks` files, given to
-its uid, with its own credentials), sizes its /tmp, names itself in /etc/mist, drops every
-capability, loads the sandbox filter and says "ready". The zygote checks all of it
-from outside (`verify.check_child`) before it hands over anything that will carry tenant data:
-the sandbox's channel, output pipe and go pipe. From there on it is a sandbox like any other
-(READY, ASSIGN, the code attached by the zygote, `runtime.main`).
+(once the zygote learned them) and listens on an abstract socket of its own network namespace,
+where nothing else lives (`_child_main`). The zygote makes it a sandbox from outside, checking
+it before it hands over anything that will carry tenant data: see `layerchild.py`. From there
+on it is a sandbox like any other (READY, ASSIGN, the code attached by the zygote,
+`runtime.main`).
 """
 
 from __future__ import annotations
@@ -36,9 +32,11 @@ import gc
 import keyword
 import os
 import select
+import signal
 import socket
 import struct
 import sys
+import traceback
 from pathlib import Path
 
 from mist.worker import isolation, protocol, runtime
@@ -192,6 +190,37 @@ class LayerZygote:
                 return
             if pid == 0:
                 return
+
+
+def main(ctrl: socket.socket, layer_dir: str, req: dict, host: isolation.HostLayout) -> None:
+    """In the layer zygote just forked from the zygote, still root: build it like a sandbox
+    (`req`: its uid, cgroups, rlimits, /tmp size), lock it down, then import and serve."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # what its children inherit
+        null = fcntl.fcntl(os.open("/dev/null", os.O_RDWR), fcntl.F_DUPFD, 10)
+        fd = fcntl.fcntl(ctrl.detach(), fcntl.F_DUPFD, 10)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        os.dup2(fd, 3)
+        os.closerange(4, 65536)
+        ctrl = socket.socket(fileno=3)
+        os.setsid()
+        isolation.enter(req, pid_ns=False)
+        isolation.build_generic(req, host, layer_dir=layer_dir, proc_options="hidepid=invisible")
+        isolation.lock_down_layer_zygote(int(req["uid"]), host)
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which resets it
+        if os.getppid() == 1:
+            os._exit(0)
+    except BaseException:  # noqa: BLE001 - reported, then exit
+        try:
+            send_control(ctrl, {"op": "failed", "error": traceback.format_exc()})
+        except OSError:
+            pass
+        os._exit(70)
+    LayerZygote(ctrl, host).serve(layer_dir)
+    os._exit(0)
 
 
 def _child_main(host: isolation.HostLayout, touched: list[tuple[int, int]]) -> None:

@@ -173,8 +173,8 @@ class Spawner:
         elif op == "spawned":
             if message.get("layer"):  # the zygote side of a layer spawn, and the way back
                 self._layer_children[str(sid)] = str(message.get("layer_dir") or "")
-                self.last_layer_spawn = {**(message.get("steps") or {}),
-                                         "reply": round((time.perf_counter() - float(message.get("t1") or 0)) * 1000, 3)}
+                reply_ms = (time.perf_counter() - float(message.get("t1") or 0)) * 1000
+                self.last_layer_spawn = {**(message.get("steps") or {}), "reply": round(reply_ms, 3)}
             fut = self._spawns.pop(sid, None)
             pidfd = fds[0] if fds else None
             if fut is not None and not fut.done():

@@ -2,17 +2,17 @@
 demand, shared by every function with that layer, evicted by `layerpolicy` (stdlib only).
 
 A spawn request with a `layer_dir` is served from that layer's zygote (`layerzygote.py`): the
-layer zygote keeps one standby child made ahead of need; `_handshake` maps the requested uid
+layer zygote keeps one standby child made ahead of need; the zygote maps the requested uid
 into the child's user namespace, connects to it from inside its network namespace (it listens
 there once it closed everything it inherited) and sends it handles of the sandbox's cgroup
 directories, whose `tasks` files it gave to that uid; once the child says it is ready (in its
 cgroups, that uid, locked down) it is checked from outside (`verify.check_child`), and only
-then is it handed the sandbox's channel, output pipe and go pipe. Whatever fails (the layer zygote crashed at
-import, is still importing after `wait_s`, a child was refused, the request wants network)
-falls back to the ordinary fork path: the layer is then mounted on ASSIGN and imported by the
-handler, as without the tree. After the first cold start of a layer zygote's first child, the
-zygote reads which pages it un-shared (`learn`); that layer zygote's standbys copy those up
-front.
+then is it handed the sandbox's channel, output pipe and go pipe (`layerchild.adopt`).
+Whatever fails (the layer zygote crashed at import, is still importing after `wait_s`, a child
+was refused, the request wants network) falls back to the ordinary fork path: the layer is
+then mounted on ASSIGN and imported by the handler, as without the tree. After the first cold
+start of a layer zygote's first child, the zygote reads which pages it un-shared (`learn`);
+that layer zygote's standbys copy those up front.
 
 Timing: see the "spawned" message's steps (Spawner.statistics().last_layer_spawn) and
 docs/sandbox.md.
@@ -20,25 +20,20 @@ docs/sandbox.md.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import socket
-import struct
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mist.worker import isolation, layerpolicy, verify
+from mist.worker import layerchild, layerpolicy, layerzygote, verify
 from mist.worker import syscalls as sc
 from mist.worker.cgroups import SandboxCgroups
-from mist.worker.layerzygote import BOOT_ADDRESS, LayerZygote
 from mist.worker.protocol import recv_control, send_control
 
-_CRED = struct.Struct("3i")
 _MB = 1024 * 1024
 _REFILL_DELAY_S = 0.05  # a standby is remade after the cold start it served had time to run
 _TICK_S = 1.0
@@ -132,15 +127,16 @@ class LayerTree:
         now = time.monotonic()
         z = self.zygotes.get(req["layer_dir"]) or self._start(req["layer_dir"], now)
         if z is None:
-            self._fallback(req, fds, "no layer zygote could be started")
+            self._fallback(req, fds)
             return
         z.last_used = now
         z.pending.append(_Pending(req, fds, now + self.settings.wait_s))
         self._serve(z)
 
     def prepare(self, key: str) -> None:
-        if self.settings.enabled and key and key not in self.zygotes and self.cooldown.get(key, 0.0) <= time.monotonic():
-            self._start(key, time.monotonic())
+        now = time.monotonic()
+        if self.settings.enabled and key and key not in self.zygotes and self.cooldown.get(key, 0.0) <= now:
+            self._start(key, now)
 
     def is_child(self, sid: str) -> bool:
         return sid in self.children
@@ -174,7 +170,7 @@ class LayerTree:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _layer_zygote_main(theirs, key, req, self.zygote.host)  # never returns
+            layerzygote.main(theirs, key, req, self.zygote.host)  # never returns
         theirs.close()
         try:
             pidfd = os.pidfd_open(pid)
@@ -260,13 +256,15 @@ class LayerTree:
         pid, z.standby = z.standby, None
         assert pid is not None
         try:
-            go_w, pidfd, steps = self._handshake(z, pid, req, fds)
+            go_w, pidfd, steps = layerchild.adopt(
+                pid, req, fds, zygote_pid=z.pid, zygote_tasks=_memory_tasks(z), cgroup_root=self.settings.cgroup_root,
+                own_net=self.own_net, timeout=self.settings.handshake_s)
         except (verify.Refused, OSError, ValueError, KeyError, TimeoutError) as exc:
             self.counters["refused"] += 1
             _log(f"layer zygote for {z.key}: sandbox {sid} refused: {exc}")
             self._kill_strays(z)
             self._failed(z, str(exc))
-            self._fallback(req, fds, str(exc))
+            self._fallback(req, fds)
             return
         self.counters["spawns"] += 1
         z.sandboxes += 1
@@ -281,74 +279,6 @@ class LayerTree:
             os.close(pidfd)
         self._report()
 
-    def _handshake(self, z: _LayerZygote, pid: int, req: dict, fds: list[int]) -> tuple[int, int, dict]:
-        """Make standby child `pid` sandbox req["id"] (see the module docstring). Returns the
-        write end of its go pipe, a pidfd and the steps' timings; raises when refused (the
-        child is then killed and `fds` are untouched)."""
-        if len(fds) != 2:
-            raise ValueError("expected 2 fds")
-        deadline = time.monotonic() + self.settings.handshake_s
-        t = [time.perf_counter()]
-        steps: dict[str, float] = {"request": round((t[0] - float(req.get("t0") or t[0])) * 1000, 3)}
-
-        def mark(step: str) -> None:
-            now = time.perf_counter()
-            steps[step] = round((now - t[0]) * 1000, 3)
-            t[0] = now
-
-        uid = int(req["uid"])
-        zygote_tasks = _memory_tasks(z)
-        pidfd = os.pidfd_open(pid)
-        conn = None
-        try:
-            problems = verify.cgroup_problems(_read(f"/proc/{pid}/cgroup"), verify.expected_groups(
-                [zygote_tasks], self.settings.cgroup_root))
-            if problems:
-                raise verify.Refused(f"the standby is not in its layer zygote's group: {problems}")
-            userns = os.stat(f"/proc/{pid}/ns/user").st_ino
-            isolation.map_identity(pid, uid)  # EPERM unless its own, fresh user namespace
-            mark("map")
-            if sc.ns_owner(f"/proc/{pid}/ns/net") != userns:
-                raise verify.Refused("its network namespace is not its own")
-            conn = self._connect_in(pid, pidfd, deadline)  # it listens once it closed what it inherited
-            peer = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))[0]
-            if peer != pid:
-                raise verify.Refused(f"process {peer} listens in the child's network namespace, not {pid}")
-            groups = _cgroup_handles(req["cgroups"], uid)
-            try:
-                send_control(conn, {"op": "go", "tmp_mb": int(req.get("tmp_mb") or 16)}, groups)
-            finally:
-                for fd in groups:
-                    os.close(fd)
-            mark("go")
-            answer, extra = _recv(conn, pidfd, deadline)
-            for fd in extra:
-                os.close(fd)
-            if answer is None or answer.get("op") != "ready":
-                raise verify.Refused(f"it answered {answer!r} instead of getting ready")
-            mark("child")
-            verify.check_child(pid, pidfd, uid, userns, req["cgroups"], self.settings.cgroup_root, z.pid, zygote_tasks)
-            mark("verify")
-            go_r, go_w = os.pipe2(os.O_CLOEXEC)
-            try:
-                send_control(conn, {"op": "run"}, [fds[0], fds[1], go_r])
-            except OSError:
-                os.close(go_w)
-                raise
-            finally:
-                os.close(go_r)
-            for fd in fds:
-                os.close(fd)
-            mark("run")
-            return go_w, pidfd, steps
-        except BaseException:
-            _kill(pidfd)
-            os.close(pidfd)
-            raise
-        finally:
-            if conn is not None:
-                conn.close()
-
     @staticmethod
     def _kill_strays(z: _LayerZygote) -> None:
         """Kill what is in the layer zygote's groups besides its own threads."""
@@ -359,32 +289,8 @@ class LayerTree:
         for pid in z.cgroups.pids() - own:
             _kill_pid(pid)
 
-    def _connect_in(self, pid: int, pidfd: int, deadline: float) -> socket.socket:
-        """A socket connected to BOOT_ADDRESS inside process `pid`'s network namespace, once
-        something listens there (retried until the deadline or the child's exit)."""
-        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            while True:
-                sc.setns(net, sc.CLONE_NEWNET)
-                try:
-                    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-                    try:
-                        s.connect(BOOT_ADDRESS)
-                        return s
-                    except (ConnectionRefusedError, FileNotFoundError):
-                        s.close()
-                    except OSError:
-                        s.close()
-                        raise
-                finally:
-                    sc.setns(self.own_net, sc.CLONE_NEWNET)
-                if select.select([pidfd], [], [], 0.001)[0] or time.monotonic() > deadline:
-                    raise verify.Refused("the child exited or did not listen in time")
-        finally:
-            os.close(net)
-
     # -- failures, fallbacks, exits ---------------------------------------------------------
-    def _fallback(self, req: dict, fds: list[int], why: str) -> None:
+    def _fallback(self, req: dict, fds: list[int]) -> None:
         self.counters["fallbacks"] += 1
         self.zygote.spawn_plain(req, fds)
         self._report()
@@ -413,13 +319,13 @@ class LayerTree:
         _kill(z.pidfd)
         for pid in z.cgroups.pids():
             _kill_pid(pid)
-        self._drain(z, "its layer zygote stopped")
+        self._drain(z)
         self._report()
 
-    def _drain(self, z: _LayerZygote, why: str) -> None:
+    def _drain(self, z: _LayerZygote) -> None:
         while z.pending:
             p = z.pending.popleft()
-            self._fallback(p.req, p.fds, why)
+            self._fallback(p.req, p.fds)
 
     def _forget_fd(self, z: _LayerZygote) -> None:
         fd = z.ctrl.fileno()
@@ -472,7 +378,7 @@ class LayerTree:
         for z in list(self.zygotes.values()):
             while z.pending and z.pending[0].deadline <= now:
                 p = z.pending.popleft()
-                self._fallback(p.req, p.fds, f"its layer zygote was not ready within {self.settings.wait_s:g} s")
+                self._fallback(p.req, p.fds)
             if z.refill_due is not None and z.refill_due <= now:
                 self._refill(z)
             if z.state == "starting" and now - z.started > self.settings.import_timeout_s:
@@ -558,64 +464,6 @@ class LayerTree:
             if not self.dying:
                 return
             time.sleep(0.01)
-
-
-def _layer_zygote_main(ctrl: socket.socket, key: str, req: dict, host: isolation.HostLayout) -> None:
-    """In the forked layer zygote, still root: build it like a sandbox, lock it down, then serve."""
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # what its children inherit
-        null = fcntl.fcntl(os.open("/dev/null", os.O_RDWR), fcntl.F_DUPFD, 10)
-        fd = fcntl.fcntl(ctrl.detach(), fcntl.F_DUPFD, 10)
-        for target in (0, 1, 2):
-            os.dup2(null, target)
-        os.dup2(fd, 3)
-        os.closerange(4, 65536)
-        ctrl = socket.socket(fileno=3)
-        os.setsid()
-        isolation.enter(req, pid_ns=False)
-        isolation.build_generic(req, host, layer_dir=key, proc_options="hidepid=invisible")
-        isolation.lock_down_layer_zygote(int(req["uid"]), host)
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which resets it
-        if os.getppid() == 1:
-            os._exit(0)
-    except BaseException:  # noqa: BLE001 - reported, then exit
-        try:
-            send_control(ctrl, {"op": "failed", "error": traceback.format_exc()})
-        except OSError:
-            pass
-        os._exit(70)
-    LayerZygote(ctrl, host).serve(key)
-    os._exit(0)
-
-
-def _wait(sock: socket.socket, pidfd: int, deadline: float, what: str) -> None:
-    """Until `sock` is readable; raises when the child exits first or the deadline passes."""
-    ready = select.select([sock, pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]
-    if sock not in ready:
-        raise verify.Refused(f"the child exited before it {what}" if ready else f"the child {what} too late")
-
-
-def _recv(conn: socket.socket, pidfd: int, deadline: float) -> tuple[dict | None, list[int]]:
-    _wait(conn, pidfd, deadline, "answered")
-    return recv_control(conn)
-
-
-def _cgroup_handles(tasks_files: list[str], uid: int) -> list[int]:
-    """O_PATH handles of the sandbox's cgroup directories, their `tasks` files given to `uid`:
-    the child opens `tasks` itself, with its own credentials, so whatever holds the handle or
-    that file can move only processes of that uid (its own) into the group."""
-    handles = []
-    try:
-        for tasks in tasks_files:
-            os.chown(tasks, uid, uid)
-            handles.append(os.open(os.path.dirname(tasks), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-    except BaseException:
-        for fd in handles:
-            os.close(fd)
-        raise
-    return handles
 
 
 def _memory_tasks(z: _LayerZygote) -> str:
