@@ -56,7 +56,7 @@ def adopt(pid: int, req: dict, fds: list[int], *, zygote_pid: int, zygote_tasks:
     pidfd = os.pidfd_open(pid)
     conn = None
     try:
-        problems = verify.cgroup_problems(_read(f"/proc/{pid}/cgroup"), verify.expected_groups(
+        problems = verify.cgroup_problems(verify.read(f"/proc/{pid}/cgroup"), verify.expected_groups(
             [zygote_tasks], cgroup_root))
         if problems:
             raise verify.Refused(f"the standby is not in its layer zygote's group: {problems}")
@@ -97,7 +97,7 @@ def adopt(pid: int, req: dict, fds: list[int], *, zygote_pid: int, zygote_tasks:
         mark("run")
         return go_w, pidfd, steps
     except BaseException:
-        _kill(pidfd)
+        kill(pidfd)
         os.close(pidfd)
         raise
     finally:
@@ -158,14 +158,10 @@ def _cgroup_handles(tasks_files: list[str], uid: int) -> list[int]:
     return handles
 
 
-def _kill(pidfd: int) -> None:
+def kill(pidfd: int) -> None:
+    """SIGKILL through a pidfd (-1: nothing), whether or not the process is still there."""
     if pidfd >= 0:
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()

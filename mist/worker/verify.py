@@ -112,7 +112,8 @@ def expected_groups(tasks_files: Iterable[str], cgroup_root: str) -> dict[str, s
     return groups
 
 
-def _read(path: str) -> str:
+def read(path: str) -> str:
+    """A (/proc or cgroup) file's text."""
     with open(path) as f:
         return f.read()
 
@@ -124,7 +125,7 @@ def _alive(pidfd: int) -> bool:
 def fd_problems(pid: int) -> list[str]:
     """Open files of `pid` other than /dev/null and one Unix socket of its own network namespace."""
     own = set()
-    for line in _read(f"/proc/{pid}/net/unix").splitlines()[1:]:
+    for line in read(f"/proc/{pid}/net/unix").splitlines()[1:]:
         parts = line.split()
         if len(parts) >= 7:
             own.add(int(parts[6]))
@@ -147,7 +148,7 @@ def fd_problems(pid: int) -> list[str]:
 
 
 def _strays(zygote_pid: int, zygote_tasks: str, allowed: set[str]) -> list[str]:
-    strays = set(_read(zygote_tasks).split()) - set(os.listdir(f"/proc/{zygote_pid}/task")) - allowed
+    strays = set(read(zygote_tasks).split()) - set(os.listdir(f"/proc/{zygote_pid}/task")) - allowed
     return [f"processes other than the layer zygote in its group: {sorted(strays)}"] if strays else []
 
 
@@ -166,11 +167,11 @@ def check_child(pid: int, pidfd: int, uid: int, userns: int, tasks_files: Sequen
                 zygote_pid: int, zygote_tasks: str) -> None:
     """Everything the module docstring lists, once the child says it is ready, before it is
     given the sandbox's channel. Raises Refused naming every problem."""
-    problems = status_problems(_read(f"/proc/{pid}/status"), uid)
+    problems = status_problems(read(f"/proc/{pid}/status"), uid)
     problems += _namespaces(pid, userns, _OWN_NAMESPACES)
-    problems += cgroup_problems(_read(f"/proc/{pid}/cgroup"), expected_groups(tasks_files, cgroup_root))
+    problems += cgroup_problems(read(f"/proc/{pid}/cgroup"), expected_groups(tasks_files, cgroup_root))
     for tasks in tasks_files:
-        members = set(_read(tasks).split())
+        members = set(read(tasks).split())
         if members != {str(pid)}:
             problems.append(f"{tasks} holds {sorted(members)}, not just {pid}")
     problems += _strays(zygote_pid, zygote_tasks, set())
@@ -178,7 +179,7 @@ def check_child(pid: int, pidfd: int, uid: int, userns: int, tasks_files: Sequen
     if (cwd.st_dev, cwd.st_ino) != (root.st_dev, root.st_ino):
         problems.append("its working directory is not its root")
     problems += fd_problems(pid)  # after the strays: none is left that could pass it one now
-    problems += maps_problems(_read(f"/proc/{pid}/maps"))  # after the files: no fd, no new mapping
+    problems += maps_problems(read(f"/proc/{pid}/maps"))  # after the files: no fd, no new mapping
     if not _alive(pidfd):
         problems.append("it exited")
     if problems:

@@ -316,7 +316,7 @@ class LayerTree:
         z.standby = None
         self.zygotes.pop(z.key, None)
         self.dying.append(z)
-        _kill(z.pidfd)
+        layerchild.kill(z.pidfd)
         for pid in z.cgroups.pids():
             _kill_pid(pid)
         self._drain(z)
@@ -470,24 +470,11 @@ def _memory_tasks(z: _LayerZygote) -> str:
     return str(z.cgroups.dirs["memory"] / "tasks")
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def _usage_mb(cgroups: SandboxCgroups) -> float:
     try:
-        return int(_read(str(cgroups.dirs["memory"] / "memory.usage_in_bytes"))) / _MB
+        return int(verify.read(str(cgroups.dirs["memory"] / "memory.usage_in_bytes"))) / _MB
     except (OSError, ValueError, KeyError):
         return 0.0
-
-
-def _kill(pidfd: int) -> None:
-    if pidfd >= 0:
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _kill_pid(pid: int) -> None:
