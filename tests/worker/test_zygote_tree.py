@@ -202,3 +202,28 @@ async def test_stopping_the_worker_leaves_no_layer_zygote_standby_or_cgroup(tree
     await worker.stop()
     assert not Path(f"/proc/{zygote_pid}").exists()
     assert not any(Path(p).exists() for p in parents.values())
+
+
+@pytest.mark.network
+async def test_numpy_from_pypi_is_imported_by_its_layer_zygote_and_works_in_the_sandbox(tree_worker, function, tmp_path):
+    from mist.control.layers import LayerStore
+
+    async def quiet(_: dict) -> None:
+        pass
+
+    store = LayerStore(tmp_path / "layers")
+    layer = store.path(await store.ensure(b"numpy>=2,<3\n", quiet)) / "python"
+    worker = await tree_worker()
+    spec = function("""
+        import sys
+        PRE = "numpy" in sys.modules
+        import numpy as np
+        def handler(event, context):
+            a = np.random.default_rng(1).random((200, 200))
+            return {"pre": PRE, "inverse_ok": bool(np.allclose(np.linalg.inv(a) @ a, np.eye(200))),
+                    "version": np.__version__}
+    """, layer_dir=layer, memory_mb=512)
+    result = value(await call(worker, spec))
+    assert result["pre"] and result["inverse_ok"] and result["version"].startswith("2.")
+    (zygote,) = tree(worker).layer_zygotes
+    assert "numpy" in zygote.imported and tree(worker).layer_refused == 0
