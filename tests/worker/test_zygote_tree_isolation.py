@@ -250,3 +250,46 @@ async def test_a_child_that_keeps_a_channel_to_its_layer_zygote_is_refused(worke
     assert [value(r) for r in results] == [{"pre": False, "value": "hi"}] * 2
     stats = tree(worker)
     assert stats.layer_spawns == 0 and stats.layer_refused >= 1 and stats.layer_fallbacks >= 2
+
+
+# Left running in the layer zygote by a package: looks for its children's files through /proc.
+SPY = """
+import os, threading, time
+
+SEEN = {"pids": set(), "files": {}}
+
+
+def spy():
+    while True:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                SEEN["pids"].add(pid)
+                for path in (f"/proc/{pid}/root/tmp", f"/proc/{pid}/cwd", f"/proc/{pid}/root/var/task"):
+                    try:
+                        SEEN["files"][path] = os.listdir(path)
+                    except OSError:
+                        pass
+        time.sleep(0.01)
+
+
+threading.Thread(target=spy, daemon=True).start()
+"""
+
+
+async def test_a_layer_zygote_cannot_look_into_its_children(worker, function, tmp_path):
+    layer = make_layer(tmp_path / "spy-layer", {"spy.py": SPY})
+    source = """
+        import os
+        from spy import SEEN
+        def handler(event, context):
+            if event == "write":
+                with open("/tmp/secret", "w") as f:
+                    f.write("tenant a")
+            return {"pids": sorted(SEEN["pids"]), "files": SEEN["files"]}
+    """
+    a = function(source, layer_dir=layer, name="a")
+    assert value(await call(worker, a, "write")) == {"pids": [], "files": {}}
+    await asyncio.sleep(0.3)  # the spy has looked many times since
+    b = function(source, layer_dir=layer, name="b")  # forked from the layer zygote now: its memory
+    assert value(await call(worker, b, "read")) == {"pids": [], "files": {}}
+    assert tree(worker).layer_spawns == 2
