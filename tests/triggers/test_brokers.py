@@ -8,6 +8,7 @@ import json
 import uuid
 
 import aio_pika
+import pytest
 import nats
 import redis.asyncio as aioredis
 
@@ -116,3 +117,26 @@ async def test_rabbitmq_a_missing_queue_is_declared_and_a_retry_keeps_the_messag
     assert first.id == second.id == "job-42"
     assert (first.delivery_count, second.delivery_count) == (1, 2)
     assert second.headers == {"tenant": "acme"}  # mist's attempt header is not the publisher's
+
+
+@pytest.mark.parametrize("harness", [REDIS, NATS], ids=["redis", "nats"])
+async def test_a_batch_held_longer_than_the_visibility_timeout_is_kept_and_delivered_once(harness):
+    """Two processes share the group; one collects a batch for 1 s (its window) and then delivers
+    for 0.6 s, both longer than the 0.3 s visibility timeout: its keep-alive stops the other from
+    taking the messages over."""
+    target, group = harness.new_target(), unique("t-")
+    if hasattr(harness, "create"):
+        await harness.create(target)
+    quick = dataclasses.replace(FAST, visibility_timeout_s=0.3)
+    slow = Recorder(lambda batch: asyncio.sleep(0.6))
+    other = Recorder()
+    try:
+        spec = harness.spec(target, group, tuning=quick, batch_size=10, batch_window_s=1.0, max_consumers=1)
+        async with running(harness.connector(dataclasses.replace(spec, instance="host-a")), slow):
+            async with running(harness.connector(dataclasses.replace(spec, instance="host-b")), other):
+                await harness.publish(target, [b"x", b"y"])
+                await until(lambda: len(slow.bodies()) + len(other.bodies()) >= 2, what="the batch")
+                await asyncio.sleep(1.2)
+    finally:
+        await harness.cleanup(target, group)
+    assert sorted(slow.bodies() + other.bodies()) == [b"x", b"y"]

@@ -238,12 +238,17 @@ class BrokerConnector:
         batch = await consumer.fetch(size, self.spec.tuning.poll_s)
         if not batch:
             return []
-        first_at = self._monotonic()
+        first_at = touched_at = self._monotonic()
+        every = self.spec.tuning.visibility_timeout_s / 3  # a long window keeps its messages too
         while len(batch) < size:
-            wait = batch_wait_s(len(batch), first_at, self._monotonic(), size, window)
+            now = self._monotonic()
+            wait = batch_wait_s(len(batch), first_at, now, size, window)
             if wait <= 0:
                 break
-            batch += await consumer.fetch(size - len(batch), wait)
+            if now - touched_at >= every:
+                await consumer.touch(batch)
+                touched_at = now
+            batch += await consumer.fetch(size - len(batch), min(wait, every))
         return batch
 
     async def _process(self, consumer: Consumer, batch: list[Message], deliver: Deliver,

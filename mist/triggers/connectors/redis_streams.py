@@ -78,7 +78,8 @@ class _RedisConsumer:
             entries = await self._read(self.history, max_n, None)
             if entries:
                 self.history = entries[-1][0]
-                return await self._messages(entries, counted=True)
+                # a retry waiting out its delay stays in this PEL: it comes when due, not now
+                return await self._messages([e for e in entries if e[0] not in s.due], counted=True)
             self.history = None
         if ids := s.take_due(now, max_n):
             entries = await self.client.xclaim(self.stream, self.group, self.name, 0, ids)
