@@ -6,6 +6,8 @@
   AckWait = visibility_timeout_s and no server-side delivery limit: mist counts attempts.
 - Delivery counts are the server's (num_delivered). A failed message is NAKed with the retry
   delay; on its last attempt it is dead-lettered, then ACKed. Acks are flushed per batch.
+- Pull requests are mist's own (no_wait for what is there, else one lingering request for one
+  message), each read until the server ends it, so no message is left unseen in the client.
 - While the function runs, the batch is kept alive with in-progress acks ("+WPI"); a consumer
   that is cancelled NAKs what it had fetched so it comes again at once; after a crash the
   server redelivers after AckWait.
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +34,11 @@ class _NatsSession:
     def __init__(self, connector: NatsJetStreamConnector, nc: Any, stream: str) -> None:
         self.connector, self.spec, self.nc, self.stream = connector, connector.spec, nc, stream
         self.js = nc.jetstream()
+        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.spec.group}"
 
     async def consumer(self, index: int) -> _NatsConsumer:
-        sub = await self.js.pull_subscribe_bind(durable=self.spec.group, stream=self.stream)
-        return _NatsConsumer(self, sub)
+        inbox = self.nc.new_inbox()
+        return _NatsConsumer(self, inbox, await self.nc.subscribe(inbox))
 
     async def backlog(self) -> int | None:
         return (await self.js.consumer_info(self.stream, self.spec.group)).num_pending
@@ -44,15 +48,23 @@ class _NatsSession:
 
 
 class _NatsConsumer:
-    def __init__(self, session: _NatsSession, sub: Any) -> None:
-        self.s, self.sub = session, sub
+    """Pull requests of its own, each read to its end (the batch, or the server's 404/408 status).
+
+    nats-py's fetch() gives up on a request at its client-side timeout while the server may
+    still deliver to it; such a message waits unseen in the subscription, its AckWait running,
+    and comes twice. Here no request is left open: nothing is delivered that is not read.
+    """
+
+    def __init__(self, session: _NatsSession, inbox: str, sub: Any) -> None:
+        self.s, self.inbox, self.sub = session, inbox, sub
         self.in_flight: dict[int, Any] = {}  # id(msg) -> msg: fetched, not settled
 
     async def fetch(self, max_n: int, timeout_s: float) -> list[Message]:
-        try:
-            msgs = await self.sub.fetch(max_n, timeout=max(0.01, timeout_s))
-        except nats.errors.TimeoutError:
-            return []
+        msgs = await self._pull(max_n, None)  # what is there now
+        if not msgs:  # wait for one, then take what came with it
+            msgs = await self._pull(1, max(0.01, timeout_s))
+            if msgs and max_n > 1:
+                msgs += await self._pull(max_n - 1, None)
         now = self.s.connector._clock()
         out = []
         for msg in msgs:
@@ -63,6 +75,30 @@ class _NatsConsumer:
             out.append(Message(str(md.sequence.stream), msg.data, attributes, self.s.spec.source,
                                md.num_delivered, now, dict(msg.headers or {}), handle=msg))
         return out
+
+    async def _pull(self, batch: int, expires_s: float | None) -> list[Any]:
+        request: dict[str, Any] = {"batch": batch}
+        if expires_s is None:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(expires_s * 1e9)
+        await self.s.nc.publish(self.s.next_subject, json.dumps(request).encode(), reply=self.inbox)
+        limit = (expires_s or 0) + self.s.spec.tuning.connect_timeout_s  # the server always ends it before
+        msgs: list[Any] = []
+        while len(msgs) < batch:
+            try:
+                msg = await self.sub.next_msg(timeout=limit)
+            except nats.errors.TimeoutError:
+                raise ConnectionError("NATS did not answer a pull request in time") from None
+            status = (msg.headers or {}).get("Status") if not msg.data else None
+            if status in ("404", "408"):  # no messages / the request expired: it is over
+                break
+            if status == "100":  # idle heartbeat
+                continue
+            if status:
+                raise ConnectionError(f"NATS ended a pull request: {status} {(msg.headers or {}).get('Description', '')}")
+            msgs.append(msg)
+        return msgs
 
     async def ack(self, messages: Sequence[Message]) -> None:
         for m in messages:
