@@ -40,6 +40,7 @@ _TICK_S = 1.0
 _MAX_FAILURES = 3  # refused or failed children before a layer is left to the ordinary path
 _MAX_RUNS = 1500  # page runs sent to a layer zygote (its messages must stay under 64 KB)
 _COOLDOWN_S = 600.0
+_MAX_NAMES = 100  # imported/skipped names kept per layer zygote (its report must stay small)
 
 
 @dataclass
@@ -164,10 +165,15 @@ class LayerTree:
             _log(f"layer zygote for {key}: could not make its cgroups: {exc}")
             cgroups.remove()
             return None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         req = {"uid": s.uid_base + slot, "cgroups": cgroups.tasks_files, "rlimits": s.rlimits,
                "tmp_mb": s.tmp_mb, "network": False}
-        pid = os.fork()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+        except OSError as exc:
+            _log(f"layer zygote for {key} could not be started: {exc}")
+            cgroups.remove()
+            return None
         if pid == 0:
             ours.close()
             layerzygote.main(theirs, key, req, self.zygote.host)  # never returns
@@ -190,28 +196,41 @@ class LayerTree:
         return fd in self.by_fd
 
     def readable(self, fd: int) -> None:
+        """Messages from a layer zygote: untrusted (it runs the layer's code). One it cannot
+        have sent in good faith (malformed, or a flood) gets it evicted; nothing it sends can
+        stop this loop."""
         z = self.by_fd[fd]
         for _ in range(16):  # a layer zygote flooding us must not starve the rest of the loop
             try:
                 message, fds = recv_control(z.ctrl)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                message, fds = None, []
-            if message is None:
-                self._forget_fd(z)
-                return
+            except (OSError, ValueError):  # ValueError: not JSON
+                message, fds = [], []
             for extra in fds:
                 os.close(extra)
-            if z.state != "stopping":
+            if message is None:  # it exited (its exit is handled when it is reaped) or is broken
+                self._forget_fd(z)
+                return
+            if not isinstance(message, dict):
+                self._forget_fd(z)
+                self._evict(z, counted=False)
+                return
+            if z.state == "stopping":
+                continue
+            try:
                 self._on_message(z, message)
+            except (TypeError, ValueError, AttributeError) as exc:
+                _log(f"layer zygote for {z.key} sent {str(message)[:200]!r}: {exc}; stopped")
+                self._evict(z, counted=False)
+                return
 
     def _on_message(self, z: _LayerZygote, message: dict) -> None:
         op = message.get("op")
         if op == "ready" and z.state == "starting":
             z.state = "ready"
-            z.imported = [str(n) for n in message.get("imported") or []]
-            z.skipped = {str(k): str(v) for k, v in (message.get("skipped") or {}).items()}
+            z.imported = [str(n)[:100] for n in message.get("imported") or []][:_MAX_NAMES]
+            z.skipped = {str(k)[:100]: str(v)[:300] for k, v in list((message.get("skipped") or {}).items())[:_MAX_NAMES]}
             for name, why in z.skipped.items():
                 _log(f"layer zygote for {z.key}: did not import {name!r}: {why!r}")  # tenant text: quoted
             self._report()
@@ -223,7 +242,7 @@ class LayerTree:
             z.making = False
             self._failed(z, str(message.get("error")))
         elif op == "failed":
-            _log(f"layer zygote for {z.key} could not be built:\n{message.get('error')}")
+            _log(f"layer zygote for {z.key} could not be built: {str(message.get('error'))[-2000:]!r}")
 
 
     def _serve(self, z: _LayerZygote) -> None:
@@ -259,7 +278,7 @@ class LayerTree:
             go_w, pidfd, steps = layerchild.adopt(
                 pid, req, fds, zygote_pid=z.pid, zygote_tasks=_memory_tasks(z), cgroup_root=self.settings.cgroup_root,
                 own_net=self.own_net, timeout=self.settings.handshake_s)
-        except (verify.Refused, OSError, ValueError, KeyError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - refused, whatever the reason: the ordinary path serves
             self.counters["refused"] += 1
             _log(f"layer zygote for {z.key}: sandbox {sid} refused: {exc}")
             self._kill_strays(z)

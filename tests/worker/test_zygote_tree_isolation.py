@@ -293,3 +293,16 @@ async def test_a_layer_zygote_cannot_look_into_its_children(worker, function, tm
     b = function(source, layer_dir=layer, name="b")  # forked from the layer zygote now: its memory
     assert value(await call(worker, b, "read")) == {"pids": [], "files": {}}
     assert tree(worker).layer_spawns == 2
+
+
+@pytest.mark.parametrize("message", [b"not json", b"[1, 2]", b'{"op": "ready", "imported": 7}',
+                                     b'{"op": "standby", "pid": "me"}'])
+async def test_a_layer_zygote_that_talks_nonsense_to_the_zygote_is_stopped_and_the_zygote_serves_on(
+        worker, function, tmp_path, message):
+    noisy = f"import os\nos.write(3, {message!r})  # fd 3: the layer zygote's control socket\n"
+    layer = make_layer(tmp_path / "noisy", {"noisy.py": noisy, "greeting.py": "VALUE = 1\n"})
+    zygote_pid = worker.statistics().zygote_pid
+    assert value(await call(worker, function(REPORT.format(name="greeting"), layer_dir=layer))) == {
+        "pre": False, "value": 1}
+    assert value(await call(worker, function("def handler(e, c):\n    return 'calm'\n", name="calm"))) == "calm"
+    assert worker.statistics().zygote_pid == zygote_pid and tree(worker).layer_spawns == 0
