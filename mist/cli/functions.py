@@ -81,6 +81,10 @@ def show(
         ("env", " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
         ("code", f"{str(latest.get('code_sha256'))[:12]} ({fmt_bytes(latest.get('code_size'))} zipped)"),
         ("dependencies", f"layer {str(latest.get('layer_sha256'))[:12]}" if latest.get("layer_sha256") else "none"),
+        ("instances", f"min {latest.get('min_instances') or 0}, max {latest.get('max_instances') or 'unlimited'}"),
+        ("async", f"{latest.get('retries', 2)} retries, max event age {fmt_seconds(latest.get('max_event_age_s'))}"),
+        ("on success", latest.get("on_success") or "-"),
+        ("on failure", latest.get("on_failure") or "the function's dead-letter queue (mist dlq ls)"),
         ("created", fmt_ts(function.get("created_at"))),
         ("updated", fmt_ts(function.get("updated_at"))),
     ]

@@ -46,6 +46,8 @@ def test_show_prints_the_configuration_and_recent_invocations(cli, fake, hello):
     assert lines[0] == "hello  version 1"
     assert "  handler      main.handler" in lines
     assert "  env          GREETING=hi" in lines
+    assert "  instances    min 0, max unlimited" in lines
+    assert "  on failure   the function's dead-letter queue (mist dlq ls)" in lines
     assert "Recent invocations" in lines
     assert lines[-1].split() == ["inv-1", "1", "succeeded", "yes", "1.5", "ms", "2026-11-26T05:00:00Z"]
     assert fake.requests[-1].url.params["limit"] == "5"
