@@ -5,7 +5,8 @@ open a consumer, read the backlog, close) and its `Consumer`s (fetch, ack, retry
 close). `BrokerConnector.run()` does the rest:
 
     run ─ supervise: connect ─ session ─ (broker error) ─ status "reconnecting", backoff_s, again
-            session: scale loop ─ every scale_interval_s: backlog -> policy.scale_consumers
+            session: scale loop ─ every scale_interval_s (sooner after a full batch): backlog
+                       │   -> policy.scale_consumers -> start or stop workers
                        └ worker i: collect a batch (policy.batch_wait_s) -> deliver -> policy.settle
                                    -> dead_letter + ack / ack / retry(delay = backoff_s(count))
 
@@ -140,9 +141,11 @@ class BrokerConnector:
                  monotonic: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random) -> None:
         self.spec = spec.validate()
+        self.source = self.spec.source  # every Message carries it: computed once
         self._clock, self._monotonic, self._rand = clock, monotonic, rand
         self._board = StatusBoard(clock)
         self._session: Session | None = None
+        self._full = asyncio.Event()  # a worker read a full batch: look at the backlog now
 
     async def _connect(self) -> Session:
         raise NotImplementedError
@@ -216,7 +219,12 @@ class BrokerConnector:
             while len(active) > want:
                 running[active.pop()][1].set()  # finishes its batch, then returns
             self._board.consumers = len(active)
-            await asyncio.sleep(tuning.scale_interval_s)
+            # every scale_interval_s, or sooner when a worker reads a full batch (a backlog is
+            # building up), but not more often than ten times per interval
+            await asyncio.sleep(tuning.scale_interval_s / 10)
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), tuning.scale_interval_s * 0.9)
 
     # --- one consumer ---------------------------------------------------------------------
 
@@ -227,6 +235,8 @@ class BrokerConnector:
             while not stop.is_set():
                 batch = await self._collect(consumer)
                 stop_if_cancelled()
+                if len(batch) >= self.spec.batch_size:
+                    self._full.set()
                 if batch:
                     await self._process(consumer, batch, deliver, dead_letter)
         finally:

@@ -69,7 +69,7 @@ class MemoryBroker:
 
 class _MemorySession:
     def __init__(self, broker: MemoryBroker, spec: ConnectorSpec) -> None:
-        self._broker, self._spec = broker, spec
+        self._broker, self._spec, self._source = broker, spec, spec.source
         self._queue = broker.queue(spec.target)
         self._in_flight: dict[int, _Entry] = {}
         self._dropped = False
@@ -113,7 +113,7 @@ class _MemorySession:
             entry.deliveries += 1
             self._in_flight[id(entry)] = entry
             out.append(Message(entry.id, entry.body, {"SentTimestamp": str(int(entry.sent_at * 1000))},
-                               self._spec.source, entry.deliveries, now, dict(entry.headers), handle=entry))
+                               self._source, entry.deliveries, now, dict(entry.headers), handle=entry))
         return out
 
     def settle(self, messages: Sequence[Message]) -> list[_Entry]:

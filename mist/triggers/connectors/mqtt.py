@@ -61,7 +61,7 @@ class _MqttSession:
                 attributes["contentType"] = props.ContentType
             for name, value in getattr(props, "UserProperty", None) or []:
                 headers[name] = value
-        return Message(uuid.uuid4().hex, body, attributes, self.spec.source, 1, self.connector._clock(), headers,
+        return Message(uuid.uuid4().hex, body, attributes, self.connector.source, 1, self.connector._clock(), headers,
                        handle=(self.paho, incoming.mid))
 
     def check(self) -> None:

@@ -72,7 +72,7 @@ class _NatsConsumer:
             md = msg.metadata
             attributes = {"subject": msg.subject, "stream": md.stream, "sequence": str(md.sequence.stream),
                           "SentTimestamp": str(int(md.timestamp.timestamp() * 1000))}
-            out.append(Message(str(md.sequence.stream), msg.data, attributes, self.s.spec.source,
+            out.append(Message(str(md.sequence.stream), msg.data, attributes, self.s.connector.source,
                                md.num_delivered, now, dict(msg.headers or {}), handle=msg))
         return out
 

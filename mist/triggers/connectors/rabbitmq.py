@@ -87,8 +87,10 @@ class _RabbitConsumer:
         self.s, self.channel, self.queue = session, channel, queue
         self.local: LocalQueue[AbstractIncomingMessage] = LocalQueue()
         self.tag: str | None = None
+        self.open_tags: set[int] = set()  # delivered to this channel, not yet acknowledged
 
     async def received(self, incoming: AbstractIncomingMessage) -> None:
+        self.open_tags.add(incoming.delivery_tag)
         self.local.put(incoming)
 
     async def fetch(self, max_n: int, timeout_s: float) -> list[Message]:
@@ -115,15 +117,25 @@ class _RabbitConsumer:
             attributes["SentTimestamp"] = str(int(incoming.timestamp.timestamp() * 1000))
         headers = {k: _header_text(v) for k, v in raw.items() if k not in _BROKER_HEADERS}
         mid = incoming.message_id or uuid.uuid4().hex
-        return Message(mid, incoming.body, attributes, self.s.spec.source, count, now, headers, handle=incoming)
+        return Message(mid, incoming.body, attributes, self.s.connector.source, count, now, headers, handle=incoming)
 
     async def ack(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        tags = {m.handle.delivery_tag for m in messages}
+        top = max(tags)
+        if all(t in tags for t in self.open_tags if t <= top):  # one frame: "all up to the last"
+            await next(m for m in messages if m.handle.delivery_tag == top).handle.ack(multiple=True)
+            self.open_tags = {t for t in self.open_tags if t > top}
+            return
         for m in messages:
             await m.handle.ack()
+            self.open_tags.discard(m.handle.delivery_tag)
 
     async def retry(self, message: Message, delay_s: float) -> None:
         await self.s.publish_retry(message, delay_s)  # confirmed by the broker before the ack
         await message.handle.ack()
+        self.open_tags.discard(message.handle.delivery_tag)
 
     async def touch(self, messages: Sequence[Message]) -> None:
         return None  # RabbitMQ's consumer timeout (30 min by default) is past any function timeout

@@ -128,7 +128,7 @@ class _RedisConsumer:
             headers = {_text(k): _text(v) for k, v in fields.items()}
         entry_id = eid.decode()
         attributes = {"stream": self.stream, "SentTimestamp": entry_id.split("-", 1)[0]}
-        return Message(entry_id, body, attributes, self.s.spec.source, count, now, headers, handle=eid)
+        return Message(entry_id, body, attributes, self.s.connector.source, count, now, headers, handle=eid)
 
     async def ack(self, messages: Sequence[Message]) -> None:
         await self.client.xack(self.stream, self.group, *[m.handle for m in messages])
