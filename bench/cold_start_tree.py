@@ -37,7 +37,6 @@ from _common import REAL_PYTHON, Report, arg_parser, fmt_ms, summary
 
 from mist.control.layers import LayerStore
 from mist.worker import SandboxSpec, Worker, WorkerConfig
-from mist.worker.spawner import layer_settings
 
 NUMPY_REQUIREMENTS = b"numpy>=2,<3\n"
 NUMPY_SOURCE = "import numpy\n\n\ndef handler(event, context):\n    return numpy.__version__\n"
@@ -72,7 +71,7 @@ async def cold_starts(work: Path, name: str, source: str, n: int, gap_ms: tuple[
     code = write_code(work / f"code-{name}", source)
     worker = Worker(WorkerConfig(data_dir=work / f"data-{name}", **config))
     await worker.start()
-    worker._spawner.configure_layers(layer_settings(worker.config))  # until the Worker passes them
+
     samples: list[float] = []
     init_ms: list[float] = []
     steps: list[dict[str, float]] = []

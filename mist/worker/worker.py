@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import secrets
 import time
@@ -38,7 +39,7 @@ from mist.worker.cgroups import CgroupTree, pids_limit
 from mist.worker.config import WorkerConfig
 from mist.worker.lifecycle import State
 from mist.worker.sandbox import Sandbox
-from mist.worker.spawner import Spawner, kill_stale_zygote
+from mist.worker.spawner import Spawner, SpawnerStatistics, kill_stale_zygote, layer_settings
 from mist.worker.types import InvokeResult, SandboxSpec
 from mist.worker.uids import UidRange
 
@@ -85,6 +86,7 @@ class WorkerStatistics:
     zygote_pid: int | None
     last_cold_start: dict[str, float] = field(default_factory=dict)  # InvokeResult.init_steps of the
     # latest cold start, plus "invoke" (its first invocation, in the sandbox) and "total"
+    spawner: SpawnerStatistics | None = None  # the zygote and the zygote tree (layer zygotes)
 
 
 COALESCE_IDLE_S = 1.0  # idle gaps shorter than this do not count as idle periods (see _Demand)
@@ -161,7 +163,7 @@ class Worker:
         self._clock = clock
         data_dir = config.data_dir
         self._root_dir = data_dir / "sandbox-root"
-        self._spawner = Spawner(config.python, self._root_dir, data_dir / "zygote.pid")
+        self._spawner = Spawner(config.python, self._root_dir, data_dir / "zygote.pid", layers=layer_settings(config))
         self._cgroups = CgroupTree(config.cgroup_root, config.instance_tag)
         self._uids = UidRange(config.first_uid, config.uid_count)
         self._all: dict[str, Sandbox] = {}  # every live sandbox, pooled or not
@@ -485,7 +487,10 @@ class Worker:
                                    spec.memory_mb, sb.last_used, sb.retiring)
 
     def _free_mb(self) -> int:
-        return self.config.memory_budget_mb - sum(self._reserved.values())
+        """The budget left: instance limits, pool reservations and the layer zygotes' memory
+        (the zygote tree evicts those itself beyond layer_zygotes_memory_mb) are taken."""
+        layers = self._spawner.statistics().layer_zygotes_mb if self.config.zygote_tree else 0.0
+        return self.config.memory_budget_mb - sum(self._reserved.values()) - math.ceil(layers)
 
     def _evict(self, decision: policy.Placement) -> None:
         for _ in range(decision.evict_pool):
@@ -618,7 +623,8 @@ class Worker:
                 return
             log.error("the zygote exited; starting a new one")
             old = self._spawner
-            self._spawner = Spawner(self.config.python, self._root_dir, self.config.data_dir / "zygote.pid")
+            self._spawner = Spawner(self.config.python, self._root_dir, self.config.data_dir / "zygote.pid",
+                                    layers=layer_settings(self.config))
             self._track(old.stop())
             await self._spawner.start()
 
@@ -834,6 +840,8 @@ class Worker:
         the function's previous provisioned version; min_instances 0 stops provisioning.
         Returns how many instances were started now; the reaper keeps the count up later
         (after crashes, or when the memory budget was short)."""
+        if spec.layer_dir is not None and self.config.zygote_tree and self._started:
+            self._spawner.prepare_layer(str(spec.layer_dir))  # its first cold start is fast too
         if spec.min_instances <= 0:
             self._provisioned.pop(spec.function_name, None)
             return 0
@@ -896,6 +904,7 @@ class Worker:
             sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
             reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
             zygote_pid=self._spawner.pid, last_cold_start=dict(self._last_cold_start),
+            spawner=self._spawner.statistics(),
         )
 
     def _function_statistics(self, key: tuple[str, int], sandboxes: list[Sandbox]) -> FunctionStatistics:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mist.worker import Worker
-from mist.worker.spawner import layer_settings
 from tests.worker.conftest import call, value, worker_config
 
 pytestmark = pytest.mark.sandbox
@@ -41,7 +40,7 @@ def make_layer(root: Path, files: dict[str, str]) -> Path:
 
 
 def tree(worker: Worker):
-    return worker._spawner.statistics()  # the Worker does not show the spawner's statistics yet
+    return worker.statistics().spawner
 
 
 @pytest.fixture
@@ -52,7 +51,6 @@ async def tree_worker(tmp_path: Path):
         w = Worker(worker_config(tmp_path / f"w{len(made)}", prewarm=0, **overrides))
         made.append(w)
         await w.start()
-        w._spawner.configure_layers(layer_settings(w.config))  # until the Worker passes them itself
         return w
 
     yield start
@@ -91,14 +89,16 @@ async def test_without_the_tree_the_handler_imports_the_layer_itself(tree_worker
     assert tree(worker).layer_zygotes == ()
 
 
-async def test_a_layer_zygote_can_be_built_ahead_of_the_first_cold_start(tree_worker, function, tmp_path):
+async def test_a_layer_zygote_is_built_when_its_function_is_deployed_ahead_of_the_first_cold_start(
+        tree_worker, function, tmp_path):
     worker = await tree_worker()
     layer = make_layer(tmp_path / "layer", {"greeting/__init__.py": "VALUE = 'hi'\n", "extra.py": "VALUE = 2\n"})
-    worker._spawner.prepare_layer(str(layer))
+    spec = function(REPORT.format(name="extra"), layer_dir=layer)
+    assert await worker.provision(spec) == 0  # what a deploy calls: no min instances, the layer zygote starts
     assert await worker._spawner.wait_layer(str(layer), 10.0)
     (zygote,) = tree(worker).layer_zygotes
     assert zygote.imported == ("extra", "greeting") and zygote.sandboxes == 0
-    assert value(await call(worker, function(REPORT.format(name="extra"), layer_dir=layer))) == {"pre": True, "value": 2}
+    assert value(await call(worker, spec)) == {"pre": True, "value": 2}
 
 
 async def test_a_package_that_fails_to_import_is_skipped_and_left_to_the_handler(tree_worker, function, tmp_path):
