@@ -211,3 +211,30 @@ async def test_messages_published_while_mist_is_down_arrive_when_it_starts_again
     async with running(harness.connector(spec), rec):
         await until(lambda: len(rec.bodies()) >= 5, what="the 5 published while down")
     assert rec.bodies() == bodies(5)
+
+
+async def test_a_message_whose_dead_letter_fails_is_not_acknowledged_and_comes_again(harness: Harness, target,
+                                                                                     group):
+    spec = harness.spec(target, group, tuning=FAST, batch_size=1, max_attempts=1, max_consumers=1)
+
+    def always_fail(batch):
+        raise RuntimeError("function failed")
+
+    rec = Recorder(always_fail)
+    dead_letter_calls = 0
+    record = rec.dead_letter
+
+    async def flaky_dead_letter(message, error):
+        nonlocal dead_letter_calls
+        dead_letter_calls += 1
+        if dead_letter_calls == 1:
+            raise ConnectionError("the dead-letter queue is unavailable")
+        await record(message, error)
+
+    rec.dead_letter = flaky_dead_letter  # type: ignore[method-assign]
+    connector = harness.connector(spec)
+    async with running(connector, rec):
+        await harness.publish(target, [b"poison"])
+        await until(lambda: len(rec.dead) == 1, what="the dead letter on the second try")
+    assert len(rec.deliveries(b"poison")) == 2 and rec.dead[0][0].delivery_count == 2
+    assert "dead-letter failed" in (connector.status().last_error or "")
