@@ -110,13 +110,16 @@ async def test_rabbitmq_a_missing_queue_is_declared_and_a_retry_keeps_the_messag
                 assert declared.name == queue
                 await channel.default_exchange.publish(
                     aio_pika.Message(b"job", message_id="job-42", headers={"tenant": "acme"}), routing_key=queue)
-            await until(lambda: len(rec.bodies()) == 2, what="the retry")
+                await channel.default_exchange.publish(aio_pika.Message(b"anonymous"), routing_key=queue)
+            await until(lambda: len(rec.bodies()) == 4, what="the retries")
     finally:
         await RABBIT.cleanup(queue, group)
-    first, second = rec.batches[0][0], rec.batches[1][0]
+    first, second = rec.deliveries(b"job")
     assert first.id == second.id == "job-42"
     assert (first.delivery_count, second.delivery_count) == (1, 2)
     assert second.headers == {"tenant": "acme"}  # mist's attempt header is not the publisher's
+    made, again = rec.deliveries(b"anonymous")
+    assert made.id == again.id and len(made.id) == 32  # made by mist, kept by the retry
 
 
 @pytest.mark.parametrize("harness", [REDIS, NATS], ids=["redis", "nats"])

@@ -76,7 +76,7 @@ class _RabbitSession:
         copy = aio_pika.Message(
             incoming.body, headers=headers, content_type=incoming.content_type,
             content_encoding=incoming.content_encoding, correlation_id=incoming.correlation_id,
-            message_id=message.id.split("#", 1)[0], timestamp=incoming.timestamp, type=incoming.type,
+            message_id=incoming.message_id, timestamp=incoming.timestamp, type=incoming.type,
             app_id=incoming.app_id, reply_to=incoming.reply_to, priority=incoming.priority,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT, expiration=max(0.001, delay_s))
         await self.channel.default_exchange.publish(copy, routing_key=retry_queue_name(self.spec.target))
@@ -116,8 +116,10 @@ class _RabbitConsumer:
         if incoming.timestamp is not None:
             attributes["SentTimestamp"] = str(int(incoming.timestamp.timestamp() * 1000))
         headers = {k: _header_text(v) for k, v in raw.items() if k not in _BROKER_HEADERS}
-        mid = incoming.message_id or uuid.uuid4().hex
-        return Message(mid, incoming.body, attributes, self.s.connector.source, count, now, headers, handle=incoming)
+        if not incoming.message_id:  # made once, and carried by a retry's copy
+            incoming.message_id = uuid.uuid4().hex
+        return Message(incoming.message_id, incoming.body, attributes, self.s.connector.source, count, now, headers,
+                       handle=incoming)
 
     async def ack(self, messages: Sequence[Message]) -> None:
         if not messages:
