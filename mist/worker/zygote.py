@@ -30,6 +30,7 @@ kills every sandbox it started and exits.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import os
@@ -38,6 +39,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 
 # Pre-imported so sandboxes start with them loaded (shared copy-on-write with the zygote).
@@ -69,6 +71,15 @@ from mist.worker import syscalls as sc
 from mist.worker.zygotetree import LayerTree
 
 _PID = struct.Struct("!i")
+SPAWN_TIMEOUT_S = 10.0  # an intermediate that has not forked the sandbox's pid 1 by then failed
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    sid: str
+    intermediate: int  # its pid
+    go: int  # write end of the sandbox's "code attached" pipe
+    deadline: float
 _GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
 
 
@@ -83,6 +94,7 @@ class Zygote:
         # first invocation); pool sandboxes copy just these up front ("touched" prefault).
         self.touched: list[tuple[int, int]] | None = None
         self.poller = select.poll()
+        self.pending: dict[int, _Pending] = {}  # pid pipe -> a plain spawn whose pid 1 is not known yet
         self.tree = LayerTree(self)
 
     def learn(self, sid: str) -> None:
@@ -133,6 +145,10 @@ class Zygote:
             self.spawn_plain(req, fds)
 
     def spawn_plain(self, req: dict, fds: list[int]) -> None:
+        """Fork the intermediate and return at once: it enters the sandbox's cgroups and
+        namespaces and forks the sandbox's pid 1 while we serve the next request (a burst of
+        spawns runs its intermediates side by side instead of one after the other). Its pid
+        pipe is polled; `_pid_ready` answers the Worker."""
         sid = req["id"]
         if len(fds) != 2:
             for fd in fds:
@@ -140,25 +156,42 @@ class Zygote:
             send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "expected 2 fds"})
             return
         chan, out = fds
-        r, w = os.pipe()
+        r, w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(go_w)
+            os.close(r)
             self._intermediate(req, chan, out, w, go_r)  # never returns
         os.close(w)
         os.close(chan)
         os.close(out)
         os.close(go_r)
-        inner = self._read_pid(r)
+        self.pending[r] = _Pending(sid, pid, go_w, time.monotonic() + SPAWN_TIMEOUT_S)
+        self.poller.register(r, select.POLLIN)
+
+    def _pid_ready(self, r: int) -> None:
+        """The intermediate wrote the sandbox's pid (or exited without): answer the Worker."""
+        p = self.pending.pop(r)
+        self.poller.unregister(r)
+        try:
+            data = os.read(r, _PID.size)
+        except OSError:
+            data = b""
         os.close(r)
-        os.waitpid(pid, 0)
+        inner = _PID.unpack(data)[0] if len(data) == _PID.size else None
+        self._spawned(p, inner)
+
+    def _spawned(self, p: _Pending, inner: int | None) -> None:
+        sid = p.sid
         if inner is None:
-            os.close(go_w)
+            os.close(p.go)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.intermediate, signal.SIGKILL)
             send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "sandbox setup failed"})
             return
         self.children[inner] = sid
-        self.go[sid] = go_w
+        self.go[sid] = p.go
         try:
             pidfd = os.pidfd_open(inner)
         except OSError:  # already gone: its exit is reported by the next reap
@@ -169,13 +202,14 @@ class Zygote:
         finally:
             os.close(pidfd)
 
-    @staticmethod
-    def _read_pid(r: int) -> int | None:
-        ready, _, _ = select.select([r], [], [], 10.0)
-        if not ready:
-            return None
-        data = os.read(r, _PID.size)
-        return _PID.unpack(data)[0] if len(data) == _PID.size else None
+    def expire_pending(self) -> None:
+        """Spawns whose intermediate did not report within SPAWN_TIMEOUT_S fail."""
+        now = time.monotonic()
+        for r in [r for r, p in self.pending.items() if p.deadline <= now]:
+            p = self.pending.pop(r)
+            self.poller.unregister(r)
+            os.close(r)
+            self._spawned(p, None)
 
     def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int, go: int) -> None:
         try:
@@ -268,7 +302,13 @@ class Zygote:
         poller.register(wake_r, select.POLLIN)
         tree = self.tree
         while True:
-            for fd, _events in poller.poll(tree.timeout_ms()):
+            timeout = tree.timeout_ms()
+            if self.pending:
+                timeout = 1000 if timeout is None or timeout < 0 else min(timeout, 1000)
+            for fd, _events in poller.poll(timeout):
+                if fd in self.pending:
+                    self._pid_ready(fd)
+                    continue
                 if fd == wake_r:
                     try:
                         while os.read(wake_r, 4096):
@@ -301,6 +341,8 @@ class Zygote:
                         os.close(f)
             self.reap()
             tree.tick()
+            if self.pending:
+                self.expire_pending()
 
 
 def _report_failure(fd: int, text: str) -> None:
