@@ -97,8 +97,8 @@ class Harness:
 
     def spec(self, target: str, group: str, *, port: int | None = None, tuning: Tuning | None = None,
              **options: object) -> ConnectorSpec:
-        return ConnectorSpec.from_options(self.url(port), **{self.option: target}, group=group,  # type: ignore[arg-type]
-                                          tuning=tuning, **options)
+        options[self.option] = target
+        return ConnectorSpec.from_options(self.url(port), group=group, tuning=tuning, **options)  # type: ignore[arg-type]
 
     def connector(self, spec: ConnectorSpec) -> Connector:
         return connector_for(spec)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from mist.triggers.connectors import ConnectorState
 from tests.triggers.brokers import Harness
 from tests.triggers.conftest import FAST, Recorder, fail_first_delivery, running, until

@@ -96,7 +96,8 @@ class _NatsConsumer:
             if status == "100":  # idle heartbeat
                 continue
             if status:
-                raise ConnectionError(f"NATS ended a pull request: {status} {(msg.headers or {}).get('Description', '')}")
+                description = (msg.headers or {}).get("Description", "")
+                raise ConnectionError(f"NATS ended a pull request: {status} {description}")
             msgs.append(msg)
         return msgs
 
