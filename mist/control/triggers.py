@@ -483,7 +483,7 @@ class TriggerManager:
         failures = 0
         while True:
             try:
-                events = await self._outbox.pending_events(100)
+                events = await self._outbox.pending_events(500)
                 if not events:
                     await self._outbox.wait_for_events(1.0)
                     continue
@@ -499,21 +499,25 @@ class TriggerManager:
                 await asyncio.sleep(backoff_s(min(failures, 10), draw=0.5, policy=Backoff(0.2, 2, 10)))
 
     async def deliver_s3(self, events: Sequence[Any]) -> int:
-        """Enqueue each outbox event for each matching trigger; how many invocations."""
-        n = 0
+        """Enqueue each outbox event for each matching trigger; how many invocations. The
+        enqueues go concurrently, so the event queue commits them together (one fsync for the
+        batch, not one per event); any failure but a missing function raises, and the caller
+        delivers the whole batch again (the idempotency keys make the repeats no-ops)."""
         triggers = [t for t in self._triggers.values() if t.kind == "s3"]
-        for ev in events:
-            for t in triggers:
-                if not s3_matches(t.config, ev.bucket, ev.event_name, ev.key):
-                    continue
-                counts = self._counts.setdefault(t.id, _Counts())
-                try:
-                    await self._enqueue(t.function, encode({"Records": [ev.record]}), trigger="s3",
-                                        idempotency_key=f"s3:{ev.id}:{t.id}", source_event_id=f"s3:{ev.id}")
-                except NotFound as exc:  # the function is gone: nothing to deliver to
-                    counts.failed += 1
-                    counts.last_error = exc.message
-                    continue
+        work = [(ev, t) for ev in events for t in triggers if s3_matches(t.config, ev.bucket, ev.event_name, ev.key)]
+        results = await asyncio.gather(*(
+            self._enqueue(t.function, encode({"Records": [ev.record]}), trigger="s3",
+                          idempotency_key=f"s3:{ev.id}:{t.id}", source_event_id=f"s3:{ev.id}")
+            for ev, t in work), return_exceptions=True)
+        n = 0
+        for (_, t), result in zip(work, results):
+            counts = self._counts.setdefault(t.id, _Counts())
+            if isinstance(result, NotFound):  # the function is gone: nothing to deliver to
+                counts.failed += 1
+                counts.last_error = result.message
+            elif isinstance(result, BaseException):
+                raise result
+            else:
                 counts.delivered += 1
                 counts.last_at = self._clock()
                 n += 1
