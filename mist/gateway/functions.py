@@ -122,8 +122,11 @@ async def get_version(name: str, version: int, request: Request) -> Response:
     return JSONResponse((await services.functions.resolve(name, version)).to_json())
 
 
-@router.delete("/v1/functions/{name}", status_code=204, summary="Delete a function (records are kept)")
+@router.delete("/v1/functions/{name}", status_code=204,
+               summary="Delete a function and its triggers (records are kept)")
 async def delete_function(name: str, request: Request) -> Response:
     services: Services = request.app.state.services
     await services.functions.delete(name)
+    if services.triggers is not None:
+        await services.triggers.remove_function(name)  # type: ignore[attr-defined]
     return Response(status_code=204)

@@ -143,3 +143,13 @@ def test_schedules_are_listed_with_their_next_fire_and_bad_ones_refused(s3_serve
     missing = server.cli("trigger", "add", "nope", "--rate", "5 minutes")
     assert missing.returncode != 0 and "nope" in missing.stderr
     assert server.cli("trigger", "rm", trigger["id"]).returncode == 0
+
+
+def test_deleting_a_function_removes_its_triggers(s3_server, tmp_path):
+    server = s3_server
+    src = write_function(tmp_path / "gone", {"main.py": ECHO})
+    assert server.cli("deploy", "gone", str(src)).returncode == 0
+    added = json.loads(server.cli("trigger", "add", "gone", "--rate", "5 minutes", "--json").stdout)
+    assert server.cli("rm", "gone").returncode == 0
+    listed = json.loads(server.cli("trigger", "ls", "--json").stdout)["triggers"]
+    assert added["id"] not in [t["id"] for t in listed]
