@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import statistics
 import time
 import uuid
@@ -313,6 +314,7 @@ async def main() -> None:
     p.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=list(BROKERS))
     p.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown")
     args = p.parse_args()
+    logging.getLogger("aiormq").setLevel(logging.ERROR)  # a trigger stopped while opening a channel says so
     report = Report("triggers: connector throughput")
     for name in args.brokers:
         broker = BROKERS[name]()
