@@ -125,12 +125,14 @@ def add(
     batch_window: Annotated[float | None, typer.Option(metavar="SECONDS", help="Wait up to this long to fill a batch.")] = None,
     max_attempts: Annotated[int | None, typer.Option(metavar="N", help="Deliveries before dead-lettering (default 3).")] = None,
     format: Annotated[str | None, typer.Option(help="Event shape: lambda (default) or cloudevents.")] = None,
+    max_consumers: Annotated[int | None, typer.Option(metavar="N", help="Consumers at most, scaled with the backlog (default 4; 1 keeps order).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group / durable name / MQTT client id (default: one per trigger).")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     body = _body(bucket=bucket, events=events, prefix=prefix, suffix=suffix, cron=cron, rate=rate, missed=missed,
                  source=source, targets={"stream": stream, "subject": subject, "queue": queue, "topic": topic},
                  batch={"batch_size": batch_size, "batch_window_s": batch_window, "max_attempts": max_attempts,
-                        "format": format})
+                        "format": format, "max_consumers": max_consumers, "group": group})
     with TriggerApi() as api:
         trigger = api.add(function, body)
     if as_json:

@@ -143,8 +143,13 @@ def validate_config(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return kind, config
 
 
-def connector_spec(config: dict[str, Any]) -> ConnectorSpec:
+def connector_spec(config: dict[str, Any], trigger_id: str | None = None) -> ConnectorSpec:
+    """The connector's spec. Each trigger reads through its own consumer group (durable
+    consumer, MQTT session) named after it unless one is given, so two triggers on one stream
+    each get every message instead of splitting them."""
     options = {k: config[k] for k in _QUEUE_OPTIONS if k in config and k != "source"}
+    if trigger_id is not None and not options.get("group"):
+        options["group"] = f"mist-{trigger_id}"
     return ConnectorSpec.from_options(config["source"], **options)
 
 
@@ -434,12 +439,13 @@ class TriggerManager:
             self._cron_wake.set()
         elif t.kind == "queue":
             try:
-                connector = connector_for(connector_spec(t.config))
+                spec = connector_spec(t.config, t.id)
+                connector = connector_for(spec)
             except MistError as exc:  # stored by an older version with other rules: report, don't crash
                 self._counts[t.id].last_error = exc.message
                 return
             deliver = batch_deliverer(lambda payload, f=t.function: self._invoke_for_queue(t.id, f, payload),
-                                      connector_spec(t.config).format)
+                                      spec.format)
             task = asyncio.create_task(connector.run(deliver, lambda m, e, t=t: self._dead_letter_message(t, m, e)),
                                        name=f"mist-trigger-{t.id}")
             self._connectors[t.id] = (connector, task)

@@ -259,3 +259,30 @@ async def test_queue_trigger_invokes_per_batch_acks_on_success_and_dead_letters_
         await m.stop()
         r.delete(stream)
         r.close()
+
+
+async def test_two_triggers_on_one_stream_each_get_every_message():
+    r = redis.Redis()
+    stream = f"mist-test-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, list[str]] = {"orders": [], "tick": []}
+
+    async def invoke(function, payload):
+        seen[function] += [rec["body"] for rec in json.loads(payload)["Records"]]
+        return b"null"
+
+    m = manager(invoke=invoke)
+    try:
+        for function in ("orders", "tick"):
+            await m.add(function, {"kind": "queue", "source": "redis://127.0.0.1:6379/0", "stream": stream})
+        await m.start()
+        for body in ("a", "b", "c"):
+            r.xadd(stream, {"body": body})
+        for _ in range(200):
+            if len(seen["orders"]) == 3 and len(seen["tick"]) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(seen["orders"]) == sorted(seen["tick"]) == ["a", "b", "c"]
+    finally:
+        await m.stop()
+        r.delete(stream)
+        r.close()
