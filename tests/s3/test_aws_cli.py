@@ -10,7 +10,11 @@ import pytest
 
 from tests.s3.conftest import unique
 
-AWS = shutil.which("aws")
+import sys
+from pathlib import Path
+
+_VENV_AWS = Path(sys.executable).with_name("aws")  # installed with the test extras
+AWS = str(_VENV_AWS) if _VENV_AWS.exists() else shutil.which("aws")
 pytestmark = pytest.mark.skipif(AWS is None, reason="the aws CLI is not installed")
 
 
