@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.s3.conftest import unique
-
-import sys
-from pathlib import Path
 
 _VENV_AWS = Path(sys.executable).with_name("aws")  # installed with the test extras
 AWS = str(_VENV_AWS) if _VENV_AWS.exists() else shutil.which("aws")
