@@ -4,6 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mist.cli.main import app
+from mist.sim import resolve, simulate
+from mist.sim.synthetic import generate
 
 
 @pytest.fixture
@@ -73,3 +75,18 @@ def test_simulate_names_a_missing_trace(run, tmp_path):
     result = run("simulate", "--trace", f"{tmp_path}/nope_")
     assert result.exit_code == 2
     assert f"trace file(s) not found: {tmp_path}/nope_inv.csv" in result.stderr
+
+
+def test_simulate_replays_a_synthetic_trace_drawn_from_a_seed(run):
+    result = run("simulate", "--synthetic", "3", "--functions", "12", "-p", "fixed:10", "--json")
+    assert result.exit_code == 0
+    expected = simulate(generate(3, 12), resolve("fixed:10")).summary()
+    assert json.loads(result.stdout) == expected
+    assert 0 < expected["functions"] <= 12
+
+
+@pytest.mark.parametrize("args", [(), ("--trace", "x_", "--synthetic", "1")])
+def test_simulate_needs_exactly_one_of_a_trace_or_a_seed(run, args):
+    result = run("simulate", *args)
+    assert result.exit_code == 2
+    assert "give either --trace PREFIX or --synthetic SEED (not both)" in result.stderr
