@@ -155,7 +155,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             print(f"S3 endpoint at {s3_server.url}", flush=True)
         triggers = TriggerManager(
             SqlTriggerStore(store.writes), enqueue=events.enqueue, invoke=invoker(functions, invocations),
-            dead_letter=dead_letter_queue(store.writes), function_exists=functions.get,
+            dead_letter=dead_letter_queue(services.queues), function_exists=functions.get,
             outbox=objects.outbox if objects is not None else None,
         )
         await triggers.start()

@@ -269,21 +269,13 @@ def invoker(functions: Any, invocations: Any) -> Invoke:
 DeadLetter = Callable[[str, dict[str, Any]], Awaitable[None]]  # (function, record)
 
 
-def dead_letter_queue(engine: sa.Engine) -> DeadLetter:
+def dead_letter_queue(queues: Any) -> DeadLetter:
     """Dead letters of queue triggers into the function's dead-letter queue (`dlq:NAME`, the
-    one `mist dlq ls|show|redrive` reads), in the control database."""
+    one `mist dlq ls|show|redrive` reads), through `QueueService.send` (durable on return)."""
     from mist.control.asyncpolicy import dlq_name
-    from mist.control.invocations import new_invocation_id
-    from mist.control.sqlschema import messages
-
-    def insert(function: str, body: bytes) -> None:
-        now = time.time()
-        with engine.begin() as conn:
-            conn.execute(messages.insert().values(id=new_invocation_id(), queue=dlq_name(function), body=body,
-                                                  sent_at=now, visible_at=now, receive_count=0))
 
     async def dead_letter(function: str, record: dict[str, Any]) -> None:
-        await asyncio.to_thread(insert, function, encode(record))
+        await queues.send(dlq_name(function), encode(record))
 
     return dead_letter
 

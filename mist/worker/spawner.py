@@ -109,6 +109,7 @@ class Spawner:
         self._pid_file = pid_file
         self._layers = layers if layers is not None else layer_settings(WorkerConfig(data_dir=root_dir.parent))
         self._layer_report: dict = {}
+        self.layer_zygotes_mb = 0.0  # the layer zygotes' memory as last reported (placement reads it)
         self._layer_waiters: dict[str, list[asyncio.Future]] = {}
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -190,6 +191,7 @@ class Spawner:
             self.learned_kb = int(message.get("kb") or 0)
         elif op == "layers":
             self._layer_report = message
+            self.layer_zygotes_mb = sum(float(z.get("memory_mb") or 0.0) for z in message.get("zygotes") or ())
             self._wake_layer_waiters()
         elif op == "exit":
             exited = self._exits.get(sid)

@@ -489,7 +489,7 @@ class Worker:
     def _free_mb(self) -> int:
         """The budget left: instance limits, pool reservations and the layer zygotes' memory
         (the zygote tree evicts those itself beyond layer_zygotes_memory_mb) are taken."""
-        layers = self._spawner.statistics().layer_zygotes_mb if self.config.zygote_tree else 0.0
+        layers = self._spawner.layer_zygotes_mb if self.config.zygote_tree else 0.0
         return self.config.memory_budget_mb - sum(self._reserved.values()) - math.ceil(layers)
 
     def _evict(self, decision: policy.Placement) -> None:
@@ -506,9 +506,12 @@ class Worker:
         try:
             return await self._start_instance(spec, from_pool)
         finally:
-            self._starting[spec.key] -= 1
-            if not self._starting[spec.key]:
-                del self._starting[spec.key]
+            self._done_starting(spec.key)
+
+    def _done_starting(self, key: tuple[str, int]) -> None:
+        self._starting[key] -= 1
+        if self._starting[key] <= 0:
+            del self._starting[key]
 
     async def _start_instance(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
         self._note_start()
@@ -826,9 +829,7 @@ class Worker:
             try:
                 sb = await self._start_instance(spec, from_pool and bool(self._pool))
             finally:
-                self._starting[spec.key] -= 1
-                if self._starting[spec.key] <= 0:
-                    del self._starting[spec.key]
+                self._done_starting(spec.key)  # counted by _scale_up, so the next tick saw it
             await sb.provisioned(self.config.init_timeout_s)
             self._released(sb)
         except MistError as exc:
