@@ -229,12 +229,21 @@ class MistServer:
         self.stop()
 
 
+def auth_headers(url: str) -> dict[str, str]:
+    """The admin key of the `mist up` at `url` (its data dir's admin.key, found as the CLI finds it)."""
+    from mist.tenancy.discovery import api_key_for
+
+    key = api_key_for(url)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def client(url: str, timeout: float = 60.0) -> httpx.Client:
-    """One keep-alive connection (max_connections=1) to url."""
+    """One keep-alive connection (max_connections=1) to url, with the server's admin key."""
     return httpx.Client(
         base_url=url,
         timeout=timeout,
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        headers=auth_headers(url),
     )
 
 
@@ -328,7 +337,8 @@ def run_wrk(url: str, *, connections: int = 64, threads: int = 1, duration_s: fl
     if wrk is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
+    env = dict(os.environ, MIST_AUTHORIZATION=auth_headers(url).get("Authorization", ""))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, env=env)
     m = re.search(r"^WRK_JSON (\{.*\})$", out.stdout, re.M)
     if out.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")

@@ -24,14 +24,15 @@ import math
 import threading
 import time
 
-from _common import MistServer, Report, arg_parser, client, deploy, statistics, summary
+from _common import MistServer, Report, arg_parser, auth_headers, client, deploy, statistics, summary
 
 SLEEP_50MS = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    return 'ok'\n"
 
 
 async def _client(host: str, port: int, stop_at: float, out: list[tuple[float, float, int]]) -> None:
     body = b'"x"'
-    request = (f"POST /v1/functions/step/invocations HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in auth_headers(f"http://{host}:{port}").items())
+    request = (f"POST /v1/functions/step/invocations HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     reader, writer = await asyncio.open_connection(host, port)
     try:

@@ -25,7 +25,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from _common import MistServer, Report, arg_parser, deploy, summary
+from _common import MistServer, Report, arg_parser, auth_headers, deploy, summary
 
 NOOP = (
     "import time\n"
@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     rep = Report("triggers end to end")
     port = free_port()
-    with MistServer(["--s3-port", str(port), *args.mist_arg]) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+    with MistServer(["--s3-port", str(port), *args.mist_arg]) as srv, httpx.Client(base_url=srv.url, timeout=60, headers=auth_headers(srv.url)) as c:
         key = c.post("/v1/s3/keys").json()
         s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                           aws_access_key_id=key["access_key_id"], aws_secret_access_key=key["secret_access_key"],

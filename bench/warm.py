@@ -38,6 +38,7 @@ from _common import (
     Peer,
     Report,
     arg_parser,
+    auth_headers,
     client,
     deploy,
     free_port,
@@ -107,7 +108,8 @@ def time_raw(url: str, path: str, n: int, out: list[float]) -> None:
 
     u = urlsplit(url)
     body = json.dumps(EVENT).encode()
-    req = (f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in auth_headers(url).items())
+    req = (f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n{auth}"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
     with socket.create_connection((u.hostname, u.port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

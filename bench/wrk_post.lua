@@ -3,6 +3,8 @@
 wrk.method = "POST"
 wrk.body = '{"name": "bench"}'
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("MIST_AUTHORIZATION")  -- set by bench/_common.py::run_wrk: mist's admin key
+if auth then wrk.headers["Authorization"] = auth end
 
 function done(summary, latency, requests)
   local s = summary

@@ -4,7 +4,10 @@
     ├── UserError                  the caller asked for something wrong; fixable by the caller
     │   ├── InvalidRequest         malformed input (bad name, bad JSON, bad config value)
     │   ├── PayloadTooLarge        request body over the limit
-    │   ├── NotFound               no such function / version / invocation
+    │   ├── NotFound               no such function / version / invocation (or another tenant's)
+    │   ├── Unauthenticated        no API key, or a key that is unknown, revoked or expired
+    │   ├── Forbidden              the key's role may not do this (in its own tenant)
+    │   ├── LimitExceeded          over a rate, concurrency or queue limit (retry after a while)
     │   ├── Conflict               the resource is in a state that forbids the request
     │   └── DeployRejected         the code cannot be deployed (unsafe zip, syntax error, ...)
     │       └── DependencyInstallFailed  pip could not install requirements.txt
@@ -53,6 +56,31 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     code = "Conflict"
+
+
+class Unauthenticated(UserError):
+    """No API key, or one mist does not accept (unknown, revoked, expired)."""
+
+    code = "Unauthenticated"
+
+
+class Forbidden(UserError):
+    """The caller is known, but its role may not do this. Never used for another tenant's
+    resources: those answer NotFound, so their names do not leak."""
+
+    code = "Forbidden"
+
+
+class LimitExceeded(UserError):
+    """Over a limit of the tenant or the function. `retry_after` is a hint in seconds; `limit`
+    names the limit (e.g. "tenant acme: 100 requests/s, burst 200")."""
+
+    code = "LimitExceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, limit: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
 
 
 class DeployRejected(UserError):

@@ -29,8 +29,27 @@ RETRIES_MAX = 10  # asynchronous invocations: retries after a function error
 EVENT_AGE_MIN_S = 60
 EVENT_AGE_MAX_S = 21_600  # 6 h, Lambda's maximum event age
 DESTINATION_KINDS = ("function", "queue")
+HTTP_AUTH_MODES = ("public", "key")
 DEFAULT_HANDLER = "main.handler"
+DEFAULT_TENANT = "default"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
+
+
+def qualify(tenant: str, name: str) -> str:
+    """A function's (or queue's) id inside mist: `name` in the default tenant, `tenant/name` in
+    any other (as Kubernetes keys namespaced objects). Stores, the worker and the event queue
+    know functions only by this id; tenancy is resolved at the edge (mist/gateway/auth.py).
+
+        >>> qualify("default", "hello"), qualify("acme", "hello")
+        ('hello', 'acme/hello')
+    """
+    return name if tenant == DEFAULT_TENANT else f"{tenant}/{name}"
+
+
+def split_id(fid: str) -> tuple[str, str]:
+    """(tenant, name) of an id made by `qualify`."""
+    tenant, sep, name = fid.partition("/")
+    return (tenant, name) if sep else (DEFAULT_TENANT, fid)
 
 
 @dataclass(frozen=True)
@@ -49,10 +68,11 @@ class FunctionConfig:
     max_event_age_s: int = EVENT_AGE_MAX_S  # an event older than this is not run (again)
     on_success: str | None = None  # "function:NAME" | "queue:NAME"
     on_failure: str | None = None  # None: the function's own dead-letter queue
+    http_auth: str = "public"  # the HTTP trigger /fn/NAME: "public", or "key" (an API key of the tenant)
 
     KEYS = (
         "handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances",
-        "retries", "max_event_age_s", "on_success", "on_failure",
+        "retries", "max_event_age_s", "on_success", "on_failure", "http_auth",
     )  # fmt: skip
 
     @classmethod
@@ -86,6 +106,10 @@ class FunctionConfig:
             changes["retries"] = _int_in("retries", data["retries"], 0, RETRIES_MAX)
         if "max_event_age_s" in data:
             changes["max_event_age_s"] = _int_in("max_event_age_s", data["max_event_age_s"], EVENT_AGE_MIN_S, EVENT_AGE_MAX_S)
+        if "http_auth" in data:
+            if data["http_auth"] not in HTTP_AUTH_MODES:
+                raise InvalidRequest(f"http_auth must be public or key, got {data['http_auth']!r}")
+            changes["http_auth"] = data["http_auth"]
         for key in ("on_success", "on_failure"):
             if key in data:
                 changes[key] = None if data[key] is None else destination(key, data[key])
@@ -154,7 +178,8 @@ def _env(value: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FunctionVersion:
-    """One immutable version of a function: its code and its configuration."""
+    """One immutable version of a function: its code and its configuration. `name` is the
+    function's id (`qualify(tenant, name)`); `tenant` and `local_name` are its parts."""
 
     name: str
     version: int
@@ -173,10 +198,20 @@ class FunctionVersion:
     max_event_age_s: int = EVENT_AGE_MAX_S
     on_success: str | None = None
     on_failure: str | None = None
+    http_auth: str = "public"
+
+    @property
+    def tenant(self) -> str:
+        return split_id(self.name)[0]
+
+    @property
+    def local_name(self) -> str:
+        return split_id(self.name)[1]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "name": self.local_name,
+            "tenant": self.tenant,
             "version": self.version,
             "handler": self.handler,
             "memory_mb": self.memory_mb,
@@ -189,6 +224,7 @@ class FunctionVersion:
             "max_event_age_s": self.max_event_age_s,
             "on_success": self.on_success,
             "on_failure": self.on_failure,
+            "http_auth": self.http_auth,
             "code_sha256": self.code_sha256,
             "code_size": self.code_size,
             "layer_sha256": self.layer_sha256,
@@ -199,7 +235,7 @@ class FunctionVersion:
         return FunctionConfig(
             self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env),
             self.min_instances, self.max_instances, self.retries, self.max_event_age_s,
-            self.on_success, self.on_failure,
+            self.on_success, self.on_failure, self.http_auth,
         )  # fmt: skip
 
 
@@ -211,8 +247,10 @@ class FunctionSummary:
     latest: FunctionVersion
 
     def to_json(self) -> dict[str, Any]:
+        tenant, name = split_id(self.name)
         return {
-            "name": self.name,
+            "name": name,
+            "tenant": tenant,
             "latest_version": self.latest.version,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
@@ -260,9 +298,11 @@ class InvocationRecord:
     ended_at: float
 
     def to_json(self, logs: list[LogRecord] | None = None) -> dict[str, Any]:
+        tenant, name = split_id(self.function)
         out: dict[str, Any] = {
             "id": self.id,
-            "function": self.function,
+            "function": name,
+            "tenant": tenant,
             "version": self.version,
             "trigger": self.trigger,
             "status": self.status,

@@ -39,6 +39,10 @@ from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.s3 import ObjectStore, S3Server
+from mist.tenancy import discovery
+from mist.tenancy.audit import AuditLog
+from mist.tenancy.service import Tenancy
+from mist.tenancy.store import SqlTenantStore
 from mist.worker import Worker, WorkerConfig
 
 log = logging.getLogger("mist")
@@ -131,7 +135,14 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     objects: ObjectStore | None = None
     s3_server: S3Server | None = None
     triggers: TriggerManager | None = None
+    tenant_store = SqlTenantStore(store.writes)
+    tenancy = Tenancy(tenant_store)
+    audit = AuditLog(tenant_store, writer)
+    registered = False
     try:
+        await tenancy.start()
+        new_admin_key = await tenancy.bootstrap(data_dir)
+        await audit.start()
         await worker.start()
         await records.start()
         functions = FunctionService(
@@ -147,9 +158,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             objects = ObjectStore(data_dir, f"sqlite:///{data_dir / 's3.db'}")
             s3_server = S3Server(objects, s3_sock)
         s3_stats = [s3_server] if s3_server is not None else []
-        services = Services(functions, invocations, records, uploads,
+        services = Services(functions, invocations, records, uploads, tenancy,
                             _stats(worker, records, events, dispatcher, *s3_stats),
-                            events=events, queues=QueueService(store, events, functions, writer), objects=objects)
+                            events=events, queues=QueueService(store, events, functions, writer), objects=objects,
+                            audit=audit)
         if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
@@ -160,7 +172,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
-        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers)
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -181,12 +193,19 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
+            discovery.register(url, data_dir)  # the CLI finds this server's admin key by its URL
+            registered = True
+            if new_admin_key is not None:
+                print(f"Created the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
+                      f"  {new_admin_key}\nThe mist CLI on this machine finds it by itself.", flush=True)
             if on_ready:
                 on_ready(url)
             else:
                 print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
         await serving
     finally:
+        if registered:
+            discovery.unregister(url, data_dir)
         if triggers is not None:
             await triggers.stop()
         if s3_server is not None:
@@ -199,6 +218,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             await dispatcher.stop()
         await records.stop()
         await worker.stop()
+        await audit.stop()
+        await tenancy.stop()
         writer.close()
         store.close()
         sock.close()

@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from mist.tenancy import discovery
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 NO_READ_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=None)  # invocations, deploys, followed logs
@@ -25,9 +27,26 @@ def base_url() -> str:
     return (os.environ.get("MIST_URL") or DEFAULT_URL).rstrip("/")
 
 
+def tenant() -> str | None:
+    """The tenant to act in (admin keys only): `mist --tenant T ...` or MIST_TENANT."""
+    return os.environ.get("MIST_TENANT") or None
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """Authorization (see mist/tenancy/discovery.py for where the key comes from) and X-Mist-Tenant."""
+    headers = {}
+    key = discovery.api_key_for(url)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if tenant():
+        headers["X-Mist-Tenant"] = str(tenant())
+    return headers
+
+
 def make_client() -> httpx.Client:
     """The httpx client every command uses (tests monkeypatch this to inject a transport)."""
-    return httpx.Client(base_url=base_url(), timeout=TIMEOUT, headers={"User-Agent": "mist-cli"})
+    url = base_url()
+    return httpx.Client(base_url=url, timeout=TIMEOUT, headers={"User-Agent": "mist-cli", **auth_headers(url)})
 
 
 class Unreachable(Exception):

@@ -92,6 +92,11 @@ def deploy(
         str | None,
         typer.Option(metavar="DEST", help="Where failure records go (default: the dead-letter queue)."),
     ] = None,
+    http_auth: Annotated[
+        str | None,
+        typer.Option(metavar="public|key", help="The HTTP trigger /fn/NAME: open to anyone (public, the default) "
+                     "or only to API keys of the function's tenant (key)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
@@ -99,6 +104,7 @@ def deploy(
     config.update({k: v for k, v in (
         ("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
         ("max_event_age_s", max_event_age), ("on_success", on_success), ("on_failure", on_failure),
+        ("http_auth", http_auth),
     ) if v is not None})  # fmt: skip
     for key, flag in (("on_success", "--on-success"), ("on_failure", "--on-failure")):
         if key in config:

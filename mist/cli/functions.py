@@ -6,7 +6,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mist.cli import output
 from mist.cli.api import Api
@@ -49,7 +48,7 @@ def ls(as_json: Annotated[bool, _JSON] = False) -> None:
     if not functions:
         say("No functions deployed yet. Deploy one with: mist deploy hello ./hello")
         return
-    table = _table("NAME", "VERSION", "HANDLER", "MEMORY", "TIMEOUT", "UPDATED")
+    table = output.table("NAME", "VERSION", "HANDLER", "MEMORY", "TIMEOUT", "UPDATED")
     for f in functions:
         latest = f.get("latest") or {}
         table.add_row(
@@ -57,6 +56,13 @@ def ls(as_json: Annotated[bool, _JSON] = False) -> None:
             f"{latest.get('memory_mb', '-')} MB", fmt_seconds(latest.get("timeout_s")), fmt_ts(f.get("updated_at")),
         )
     output.print_table(table)
+
+
+def _http_trigger(function: dict[str, Any], latest: dict[str, Any]) -> str:
+    tenant = function.get("tenant") or "default"
+    path = f"/fn/{function.get('name')}" + ("" if tenant == "default" else f".{tenant}")
+    auth = "public" if latest.get("http_auth", "public") == "public" else "API keys of the tenant only"
+    return f"{path}/... ({auth})"
 
 
 @output.handle_errors
@@ -85,6 +91,7 @@ def show(
         ("async", f"{latest.get('retries', 2)} retries, max event age {fmt_seconds(latest.get('max_event_age_s'))}"),
         ("on success", latest.get("on_success") or "-"),
         ("on failure", latest.get("on_failure") or "the function's dead-letter queue (mist dlq ls)"),
+        ("http trigger", _http_trigger(function, latest)),
         ("created", fmt_ts(function.get("created_at"))),
         ("updated", fmt_ts(function.get("updated_at"))),
     ]
@@ -95,7 +102,7 @@ def show(
         say(f"\nNo invocations yet. Try: mist invoke {name}")
         return
     say("\nRecent invocations", style="bold")
-    table = _table("ID", "VERSION", "STATUS", "COLD", "DURATION", "STARTED")
+    table = output.table("ID", "VERSION", "STATUS", "COLD", "DURATION", "STARTED")
     for inv in invocations:
         status = str(inv.get("status"))
         if inv.get("error_type"):
@@ -127,10 +134,3 @@ def rm(
     say(f"Deleted {name}")
 
 
-def _table(*columns: str) -> Table:
-    """A borderless table; on a narrow terminal the first column (a name or an id) folds onto
-    more lines rather than being cut, so it can still be copied."""
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for i, column in enumerate(columns):
-        table.add_column(column, overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0, min_width=len(column))
-    return table

@@ -84,6 +84,9 @@ def handle_errors(command: F) -> F:
             fail(exc.message)
         except ApiError as exc:
             hint = f" (retry after {exc.retry_after} s)" if exc.retry_after else ""
+            if exc.status == 401:
+                hint = (" — give the CLI a key: MIST_API_KEY=mist_..., or `mist login URL`; for a mist up on this "
+                        "machine it reads DATA_DIR/admin.key if you may")
             fail(exc.message + hint, detail=exc.detail)
         except DeployRejected as exc:
             fail(exc.message, detail=exc.detail, code=EXIT_FAILED)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from mist.core.retry import Backoff, backoff_s
+from mist.models import qualify, split_id
 
 SUCCEEDED, FAILED, ERROR, MISSING = "succeeded", "failed", "error", "missing"
 DLQ = "dlq"  # the destination "the function's own dead-letter queue"
@@ -102,15 +103,16 @@ class Route:
 def route(decision: Decision, function: str, on_success: str | None, on_failure: str | None) -> Route:
     """Where a finished event's record goes. A failure without on_failure goes to the
     function's own dead-letter queue ("dead-lettered"); to on_failure it is "failed"."""
+    tenant = split_id(function)[0]  # a destination names a function or queue of the same tenant
     if decision.action == "succeed":
         if on_success is None:
             return Route("succeeded", None, None, None)
         kind, _, target = on_success.partition(":")
-        return Route("succeeded", on_success, kind, target)
+        return Route("succeeded", on_success, kind, qualify(tenant, target))
     if on_failure is None:
         return Route("dead-lettered", DLQ, "queue", dlq_name(function))
     kind, _, target = on_failure.partition(":")
-    return Route("failed", on_failure, kind, target)
+    return Route("failed", on_failure, kind, qualify(tenant, target))
 
 
 def dlq_name(function: str) -> str:
@@ -163,7 +165,8 @@ def destination_record(
 
 def function_arn(function: str, qualifier: int | None) -> str:
     """The ARN a function sees as context.invoked_function_arn (mist/worker/runtime.py)."""
-    return f"arn:mist:lambda:local:000000000000:function:{function}:{qualifier or '$LATEST'}"
+    tenant, name = split_id(function)
+    return f"arn:mist:lambda:local:{tenant}:function:{name}:{qualifier or '$LATEST'}"
 
 
 def _json(raw: bytes) -> object:

@@ -23,7 +23,7 @@ from mist.control import packaging
 from mist.control.layers import LayerStore, Progress
 from mist.control.store import FunctionStore, NewVersion
 from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
-from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion
+from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion, split_id
 from mist.worker.types import SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ async def _no_progress(_: dict[str, object]) -> None:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _missing(fid: str) -> NotFound:
+    return NotFound(f"function {split_id(fid)[1]!r} does not exist; `mist ls` lists the deployed functions")
 
 
 class FunctionService:
@@ -75,7 +79,7 @@ class FunctionService:
             if fv is None:
                 summary = await asyncio.to_thread(self._store.get_function, name)
                 if summary is None:
-                    raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+                    raise _missing(name)
                 fv = self._latest[name] = summary.latest
             return fv
         fv = self._versions.get((name, version))
@@ -83,8 +87,9 @@ class FunctionService:
             found = await asyncio.to_thread(self._store.get_versions, name, version)
             if not found:
                 if await asyncio.to_thread(self._store.get_function, name) is None:
-                    raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
-                raise NotFound(f"function {name!r} has no version {version}; `mist show {name}` shows its versions")
+                    raise _missing(name)
+                local = split_id(name)[1]
+                raise NotFound(f"function {local!r} has no version {version}; `mist show {local}` shows its versions")
             fv = self._versions[(name, version)] = found[0]
         return fv
 
@@ -106,14 +111,16 @@ class FunctionService:
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, name: str) -> FunctionSummary:
-        packaging.validate_name(name)
+        packaging.validate_id(name)
         summary = await asyncio.to_thread(self._store.get_function, name)
         if summary is None:
-            raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+            raise _missing(name)
         return summary
 
-    async def list(self) -> list[FunctionSummary]:
-        return await asyncio.to_thread(self._store.list_functions)
+    async def list(self, tenant: str | None = None) -> list[FunctionSummary]:
+        """Every function, or those of `tenant`."""
+        found = await asyncio.to_thread(self._store.list_functions)
+        return found if tenant is None else [f for f in found if split_id(f.name)[0] == tenant]
 
     async def versions(self, name: str) -> list[FunctionVersion]:
         await self.get(name)
@@ -124,7 +131,7 @@ class FunctionService:
     async def deploy(
         self, name: str, config: object, zip_path: Path, progress: Progress = _no_progress
     ) -> FunctionVersion:
-        packaging.validate_name(name)
+        packaging.validate_id(name)
         cfg = FunctionConfig.from_json(config if config is not None else {})
         await progress({"event": "received", "bytes": zip_path.stat().st_size})
         sha, size, files = await self._extract(zip_path)
@@ -137,13 +144,13 @@ class FunctionService:
         return await self._create(name, cfg, current.code_sha256, current.code_size, _no_progress)
 
     async def delete(self, name: str) -> None:
-        packaging.validate_name(name)
+        packaging.validate_id(name)
         existed = await asyncio.to_thread(self._store.delete_function, name)
         self._latest.pop(name, None)
         for key in [k for k in self._versions if k[0] == name]:
             del self._versions[key]
         if not existed:
-            raise NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+            raise _missing(name)
         await self._retire(name, None)
         in_use = await asyncio.to_thread(self._store.code_in_use)
         for entry in self.code_root.iterdir():
@@ -154,7 +161,7 @@ class FunctionService:
         self, name: str, cfg: FunctionConfig, sha: str, size: int, progress: Progress
     ) -> FunctionVersion:
         for key, dest in (("on_success", cfg.on_success), ("on_failure", cfg.on_failure)):
-            if dest == f"function:{name}":
+            if dest == f"function:{split_id(name)[1]}":
                 raise InvalidRequest(
                     f"{key} cannot be the function itself ({dest}): each of its events would invoke it "
                     "again, without end; use another function or a queue"
@@ -184,6 +191,7 @@ class FunctionService:
             max_event_age_s=cfg.max_event_age_s,
             on_success=cfg.on_success,
             on_failure=cfg.on_failure,
+            http_auth=cfg.http_auth,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mist.errors import DeployRejected, InvalidRequest
-from mist.models import NAME_RE, NAME_RULE
+from mist.models import split_id, NAME_RE, NAME_RULE
 
 MAX_FILES = 10_000
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
@@ -86,6 +86,15 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidRequest(f"invalid function name {name!r}: use {NAME_RULE}")
     return name
+
+
+def validate_id(fid: str) -> str:
+    """Return `fid` if it is a valid function id (`name` or `tenant/name`, see models.qualify)."""
+    tenant, name = split_id(fid) if isinstance(fid, str) else ("", fid)
+    if not NAME_RE.fullmatch(tenant):
+        raise InvalidRequest(f"invalid tenant name {tenant!r}: use {NAME_RULE}")
+    validate_name(name)
+    return fid
 
 
 # -- zipping a directory ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mist.control.asyncpolicy import dlq_name
@@ -24,7 +24,7 @@ from mist.control.functions import FunctionService
 from mist.control.invocations import new_invocation_id
 from mist.control.store import MessageQueues, NewEvent, QueueMessage, QueueSummary
 from mist.errors import InvalidRequest, NotFound
-from mist.models import NAME_RE, NAME_RULE, epoch, iso
+from mist.models import NAME_RE, NAME_RULE, epoch, iso, split_id
 
 REDRIVE_MAX = 10_000  # messages one redrive moves at most (call again for more)
 RECEIVE_MAX = 100
@@ -32,8 +32,10 @@ VISIBILITY_MAX_S = 12 * 3600
 
 
 def check_queue_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise InvalidRequest(f"invalid queue name {name!r}: use {NAME_RULE}")
+    """`name` if it is a valid queue id: `queue` or `tenant/queue` (models.qualify)."""
+    tenant, local = split_id(name)
+    if not NAME_RE.fullmatch(local) or not NAME_RE.fullmatch(tenant):
+        raise InvalidRequest(f"invalid queue name {local!r}: use {NAME_RULE}")
     return name
 
 
@@ -86,10 +88,14 @@ class QueueService:
 
     # -- queues ----------------------------------------------------------------------------------
 
-    async def list(self) -> list[QueueSummary]:
-        """The queues that hold messages (dead-letter queues are listed per function, not here)."""
+    async def list(self, tenant: str | None = None) -> list[QueueSummary]:
+        """The queues that hold messages (dead-letter queues are listed per function, not here);
+        with `tenant`, that tenant's, by their names in it."""
         found = await asyncio.to_thread(self._store.list_queues, self._wall())
-        return [q for q in found if not q.name.startswith("dlq:")]
+        queues = [q for q in found if not q.name.startswith("dlq:")]
+        if tenant is None:
+            return queues
+        return [replace(q, name=split_id(q.name)[1]) for q in queues if split_id(q.name)[0] == tenant]
 
     async def send(self, queue: str, body: bytes) -> str:
         """Put one message in a queue (a dead-letter queue: `asyncpolicy.dlq_name(function)`),
@@ -120,8 +126,9 @@ class QueueService:
     async def dead_letter(self, function: str, message_id: str) -> QueueMessage:
         found = await asyncio.to_thread(self._store.peek, dlq_name(function), limit=1, message_id=message_id)
         if not found:
+            local = split_id(function)[1]
             raise NotFound(
-                f"no message {message_id!r} in the dead-letter queue of {function!r}; `mist dlq ls {function}` lists them"
+                f"no message {message_id!r} in the dead-letter queue of {local!r}; `mist dlq ls {local}` lists them"
             )
         return found[0]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+FID = sa.String(127)  # a function id: `name` or `tenant/name` (mist.models.qualify)
 
 functions = sa.Table(
     "functions",
     metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("name", FID, primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("latest_version", sa.Integer, nullable=False),
@@ -22,7 +23,7 @@ functions = sa.Table(
 versions = sa.Table(
     "function_versions",
     metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("name", FID, primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("handler", sa.String(255), nullable=False),
     sa.Column("memory_mb", sa.Integer, nullable=False),
@@ -39,13 +40,14 @@ versions = sa.Table(
     sa.Column("max_event_age_s", sa.Integer, nullable=False, server_default="21600"),
     sa.Column("on_success", sa.String(80)),
     sa.Column("on_failure", sa.String(80)),
+    sa.Column("http_auth", sa.String(8), nullable=False, server_default="public"),
 )
 
 invocations = sa.Table(
     "invocations",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("function", sa.String(63), nullable=False),
+    sa.Column("function", FID, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -68,7 +70,7 @@ log_lines = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("invocation_id", sa.String(64), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),  # the line's place in its invocation
-    sa.Column("function", sa.String(63), nullable=False),
+    sa.Column("function", FID, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("stream", sa.String(16), nullable=False),
@@ -84,7 +86,7 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("function", sa.String(63), nullable=False),
+    sa.Column("function", FID, nullable=False),
     sa.Column("version", sa.Integer),  # NULL: the newest version at each attempt
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
@@ -124,7 +126,7 @@ event_attempts = sa.Table(
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
-    sa.Column("function", sa.String(63), primary_key=True),
+    sa.Column("function", FID, primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("invocation_id", sa.String(64), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
@@ -135,10 +137,56 @@ messages = sa.Table(
     "queue_messages",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),  # time-ordered
-    sa.Column("queue", sa.String(80), nullable=False),  # a queue name, or "dlq:FUNCTION"
+    sa.Column("queue", sa.String(140), nullable=False),  # a queue id, or "dlq:FUNCTION ID"
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("sent_at", sa.Float, nullable=False),
     sa.Column("visible_at", sa.Float, nullable=False),
     sa.Column("receive_count", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_queue_messages_queue_id", "queue", "id"),
+)
+
+
+# -- tenancy (mist/tenancy/, docs/tenancy.md) -------------------------------------------------------
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rate_per_s", sa.Float),
+    sa.Column("burst", sa.Integer),
+    sa.Column("max_concurrency", sa.Integer),
+    sa.Column("max_queued", sa.Integer),
+    sa.Column("weight", sa.Integer, nullable=False, server_default="1"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),  # SHA-256 of the whole key; the key is never stored
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Index("ix_api_keys_tenant", "tenant"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("actor", sa.String(32), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(300), nullable=False),
+    sa.Column("resource", sa.String(1000), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("source_ip", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_audit_log_tenant_ts", "tenant", "ts"),
+    sa.Index("ix_audit_log_ts", "ts"),
 )

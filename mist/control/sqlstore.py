@@ -119,6 +119,7 @@ class SqlStore(SqlEvents):
                 max_event_age_s=new.max_event_age_s,
                 on_success=new.on_success,
                 on_failure=new.on_failure,
+                http_auth=new.http_auth,
             )
         )
         updated = conn.execute(
@@ -150,6 +151,7 @@ class SqlStore(SqlEvents):
             max_event_age_s=new.max_event_age_s,
             on_success=new.on_success,
             on_failure=new.on_failure,
+            http_auth=new.http_auth,
         )
 
     @staticmethod
@@ -172,6 +174,7 @@ class SqlStore(SqlEvents):
             max_event_age_s=row.max_event_age_s,
             on_success=row.on_success,
             on_failure=row.on_failure,
+            http_auth=row.http_auth,
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord, epoch, iso
+from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord, epoch, iso, split_id
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class NewVersion:
     max_event_age_s: int = 21_600
     on_success: str | None = None
     on_failure: str | None = None
+    http_auth: str = "public"
 
 
 class FunctionStore(Protocol):
@@ -188,10 +189,12 @@ class EventView:
     attempts: tuple[AttemptView, ...]
 
     def to_json(self) -> dict[str, Any]:
+        tenant, name = split_id(self.function)
         return {
             "id": self.id,
             "invocation_type": "Event",
-            "function": self.function,
+            "function": name,
+            "tenant": tenant,
             "version": self.version,
             "trigger": self.trigger,
             "status": self.status,

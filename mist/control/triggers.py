@@ -46,6 +46,7 @@ import sqlalchemy as sa
 
 from mist.core.retry import Backoff, backoff_s
 from mist.errors import FunctionError, InvalidRequest, MistError, NotFound
+from mist.models import split_id
 from mist.triggers.connectors import connector_for
 from mist.triggers.connectors.base import Connector, Message
 from mist.triggers.connectors.spec import ConnectorSpec
@@ -204,7 +205,7 @@ _meta = sa.MetaData()
 _triggers = sa.Table(
     "triggers", _meta,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("function", sa.String(63), nullable=False, index=True),
+    sa.Column("function", sa.String(127), nullable=False, index=True),  # the function's id (tenant/name)
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -287,7 +288,8 @@ class TriggerView:
 
     def to_json(self) -> dict[str, Any]:
         t = self.trigger
-        return {"id": t.id, "function": t.function, "kind": t.kind, "config": t.public_config(),
+        tenant, name = split_id(t.function)
+        return {"id": t.id, "function": name, "tenant": tenant, "kind": t.kind, "config": t.public_config(),
                 "created_at": _iso(t.created_at), "status": self.status}
 
 
@@ -383,15 +385,17 @@ class TriggerManager:
             await self.remove(trigger_id)
         return len(ids)
 
-    def get(self, trigger_id: str) -> TriggerView:
+    def get(self, trigger_id: str, tenant: str | None = None) -> TriggerView:
+        """One trigger (of `tenant` only, when given: another tenant's is not found)."""
         t = self._triggers.get(trigger_id)
-        if t is None:
+        if t is None or (tenant is not None and split_id(t.function)[0] != tenant):
             raise NotFound(f"no trigger {trigger_id!r}; `mist trigger ls` lists them")
         return self._view(t)
 
-    def list(self, function: str | None = None) -> list[TriggerView]:
+    def list(self, function: str | None = None, tenant: str | None = None) -> list[TriggerView]:
         return [self._view(t) for t in sorted(self._triggers.values(), key=lambda t: (t.created_at, t.id))
-                if function is None or t.function == function]
+                if (function is None or t.function == function)
+                and (tenant is None or split_id(t.function)[0] == tenant)]
 
     def _view(self, t: Trigger) -> TriggerView:
         counts = self._counts.setdefault(t.id, _Counts())
@@ -502,7 +506,8 @@ class TriggerManager:
         batch, not one per event); any failure but a missing function raises, and the caller
         delivers the whole batch again (the idempotency keys make the repeats no-ops)."""
         triggers = [t for t in self._triggers.values() if t.kind == "s3"]
-        work = [(ev, t) for ev in events for t in triggers if s3_matches(t.config, ev.bucket, ev.event_name, ev.key)]
+        work = [(ev, t) for ev in events for t in triggers
+                if split_id(t.function)[0] == ev.owner and s3_matches(t.config, ev.bucket, ev.event_name, ev.key)]
         results = await asyncio.gather(*(
             self._enqueue(t.function, encode({"Records": [ev.record]}), trigger="s3",
                           idempotency_key=f"s3:{ev.id}:{t.id}", source_event_id=f"s3:{ev.id}")

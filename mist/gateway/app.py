@@ -2,12 +2,16 @@
 
 A request goes, outermost first:
   1. uvicorn (HTTP/1.1 parsing, keep-alive)                              mist/server.py
+  1a. authentication: the Bearer API key -> a Principal (from memory); no key or a bad one is
+      answered 401 here, before the body is read (but /healthz, /docs, /openapi.json and the
+      HTTP trigger); writes and refusals are audited          mist/gateway/auth.py, tenancy/
   1b. the invocation fast path: `POST /v1/functions/{n}/invocations` is served right here as
       raw ASGI, skipping FastAPI (its routing costs a third of the gateway's CPU per call)
                                                                          mist/gateway/fastpath.py
   2. exception handlers: every MistError -> status + JSON body            mist/gateway/errors.py
      (FastAPI's own 404/405/422 are reshaped into the same error body)
-  3. the route:
+  3. the route, which names the one Action it needs (`Depends(allow(Action.X))`): the role must
+     allow it, and every name is resolved inside the caller's tenant (another tenant's: 404):
        /healthz                          readiness
        /v1/functions... (management)     mist/gateway/functions.py -> control/functions.py
        /v1/functions/{n}/invocations     mist/gateway/invoke.py    -> control/invocations.py -> worker
@@ -16,7 +20,8 @@ A request goes, outermost first:
        /v1/functions/{n}/logs            mist/gateway/logs.py      -> control/records.py
        /v1/s3/keys                       mist/gateway/s3keys.py    -> s3/keys.py
        /v1/triggers, /v1/functions/{n}/triggers  mist/gateway/triggers.py -> control/triggers.py
-       /fn/{n}/{path}  (HTTP trigger)    mist/gateway/invoke.py    -> core/httpevent.py
+       /v1/whoami, /v1/tenants, /v1/keys, /v1/audit   mist/gateway/tenancy.py -> tenancy/
+       /fn/{n}[.{tenant}]/{path}  (HTTP trigger, public or key)  mist/gateway/invoke.py -> core/httpevent.py
 There is no other middleware: nothing runs on the hot path that is not listed here.
 """
 
@@ -24,17 +29,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs, queues, s3keys, triggers
+from mist.gateway import functions, invoke, logs, queues, s3keys, tenancy, triggers
+from mist.gateway.auth import EdgeAuth, allow
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action
 
 
 def build_app(services: Services, *, fast_path: bool = True) -> Any:
@@ -55,16 +62,20 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
 
     # 3. routes
     app.add_api_route("/healthz", _healthz, methods=["GET"], summary="Readiness")
-    app.add_api_route("/v1/statistics", _statistics, methods=["GET"], summary="Component statistics")
+    app.add_api_route("/v1/statistics", _statistics, methods=["GET"], summary="Component statistics (admin)",
+                      dependencies=[Depends(allow(Action.STATISTICS_READ))])
     app.include_router(functions.router)
     app.include_router(invoke.router)
     app.include_router(logs.router)
     app.include_router(queues.router)
     app.include_router(s3keys.router)
     app.include_router(triggers.router)
+    app.include_router(tenancy.router)
 
-    # 1b. the invocation fast path, outermost
-    return InvokeFastPath(app, services) if fast_path else app
+    # 1b. the invocation fast path
+    inner = InvokeFastPath(app, services) if fast_path else app
+    # 1a. authentication (and the audit log), outermost: every request, before its body is read
+    return EdgeAuth(inner, services.tenancy, services.audit)
 
 
 async def _healthz() -> Response:

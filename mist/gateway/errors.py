@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 STATUS: list[tuple[type[errors.MistError], int]] = [
     (errors.PayloadTooLarge, 413),
     (errors.NotFound, 404),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.LimitExceeded, 429),
     (errors.Conflict, 409),
     (errors.DeployRejected, 422),
     (errors.UserError, 400),
@@ -45,8 +48,10 @@ def error_body(exc: errors.MistError) -> dict[str, object]:
 
 def error_headers(exc: errors.MistError) -> dict[str, str]:
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.NoCapacity):
+    if isinstance(exc, (errors.NoCapacity, errors.LimitExceeded)):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="mist"'
     inv = getattr(exc, "invocation_id", None)
     if inv:
         headers["X-Mist-Invocation-Id"] = inv

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs
 
 from mist.errors import MistError, PayloadTooLarge
 from mist.gateway import invoke
+from mist.gateway.auth import authorize_scope
 from mist.gateway.errors import error_response
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +53,8 @@ class InvokeFastPath:
         await self.app(scope, receive, send)
 
     async def _invoke(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self.services
+        name = authorize_scope(scope, Action.FUNCTIONS_INVOKE, services.tenancy).fid(name)
         qs: bytes = scope["query_string"]
         version = invoke.parse_version(parse_qs(qs.decode("latin-1")).get("version", [None])[0]) if qs else None
         declared: bytes | None = None
@@ -66,7 +70,6 @@ class InvokeFastPath:
         event = invoke.is_event(kind, key)
         body = await _read_body(declared, receive)
         payload = invoke.check_payload(body)
-        services = self.services
         if event:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
             await _answer(send, 202, _encode(extra), data)

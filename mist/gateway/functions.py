@@ -10,13 +10,17 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mist.control import packaging
 from mist.errors import InvalidRequest, MistError
+from mist.gateway.auth import allow
 from mist.gateway.errors import error_body, status_for
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action, Caller
+
+READ = Depends(allow(Action.FUNCTIONS_READ))
+WRITE = Depends(allow(Action.FUNCTIONS_WRITE))
 
 router = APIRouter()
 
@@ -41,9 +45,10 @@ async def deploy(
     code: Annotated[UploadFile, File(description="zip of the function's directory")],
     config: Annotated[str | None, Form(description="JSON object: handler, memory_mb, timeout_s, concurrency, env")] = None,
     stream: bool = False,
+    caller: Caller = WRITE,
 ) -> Response:
     services: Services = request.app.state.services
-    packaging.validate_name(name)
+    name = caller.fid(name)
     cfg = _parse_config(config)
     fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=".zip", dir=services.uploads_dir)
     with os.fdopen(fd, "wb") as out:
@@ -88,8 +93,9 @@ async def deploy(
 
 
 @router.patch("/v1/functions/{name}", status_code=201, summary="Change configuration (creates a new version)")
-async def update(name: str, request: Request) -> Response:
+async def update(name: str, request: Request, caller: Caller = WRITE) -> Response:
     services: Services = request.app.state.services
+    name = caller.fid(name)
     try:
         cfg = json.loads(await request.body() or b"{}")
     except ValueError as exc:
@@ -99,33 +105,34 @@ async def update(name: str, request: Request) -> Response:
 
 
 @router.get("/v1/functions", summary="List functions")
-async def list_functions(request: Request) -> Response:
+async def list_functions(request: Request, caller: Caller = READ) -> Response:
     services: Services = request.app.state.services
-    return JSONResponse({"functions": [f.to_json() for f in await services.functions.list()]})
+    return JSONResponse({"functions": [f.to_json() for f in await services.functions.list(caller.tenant)]})
 
 
 @router.get("/v1/functions/{name}", summary="A function and its newest version")
-async def get_function(name: str, request: Request) -> Response:
+async def get_function(name: str, request: Request, caller: Caller = READ) -> Response:
     services: Services = request.app.state.services
-    return JSONResponse((await services.functions.get(name)).to_json())
+    return JSONResponse((await services.functions.get(caller.fid(name))).to_json())
 
 
 @router.get("/v1/functions/{name}/versions", summary="A function's versions, newest first")
-async def list_versions(name: str, request: Request) -> Response:
+async def list_versions(name: str, request: Request, caller: Caller = READ) -> Response:
     services: Services = request.app.state.services
-    return JSONResponse({"versions": [v.to_json() for v in await services.functions.versions(name)]})
+    return JSONResponse({"versions": [v.to_json() for v in await services.functions.versions(caller.fid(name))]})
 
 
 @router.get("/v1/functions/{name}/versions/{version}", summary="One version")
-async def get_version(name: str, version: int, request: Request) -> Response:
+async def get_version(name: str, version: int, request: Request, caller: Caller = READ) -> Response:
     services: Services = request.app.state.services
-    return JSONResponse((await services.functions.resolve(name, version)).to_json())
+    return JSONResponse((await services.functions.resolve(caller.fid(name), version)).to_json())
 
 
 @router.delete("/v1/functions/{name}", status_code=204,
                summary="Delete a function and its triggers (records are kept)")
-async def delete_function(name: str, request: Request) -> Response:
+async def delete_function(name: str, request: Request, caller: Caller = WRITE) -> Response:
     services: Services = request.app.state.services
+    name = caller.fid(name)
     await services.functions.delete(name)
     if services.triggers is not None:
         await services.triggers.remove_function(name)  # type: ignore[attr-defined]

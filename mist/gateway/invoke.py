@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from mist.control.events import check_idempotency_key
 from mist.control.invocations import new_invocation_id
 from mist.core import httpevent
 from mist.errors import InvalidRequest, NotFound, PayloadTooLarge, PlatformError
+from mist.gateway.auth import allow, authorize_scope, principal_of
 from mist.gateway.services import Services
+from mist.models import DEFAULT_TENANT, NAME_RE, split_id
+from mist.tenancy.roles import Action, Caller
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit, 6 MB
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -126,10 +129,11 @@ def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) ->
         503: {"description": "No capacity in time; retry after Retry-After"},
     },
 )
-async def invoke(name: str, request: Request) -> Response:
+async def invoke(name: str, request: Request, caller: Caller = Depends(allow(Action.FUNCTIONS_INVOKE))) -> Response:
     """Served by `mist/gateway/fastpath.py` in `mist up`; declared here for the OpenAPI document
     and as the same behaviour for apps built without the fast path."""
     services: Services = request.app.state.services
+    name = caller.fid(name)
     version = parse_version(request.query_params.get("version"))
     key = request.headers.get(KEY_HEADER)
     event = is_event(request.headers.get(TYPE_HEADER), key)
@@ -151,32 +155,53 @@ async def invoke(name: str, request: Request) -> Response:
     "/v1/invocations/{invocation_id}",
     summary="An asynchronous invocation's status and attempts, or an invocation's record and log lines",
 )
-async def get_invocation(invocation_id: str, request: Request) -> Response:
+async def get_invocation(invocation_id: str, request: Request,
+                         caller: Caller = Depends(allow(Action.INVOCATIONS_READ))) -> Response:
     services: Services = request.app.state.services
+    missing = NotFound(f"no invocation {invocation_id!r}; the id is in the X-Mist-Invocation-Id header of the answer")
     if services.events is not None:
         view = await services.events.get(invocation_id)
         if view is not None:
+            if split_id(view.function)[0] != caller.tenant:
+                raise missing
             return JSONResponse(view.to_json())
     found = await services.records.get(invocation_id)
-    if found is None:
-        raise NotFound(f"no invocation {invocation_id!r}; the id is in the X-Mist-Invocation-Id header of the answer")
+    if found is None or split_id(found[0].function)[0] != caller.tenant:
+        raise missing
     record, logs = found
     return JSONResponse(record.to_json(logs))
 
 
 @router.get("/v1/functions/{name}/invocations", summary="Recent invocations of a function, newest first")
-async def list_invocations(name: str, request: Request, limit: int = 50) -> Response:
+async def list_invocations(name: str, request: Request, limit: int = 50,
+                           caller: Caller = Depends(allow(Action.INVOCATIONS_READ))) -> Response:
     services: Services = request.app.state.services
+    name = caller.fid(name)
     await services.functions.get(name)
     limit = max(1, min(limit, 1000))
     records = await services.records.list(name, limit)
     return JSONResponse({"invocations": [r.to_json() for r in records]})
 
 
+def trigger_function(request: Request) -> tuple[str, str]:
+    """(tenant, name) of `/fn/{name}` (the default tenant) or `/fn/{name}.{tenant}` (as OpenFaaS
+    names the functions of a namespace)."""
+    name, _, tenant = request.path_params["name"].partition(".")
+    return tenant or DEFAULT_TENANT, name
+
+
 async def http_trigger(request: Request) -> Response:
     services: Services = request.app.state.services
-    name = request.path_params["name"]
-    fv = await services.functions.resolve(name)
+    tenant, name = trigger_function(request)
+    missing = NotFound(f"function {name!r} does not exist; `mist ls` lists the deployed functions")
+    if not NAME_RE.fullmatch(tenant):
+        raise missing
+    fv = await services.functions.resolve(Caller(None, tenant).fid(name))
+    if fv.http_auth == "key":  # the function's tenant's keys only; another tenant's key finds nothing
+        caller = authorize_scope(request.scope, Action.FUNCTIONS_INVOKE, services.tenancy)
+        if caller.tenant != tenant and not (caller.principal and caller.principal.is_admin):
+            raise missing
+    authenticated = principal_of(request.scope) is not None
     body = await read_body(request)
     inv_id = new_invocation_id()
     client = request.client
@@ -184,7 +209,8 @@ async def http_trigger(request: Request) -> Response:
         method=request.method,
         path="/" + request.path_params.get("path", ""),
         raw_query=request.url.query,
-        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
+                 if not (authenticated and k == b"authorization")],  # a mist key is never shown to the function
         body=body,
         source_ip=client.host if client else "",
         request_id=inv_id,

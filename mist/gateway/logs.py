@@ -6,10 +6,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
+from mist.gateway.auth import allow
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action, Caller
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -22,8 +24,10 @@ async def function_logs(
     invocation_id: str | None = None,
     limit: int = 200,
     follow: bool = False,
+    caller: Caller = Depends(allow(Action.INVOCATIONS_READ)),
 ) -> StreamingResponse:
     services: Services = request.app.state.services
+    name = caller.fid(name)
     await services.functions.get(name)
     limit = max(1, min(limit, 10_000))
     queue = services.records.follow(name) if follow else None  # subscribe first: no gap

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
-from mist.control import packaging
 from mist.control.queues import QueueService, dlq_entry, message_json
 from mist.errors import InvalidRequest, NotFound, PlatformError
+from mist.gateway.auth import allow
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action, Caller
+
+READ = Depends(allow(Action.QUEUES_READ))
+WRITE = Depends(allow(Action.QUEUES_WRITE))
 
 router = APIRouter()
 
@@ -24,16 +28,16 @@ def _queues(request: Request) -> QueueService:
 
 
 @router.get("/v1/functions/{name}/dlq", summary="A function's dead-letter queue, oldest first")
-async def list_dead_letters(name: str, request: Request, limit: int = 100) -> Response:
-    packaging.validate_name(name)
-    found = await _queues(request).dead_letters(name, limit=max(1, min(limit, 1000)))
+async def list_dead_letters(name: str, request: Request, limit: int = 100, caller: Caller = READ) -> Response:
+    services: Services = request.app.state.services
+    await services.functions.get(caller.fid(name))  # NotFound, for another tenant's too
+    found = await _queues(request).dead_letters(caller.fid(name), limit=max(1, min(limit, 1000)))
     return JSONResponse({"messages": [dlq_entry(m) for m in found]})
 
 
 @router.get("/v1/functions/{name}/dlq/{message_id}", summary="One dead-lettered event: its destination record")
-async def get_dead_letter(name: str, message_id: str, request: Request) -> Response:
-    packaging.validate_name(name)
-    m = await _queues(request).dead_letter(name, message_id)
+async def get_dead_letter(name: str, message_id: str, request: Request, caller: Caller = READ) -> Response:
+    m = await _queues(request).dead_letter(caller.fid(name), message_id)
     out = message_json(m)
     return JSONResponse({"id": out["id"], "sent_at": out["sent_at"], "record": out["body"]})
 
@@ -42,8 +46,8 @@ async def get_dead_letter(name: str, message_id: str, request: Request) -> Respo
     "/v1/functions/{name}/dlq/redrive",
     summary="Run dead-lettered events again as new asynchronous invocations",
 )
-async def redrive(name: str, request: Request) -> Response:
-    packaging.validate_name(name)
+async def redrive(name: str, request: Request, caller: Caller = WRITE) -> Response:
+    name = caller.fid(name)
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -59,19 +63,20 @@ async def redrive(name: str, request: Request) -> Response:
 
 
 @router.get("/v1/queues", summary="The mist queues that hold messages")
-async def list_queues(request: Request) -> Response:
-    found = await _queues(request).list()
+async def list_queues(request: Request, caller: Caller = READ) -> Response:
+    found = await _queues(request).list(caller.tenant)
     return JSONResponse({"queues": [{"name": q.name, "messages": q.messages, "visible": q.visible} for q in found]})
 
 
 @router.post("/v1/queues/{queue}/receive", summary="Receive messages (hidden for visibility_timeout seconds)")
-async def receive(queue: str, request: Request, max: int = 10, visibility_timeout: float = 30.0) -> Response:
-    got = await _queues(request).receive(queue, limit=max, visibility_s=visibility_timeout)
+async def receive(queue: str, request: Request, max: int = 10, visibility_timeout: float = 30.0,
+                  caller: Caller = WRITE) -> Response:
+    got = await _queues(request).receive(caller.fid(queue, "queue"), limit=max, visibility_s=visibility_timeout)
     return JSONResponse({"messages": [message_json(m) for m in got]})
 
 
 @router.delete("/v1/queues/{queue}/messages/{message_id}", status_code=204, summary="Delete a received message")
-async def delete_message(queue: str, message_id: str, request: Request) -> Response:
-    if not await _queues(request).delete(queue, [message_id]):
+async def delete_message(queue: str, message_id: str, request: Request, caller: Caller = WRITE) -> Response:
+    if not await _queues(request).delete(caller.fid(queue, "queue"), [message_id]):
         raise NotFound(f"no message {message_id!r} in queue {queue!r}; it was deleted already, or never there")
     return Response(status_code=204)

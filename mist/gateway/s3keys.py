@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from mist.errors import PlatformError
+from mist.gateway.auth import allow
 from mist.gateway.services import Services
 from mist.s3 import ObjectStore
+from mist.tenancy.roles import Action, Caller
+
+MANAGE = Depends(allow(Action.KEYS_MANAGE))
 
 router = APIRouter()
 
@@ -26,18 +30,18 @@ def _objects(request: Request) -> ObjectStore:
 
 
 @router.post("/v1/s3/keys", status_code=201, summary="Create an S3 access key; its secret is shown only now")
-async def create_key(request: Request) -> Response:
-    key = await asyncio.to_thread(_objects(request).keys.create)
+async def create_key(request: Request, caller: Caller = MANAGE) -> Response:
+    key = await asyncio.to_thread(_objects(request).keys.create, caller.tenant)
     return JSONResponse(key.to_json(), status_code=201)
 
 
 @router.get("/v1/s3/keys", summary="The S3 access keys (ids and creation times, never secrets)")
-async def list_keys(request: Request) -> Response:
-    keys = await asyncio.to_thread(_objects(request).keys.list)
+async def list_keys(request: Request, caller: Caller = MANAGE) -> Response:
+    keys = await asyncio.to_thread(_objects(request).keys.list, caller.tenant)
     return JSONResponse({"keys": [k.to_json() for k in keys]})
 
 
 @router.delete("/v1/s3/keys/{access_key_id}", status_code=204, summary="Delete an S3 access key")
-async def delete_key(access_key_id: str, request: Request) -> Response:
-    await asyncio.to_thread(_objects(request).keys.delete, access_key_id)
+async def delete_key(access_key_id: str, request: Request, caller: Caller = MANAGE) -> Response:
+    await asyncio.to_thread(_objects(request).keys.delete, access_key_id, caller.tenant)
     return Response(status_code=204)

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from mist.control.triggers import TriggerManager
 from mist.errors import PlatformError
+from mist.gateway.auth import allow
 from mist.gateway.services import Services
+from mist.tenancy.roles import Action, Caller
+
+READ = Depends(allow(Action.TRIGGERS_READ))
+WRITE = Depends(allow(Action.TRIGGERS_WRITE))
 
 router = APIRouter()
 
@@ -34,27 +39,33 @@ def _triggers(request: Request) -> TriggerManager:
 
 @router.post("/v1/functions/{name}/triggers", status_code=201, summary="Add a trigger to a function")
 async def add_trigger(name: str, request: Request,
-                      body: dict[str, Any] = Body(..., openapi_examples=_EXAMPLES)) -> Response:  # noqa: B008
-    view = await _triggers(request).add(name, body)
+                      body: dict[str, Any] = Body(..., openapi_examples=_EXAMPLES),  # noqa: B008
+                      caller: Caller = WRITE) -> Response:
+    view = await _triggers(request).add(caller.fid(name), body)
     return JSONResponse(view.to_json(), status_code=201)
 
 
 @router.get("/v1/functions/{name}/triggers", summary="A function's triggers and their status")
-async def function_triggers(name: str, request: Request) -> Response:
-    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(name)]})
+async def function_triggers(name: str, request: Request, caller: Caller = READ) -> Response:
+    services: Services = request.app.state.services
+    await services.functions.get(caller.fid(name))  # NotFound, for another tenant's too
+    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(caller.fid(name))]})
 
 
 @router.get("/v1/triggers", summary="Every trigger and its status")
-async def list_triggers(request: Request, function: str | None = None) -> Response:
-    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(function)]})
+async def list_triggers(request: Request, function: str | None = None, caller: Caller = READ) -> Response:
+    fid = caller.fid(function) if function is not None else None
+    return JSONResponse({"triggers": [v.to_json() for v in _triggers(request).list(fid, caller.tenant)]})
 
 
 @router.get("/v1/triggers/{trigger_id}", summary="One trigger and its status")
-async def get_trigger(trigger_id: str, request: Request) -> Response:
-    return JSONResponse(_triggers(request).get(trigger_id).to_json())
+async def get_trigger(trigger_id: str, request: Request, caller: Caller = READ) -> Response:
+    return JSONResponse(_triggers(request).get(trigger_id, caller.tenant).to_json())
 
 
 @router.delete("/v1/triggers/{trigger_id}", status_code=204, summary="Remove a trigger")
-async def remove_trigger(trigger_id: str, request: Request) -> Response:
-    await _triggers(request).remove(trigger_id)
+async def remove_trigger(trigger_id: str, request: Request, caller: Caller = WRITE) -> Response:
+    triggers = _triggers(request)
+    triggers.get(trigger_id, caller.tenant)  # another tenant's trigger: NotFound
+    await triggers.remove(trigger_id)
     return Response(status_code=204)

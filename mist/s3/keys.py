@@ -69,10 +69,14 @@ class AccessKeys:
         with self._db.read() as conn:
             return [AccessKey(r.access_key_id, r.owner, r.created_at) for r in conn.execute(query)]
 
-    def delete(self, access_key_id: str) -> None:
+    def delete(self, access_key_id: str, owner: str | None = None) -> None:
+        """Delete a key (of `owner` only, when given: another owner's key is not found)."""
         t = tables.access_keys
+        where = t.c.access_key_id == access_key_id
+        if owner is not None:
+            where &= t.c.owner == owner
         with self._db.write() as conn:
-            gone = conn.execute(t.delete().where(t.c.access_key_id == access_key_id)).rowcount
+            gone = conn.execute(t.delete().where(where)).rowcount
         with self._lock:
             self._cache.pop(access_key_id, None)
         if not gone:

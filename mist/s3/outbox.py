@@ -39,6 +39,7 @@ class OutboxEvent:
     event_name: str
     record: dict[str, Any]
     created_at: datetime
+    owner: str = ""  # the bucket's owner (its tenant): only that tenant's triggers see the event
 
 
 class Outbox(Protocol):
@@ -108,6 +109,7 @@ class SqlOutbox:
                     principal=r.principal, source_ip=r.source_ip, request_id=r.request_id, owner=r.owner or "",
                 ),
                 created_at=datetime.fromtimestamp(r.created_at, timezone.utc),
+                owner=r.owner or "",
             )
             for r in rows
         ]  # fmt: skip
@@ -139,14 +141,14 @@ class MemoryOutbox:
 
     def add(
         self, bucket: str, key: str, event_name: str, *, size: int | None = None, etag: str | None = None,
-        at: float = 0.0,
+        at: float = 0.0, owner: str = "default",
     ) -> OutboxEvent:
         event_id, self._next = self._next, self._next + 1
         record = event_record(
             event_name=event_name, bucket=bucket, key=key, size=size, etag=etag,
-            sequencer=sequencer(event_id), event_time=at,
+            sequencer=sequencer(event_id), event_time=at, owner=owner,
         )
-        event = OutboxEvent(event_id, bucket, key, event_name, record, datetime.fromtimestamp(at, timezone.utc))
+        event = OutboxEvent(event_id, bucket, key, event_name, record, datetime.fromtimestamp(at, timezone.utc), owner)
         self._events[event_id] = event
         self._wakeup.notify()
         return event

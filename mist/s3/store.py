@@ -52,8 +52,8 @@ def _row_to_info(row: Any) -> ObjectInfo:
 def _check_owner(row: Any, caller: Caller, bucket: str) -> None:
     if row is None:
         raise no_such_bucket(bucket)
-    if row.owner != caller.owner:
-        raise UserError(f"Access Denied: bucket {bucket} belongs to another owner", code="AccessDenied")
+    if row.owner != caller.owner:  # another tenant's bucket is invisible: as if it did not exist
+        raise no_such_bucket(bucket)
 
 
 # statements of the hot paths, built once (parameters bound at each execution)

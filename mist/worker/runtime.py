@@ -209,7 +209,7 @@ class LambdaContext:
         self.function_name = name
         self.function_version = version
         self.memory_limit_in_mb = str(assign["memory_mb"])
-        self.invoked_function_arn = f"arn:mist:lambda:local:000000000000:function:{name}:{version}"
+        self.invoked_function_arn = f"arn:mist:lambda:local:{assign.get('tenant', 'default')}:function:{name}:{version}"
         self.log_group_name = f"/mist/{name}"
         self.log_stream_name = assign["log_stream"]
         self.client_context = None

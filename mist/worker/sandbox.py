@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 from mist.errors import FunctionCrashed, FunctionError, FunctionOutOfMemory, FunctionTimeout, SandboxFailed
+from mist.models import split_id
 from mist.worker import protocol
 from mist.worker.cgroups import SandboxCgroups
 from mist.worker.lifecycle import Event, State, transition
@@ -187,8 +188,9 @@ class Sandbox:
         self.spec = spec
         self.key = spec.key
         self.concurrency = spec.concurrency
+        tenant, name = split_id(spec.function_name)
         header = {
-            "function_name": spec.function_name, "version": spec.version, "handler": spec.handler,
+            "function_name": name, "tenant": tenant, "version": spec.version, "handler": spec.handler,
             "memory_mb": spec.memory_mb, "timeout_s": spec.timeout_s, "concurrency": spec.concurrency,
             "env": [list(kv) for kv in spec.env], "code_dir": str(spec.code_dir),
             "layer_dir": str(spec.layer_dir) if spec.layer_dir else None,

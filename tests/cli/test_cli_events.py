@@ -15,7 +15,7 @@ def deployed(cli, fake, hello):
 def record(inv_id="event-1", condition="RetriesExhausted", attempts=3, error=None):
     return {
         "version": "1.0", "timestamp": "2026-11-26T05:00:03.000Z",
-        "requestContext": {"requestId": inv_id, "functionArn": "arn:mist:lambda:local:000000000000:function:hello:$LATEST",
+        "requestContext": {"requestId": inv_id, "functionArn": "arn:mist:lambda:local:default:function:hello:$LATEST",
                            "condition": condition, "approximateInvokeCount": attempts},
         "requestPayload": {"order": 7},
         "responseContext": {"statusCode": 200, "executedVersion": "1", "functionError": "Unhandled"},

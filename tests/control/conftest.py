@@ -4,29 +4,11 @@ PostgreSQL is the real server (postgresql+psycopg://postgres@127.0.0.1/test): th
 a schema of its own, emptied before each test and dropped at the end.
 """
 
-import os
-import secrets
-
 import pytest
-import sqlalchemy as sa
 
 from mist.control.sqlschema import metadata
 from mist.control.sqlstore import SqlStore
 from mist.testing.stores import MemoryStore
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1/test"
-
-
-@pytest.fixture(scope="session")
-def pg_url():
-    schema = f"mist_contract_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "memory"])

@@ -106,7 +106,7 @@ def test_destination_record_has_lambdas_shape():
         "version": "1.0",
         "timestamp": "2025-11-26T04:00:00.250Z",
         "requestContext": {"requestId": "abc",
-                           "functionArn": "arn:mist:lambda:local:000000000000:function:hello:$LATEST",
+                           "functionArn": "arn:mist:lambda:local:default:function:hello:$LATEST",
                            "condition": "RetriesExhausted", "approximateInvokeCount": 3},
         "requestPayload": {"n": 1},
         "responseContext": {"statusCode": 200, "executedVersion": "4", "functionError": "Unhandled"},

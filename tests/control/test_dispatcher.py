@@ -136,7 +136,7 @@ async def test_exhausted_retries_dead_letter_the_lambda_record_and_redrive_runs_
     [message] = await mist.queues.dead_letters("hello")
     record = json.loads(message.body)
     assert record["requestContext"] == {
-        "requestId": inv_id, "functionArn": "arn:mist:lambda:local:000000000000:function:hello:$LATEST",
+        "requestId": inv_id, "functionArn": "arn:mist:lambda:local:default:function:hello:$LATEST",
         "condition": "RetriesExhausted", "approximateInvokeCount": 3}
     assert record["requestPayload"] == {"order": 7}
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "1", "functionError": "Unhandled"}

@@ -32,8 +32,17 @@ class Server:
             [MIST, *args], capture_output=True, text=True, env=env, input=input, timeout=timeout, cwd=REPO
         )
 
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header of the server's admin key."""
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
+        return httpx.Client(base_url=self.url, timeout=60, headers=self.auth)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

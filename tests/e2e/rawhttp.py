@@ -10,12 +10,18 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from mist.tenancy.discovery import api_key_for
+
 
 class RawClient:
+    """Requests carry the admin key of the `mist up` at `url` (found as the CLI finds it)."""
+
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        key = api_key_for(url)
+        self._auth = f"Authorization: Bearer {key}\r\n" if key else ""
 
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
@@ -24,7 +30,7 @@ class RawClient:
         if self._conn is None:
             self._conn = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._conn
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n{self._auth}"
         head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         try:
             writer.write(head.encode("latin-1") + b"\r\n" + body)

@@ -105,7 +105,7 @@ def test_destinations_chain_a_function_and_queues_with_lambdas_record(server, tm
     [message] = done
     # sink ran with source's success record and returned its requestContext
     assert message["body"]["responsePayload"] == {
-        "requestId": ok, "functionArn": "arn:mist:lambda:local:000000000000:function:source:$LATEST",
+        "requestId": ok, "functionArn": "arn:mist:lambda:local:default:function:source:$LATEST",
         "condition": "Success", "approximateInvokeCount": 1}
     assert message["body"]["requestPayload"]["responsePayload"] == {"attempts": 1, "event": {"n": 1}}
     [failure] = receive(server, "source-failed")

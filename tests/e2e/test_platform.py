@@ -164,5 +164,5 @@ def test_concurrent_deploys_of_one_name_both_land(server, tmp_path):
     outs = [p.communicate(timeout=60)[0] for p in procs]
     versions = sorted(json.loads(out)["version"] for out in outs)
     assert versions == [1, 2, 3]
-    with httpx.Client(base_url=server.url) as c:
+    with server.client() as c:
         assert c.post("/v1/functions/race/invocations").json() == 1

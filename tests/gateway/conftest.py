@@ -16,7 +16,9 @@ from mist.control.records import InvocationLog
 from mist.core.retry import Backoff
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.tenancy.service import Tenancy
 from mist.testing.stores import MemoryStore
+from mist.testing.tenancy import MemoryTenantStore
 from mist.testing.worker import FakeWorker
 
 
@@ -41,11 +43,17 @@ async def client(request, tmp_path, worker):
     dispatcher = Dispatcher(store, store, events, functions, invocations, writer, DispatcherConfig(
         backoff=Backoff(base_s=0.01, cap_s=0.05), poll_s=0.05, heartbeat_s=0.1, lease_s=1.0))  # fmt: skip
     await dispatcher.start()
-    services = Services(functions, invocations, records, uploads, events=events,
+    tenancy = Tenancy(MemoryTenantStore())
+    await tenancy.start()
+    admin_key = await tenancy.bootstrap(tmp_path)
+    services = Services(functions, invocations, records, uploads, tenancy, events=events,
                         queues=QueueService(store, events, functions, writer))  # fmt: skip
     app = build_app(services, fast_path=request.param == "fast-path")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist",
+                                 headers={"Authorization": f"Bearer {admin_key}"}) as c:
+        c.services = services  # type: ignore[attr-defined]
         yield c
+    await tenancy.stop()
     await dispatcher.stop()
     await records.stop()
     writer.close()

@@ -72,12 +72,15 @@ def test_buckets_of_another_owner_are_neither_listed_nor_usable(endpoint, s3, bu
     theirs = endpoint.client(other.access_key_id, other.secret_access_key)
 
     assert bucket not in [b["Name"] for b in theirs.list_buckets()["Buckets"]]
-    with pytest.raises(ClientError) as exc:
-        theirs.put_object(Bucket=bucket, Key="k", Body=b"x")
-    assert code_of(exc) == (403, "AccessDenied")
+    for attempt in (lambda: theirs.put_object(Bucket=bucket, Key="k", Body=b"x"),
+                    lambda: theirs.get_object(Bucket=bucket, Key="k"),
+                    lambda: theirs.list_objects_v2(Bucket=bucket)):
+        with pytest.raises(ClientError) as exc:
+            attempt()
+        assert code_of(exc) == (404, "NoSuchBucket")  # invisible: the same answer as for no bucket at all
     with pytest.raises(ClientError) as exc:
         theirs.create_bucket(Bucket=bucket)
-    assert code_of(exc) == (409, "BucketAlreadyExists")
+    assert code_of(exc) == (409, "BucketAlreadyExists")  # bucket names are one namespace, as in S3
 
 
 # -- objects ---------------------------------------------------------------------------------------

@@ -17,28 +17,34 @@ from mist.control.records import InvocationLog
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.testing.stores import MemoryStore
+from mist.testing.tenancy import bootstrapped
 from mist.testing.worker import FakeWorker
 from tests.s3.conftest import AppServer
 
 
-def gateway(tmp_path, objects) -> object:  # noqa: ANN001
+def gateway(tmp_path, objects) -> tuple[object, str]:  # noqa: ANN001
+    """The app and its admin key."""
     store, worker = MemoryStore(), FakeWorker()
+    tenancy, admin_key = bootstrapped(tmp_path)
     records = InvocationLog(store)
     functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire)
     uploads = tmp_path / "uploads"
     uploads.mkdir(exist_ok=True)
-    return build_app(
-        Services(functions, InvocationService(functions, worker, records), records, uploads, objects=objects),
+    app = build_app(
+        Services(functions, InvocationService(functions, worker, records), records, uploads, tenancy, objects=objects),
         fast_path=False,
     )
+    return app, admin_key
 
 
 @pytest.fixture
 def mist_api(tmp_path, endpoint, monkeypatch):
     """The gateway app serving the endpoint's store, on a free port; the CLI talks to it (MIST_URL)."""
-    server = AppServer(gateway(tmp_path, endpoint.store))
+    app, admin_key = gateway(tmp_path, endpoint.store)
+    server = AppServer(app)
     monkeypatch.setenv("MIST_URL", server.url)
-    with httpx.Client(base_url=server.url) as client:
+    monkeypatch.setenv("MIST_API_KEY", admin_key)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}) as client:
         yield client
     server.stop()
 
@@ -66,8 +72,10 @@ def test_a_key_made_through_the_api_signs_s3_requests_until_deleted(mist_api, en
 
 
 async def test_without_object_storage_the_key_routes_say_so(tmp_path):
-    transport = httpx.ASGITransport(app=gateway(tmp_path, None))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mist") as client:
+    app, admin_key = gateway(tmp_path, None)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mist",
+                                 headers={"Authorization": f"Bearer {admin_key}"}) as client:
         r = await client.post("/v1/s3/keys")
     assert r.status_code == 500 and "--s3-port" in r.json()["error"]["message"]
 

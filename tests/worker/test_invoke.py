@@ -73,7 +73,7 @@ async def test_context_fields_and_remaining_time(worker, function):
     got = value(result)
     assert got["aws_request_id"] == got["request_id"] == "req-42"
     assert (got["function_name"], got["function_version"], got["memory_limit_in_mb"]) == ("fn", str(spec.version), "256")
-    assert got["invoked_function_arn"] == f"arn:mist:lambda:local:000000000000:function:fn:{spec.version}"
+    assert got["invoked_function_arn"] == f"arn:mist:lambda:local:default:function:fn:{spec.version}"
     assert got["log_group_name"] == "/mist/fn" and result.instance_id in got["log_stream_name"]
     assert got["client_context"] is None and got["identity"] is None
     assert 2500 < got["remaining"] <= 3000

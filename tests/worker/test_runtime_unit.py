@@ -108,7 +108,7 @@ def test_bytes_cannot_be_marshalled():
 def test_context_fields_and_remaining_time():
     assign = {"function_name": "hello", "version": 3, "memory_mb": 256, "log_stream": "2026/01/01/[3]s1"}
     ctx = LambdaContext("req-1", time.monotonic() + 2.0, assign)
-    assert ctx.invoked_function_arn == "arn:mist:lambda:local:000000000000:function:hello:3"
+    assert ctx.invoked_function_arn == "arn:mist:lambda:local:default:function:hello:3"
     assert (ctx.aws_request_id, ctx.function_version, ctx.memory_limit_in_mb, ctx.log_group_name) == (
         "req-1", "3", "256", "/mist/hello")
     assert 1500 < ctx.get_remaining_time_in_millis() <= 2000
