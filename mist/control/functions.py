@@ -101,6 +101,7 @@ class FunctionService:
             layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
             min_instances=fv.min_instances,
             max_instances=fv.max_instances,
+            egress=fv.network,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class FunctionService:
             max_event_age_s=cfg.max_event_age_s,
             on_success=cfg.on_success,
             on_failure=cfg.on_failure,
+            network=cfg.network,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)

@@ -39,6 +39,7 @@ versions = sa.Table(
     sa.Column("max_event_age_s", sa.Integer, nullable=False, server_default="21600"),
     sa.Column("on_success", sa.String(80)),
     sa.Column("on_failure", sa.String(80)),
+    sa.Column("network", sa.Text),  # NULL: none; else the egress rules as a JSON list
 )
 
 invocations = sa.Table(

@@ -119,6 +119,7 @@ class SqlStore(SqlEvents):
                 max_event_age_s=new.max_event_age_s,
                 on_success=new.on_success,
                 on_failure=new.on_failure,
+                network=json.dumps(list(new.network)) if new.network else None,
             )
         )
         updated = conn.execute(
@@ -150,6 +151,7 @@ class SqlStore(SqlEvents):
             max_event_age_s=new.max_event_age_s,
             on_success=new.on_success,
             on_failure=new.on_failure,
+            network=tuple(new.network),
         )
 
     @staticmethod
@@ -172,6 +174,7 @@ class SqlStore(SqlEvents):
             max_event_age_s=row.max_event_age_s,
             on_success=row.on_success,
             on_failure=row.on_failure,
+            network=tuple(json.loads(row.network)) if row.network else (),
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

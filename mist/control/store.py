@@ -38,6 +38,7 @@ class NewVersion:
     max_event_age_s: int = 21_600
     on_success: str | None = None
     on_failure: str | None = None
+    network: tuple[str, ...] = ()  # () = none; else the egress allowlist
 
 
 class FunctionStore(Protocol):

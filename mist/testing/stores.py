@@ -82,6 +82,7 @@ class MemoryStore:
                 max_event_age_s=new.max_event_age_s,
                 on_success=new.on_success,
                 on_failure=new.on_failure,
+                network=tuple(new.network),
             )
             existing.append(fv)
             created = self._created.get(new.name, (now, now))[0]

@@ -54,7 +54,6 @@ class HostLayout:
     executable: str = ""
     site_packages: str = ""
     ld_so_cache: bytes = b""
-    resolv_conf: bytes = b""
     has_ssl: bool = False
     cap_last: int = 40
     seccomp: dict[bool, bytes] = field(default_factory=dict)
@@ -72,7 +71,6 @@ class HostLayout:
             executable=os.path.join(base, "bin", version),
             site_packages=os.path.join(base, "lib", version, "site-packages"),
             ld_so_cache=_read("/etc/ld.so.cache"),
-            resolv_conf=_read("/etc/resolv.conf"),
             has_ssl=os.path.isdir("/etc/ssl"),
             cap_last=sc.cap_last_cap(),
         )
@@ -112,9 +110,25 @@ def enter(req: dict, pid_ns: bool = True) -> None:
     ):
         resource.setrlimit(res, (value, value))
     flags = sc.CLONE_NEWNS | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | (sc.CLONE_NEWPID if pid_ns else 0)
-    if not req["network"]:
-        flags |= sc.CLONE_NEWNET
+    enter_network(req)
     sc.unshare(flags)
+
+
+def enter_network(req: dict) -> None:
+    """A sandbox never shares the host's network namespace: without network it gets an empty
+    one of its own; with egress, the namespace prepared for it (`network.SandboxNetwork`:
+    a veth to the host, filtered there), given by path, or the spawn fails."""
+    if not req.get("network"):
+        sc.unshare(sc.CLONE_NEWNET)
+        return
+    path = req.get("netns")
+    if not path:
+        raise OSError("a sandbox with network needs its prepared network namespace (netns)")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
 
 
 def build_generic(req: dict, host: HostLayout, *, layer_dir: str | None = None,
@@ -161,7 +175,8 @@ def _build_etc(r: str, req: dict, host: HostLayout, identity_link: bool = False)
     _write(f"{r}/etc/hosts", b"127.0.0.1\tlocalhost mist\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     _write(f"{r}/etc/hostname", b"mist\n")
     _write(f"{r}/etc/nsswitch.conf", _NSSWITCH)
-    _write(f"{r}/etc/resolv.conf", host.resolv_conf if req["network"] else b"")
+    dns = req.get("dns") if req["network"] else None  # mist's resolver (sandboxdns.py), nothing else
+    _write(f"{r}/etc/resolv.conf", f"nameserver {dns}\noptions timeout:2 attempts:2\n".encode() if dns else b"")
     if host.ld_so_cache:
         _write(f"{r}/etc/ld.so.cache", host.ld_so_cache)
     if host.has_ssl:
