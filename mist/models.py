@@ -160,7 +160,7 @@ def egress_rule(value: Any) -> str:
         except ValueError:
             raise InvalidRequest(f"network: {dest!r} in egress rule {value!r} is not an IPv4 address or CIDR "
                                  "(e.g. 203.0.113.0/24)") from None
-        if net.overlaps(_LOOPBACK):
+        if net.subnet_of(_LOOPBACK):
             raise InvalidRequest(
                 f"network: egress rule {value!r} names the loopback network: inside a sandbox 127.0.0.1 is "
                 "the sandbox itself, and the host's loopback services are never reachable from a function"

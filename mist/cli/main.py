@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, triggers, up
+from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, triggers, up, update
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ Exit status: 0 done; 1 the function or its code failed; 2 bad input, mist error 
 
 app.command("up", help=help_text(up.HELP))(up.up)
 app.command("deploy", help=help_text(deploy.HELP))(deploy.deploy)
+app.command("update", help=help_text(update.HELP))(update.update)
 app.command("invoke", help=help_text(invoke.HELP))(invoke.invoke)
 app.command("ls", help=help_text(functions.LS_HELP))(functions.ls)
 app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
