@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mist.errors import SandboxFailed
 from mist.worker import netrules
@@ -43,7 +43,7 @@ class Slot:
     netns: str  # path of the namespace (a bind mount made by `ip netns add`)
     generation: int
     rules: tuple[netrules.Rule, ...] = ()
-    allowed: set[str] | None = None  # addresses added for host names
+    allowed: set[str] = field(default_factory=set)  # "address|ports" added for host names
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class SandboxNetwork:
         """Allow what the function's rules allow (networks at once, host names as resolved)."""
         assert self._nft is not None
         slot.rules = tuple(netrules.parse(r) for r in rules)
-        slot.allowed = set()
+        slot.allowed.clear()
         self._nft.run(netrules.allow_elements(self.layout, slot.index, netrules.static_targets(list(slot.rules))))
 
     def release(self, slot: Slot) -> None:
@@ -113,12 +113,12 @@ class SandboxNetwork:
             if self._in_use.get(address) is not slot or self._nft is None:
                 return
             key = {f"{a}|{p}" for a in addresses for p in port_ranges}
-            new = key - (slot.allowed or set())
+            new = key - slot.allowed
             if not new:
                 return
             targets = [(a, p) for a in addresses for p in port_ranges if f"{a}|{p}" in new]
             self._nft.run(netrules.allow_elements(self.layout, slot.index, targets))
-            (slot.allowed or set()).update(new)
+            slot.allowed.update(new)
 
         return Grant(ports, allow)
 
