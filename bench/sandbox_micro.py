@@ -59,9 +59,11 @@ def report_steps(label: str) -> None:
     print("   " + "  ".join(f"{n} {pct([r.get(n, 0.0) for r in runs], 50):.3f}" for n in names) + "  (p50 ms)")
 
 
-async def cold(tmp: Path, code: Path, runs: int, prewarm: int, **config: object) -> list[float]:
-    worker = Worker(WorkerConfig(data_dir=tmp / f"data-{prewarm}", prewarm=prewarm, memory_budget_mb=8192,
-                                 **config))  # type: ignore[arg-type]
+async def cold(tmp: Path, code: Path, runs: int, prewarm: int, egress: tuple[str, ...] = (),
+               **config: object) -> list[float]:
+    """`egress`: the function has these egress rules (a sandbox in a prepared network namespace)."""
+    worker = Worker(WorkerConfig(data_dir=tmp / f"data-{prewarm}{'-net' if egress else ''}", prewarm=prewarm,
+                                 memory_budget_mb=8192, **config))  # type: ignore[arg-type]
     await worker.start()
     times = []
     try:
@@ -69,8 +71,8 @@ async def cold(tmp: Path, code: Path, runs: int, prewarm: int, **config: object)
             if prewarm:
                 await worker.wait_prewarmed()
             await asyncio.sleep(0.02)  # sparse: let the machine settle
-            spec = SandboxSpec("bench", i + 1, code, "main.handler")
-            times.append(await timed(worker, spec, i, label=f"prewarm={prewarm}"))
+            spec = SandboxSpec("bench", i + 1, code, "main.handler", **({"egress": egress} if egress else {}))
+            times.append(await timed(worker, spec, i, label=f"prewarm={prewarm}{' egress' if egress else ''}"))
             await worker.retire("bench")
     finally:
         await worker.stop()
@@ -197,6 +199,7 @@ async def main() -> None:
     parser.add_argument("--memory", type=int, default=0, metavar="N",
                         help="instead: N pool cold starts (N functions), then their PSS")
     parser.add_argument("--prefault", choices=("touched", "all", "none"), default=None)
+    parser.add_argument("--cold-only", action="store_true", help="only the cold starts (pool, full path, egress)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mist-bench-") as d:
         tmp = Path(d)
@@ -217,6 +220,11 @@ async def main() -> None:
         report_steps("prewarm=2")
         report("cold, full fork path", await cold(tmp, code, args.runs, prewarm=0))
         report_steps("prewarm=0")
+        if "egress" in SandboxSpec.__dataclass_fields__:
+            report("cold, egress (full path)", await cold(tmp, code, args.runs, prewarm=0, egress=("203.0.113.0/24:443",)))
+            report_steps("prewarm=0 egress")
+        if args.cold_only:
+            return
         w = await warm(tmp, code, args.runs)
         report("warm invoke", w)
         d_ = direct(args.runs)

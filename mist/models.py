@@ -5,6 +5,7 @@ Validation lives here (one place); messages name the key, the value and the rule
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,12 @@ HTTP_AUTH_MODES = ("public", "key")
 DEFAULT_HANDLER = "main.handler"
 DEFAULT_TENANT = "default"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
+EGRESS_MAX_RULES = 64
+EGRESS_RULE = (
+    "HOST[:PORT] or CIDR[:PORT], PORT a number or a range LOW-HIGH from 1 to 65535 "
+    "(e.g. api.example.com:443, 203.0.113.0/24, 198.51.100.7:5432, pypi.org:80-443)"
+)
+HOST_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+")
 
 
 def qualify(tenant: str, name: str) -> str:
@@ -70,9 +77,13 @@ class FunctionConfig:
     on_failure: str | None = None  # None: the function's own dead-letter queue
     http_auth: str = "public"  # the HTTP trigger /fn/NAME: "public", or "key" (an API key of the tenant)
 
+    # network policy (docs/network.md): () = "none" (no network at all), else the egress
+    # allowlist, canonical rules as `egress_rule` returns them
+    network: tuple[str, ...] = ()
+
     KEYS = (
         "handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances",
-        "retries", "max_event_age_s", "on_success", "on_failure", "http_auth",
+        "retries", "max_event_age_s", "on_success", "on_failure", "http_auth", "network",
     )  # fmt: skip
 
     @classmethod
@@ -113,6 +124,8 @@ class FunctionConfig:
         for key in ("on_success", "on_failure"):
             if key in data:
                 changes[key] = None if data[key] is None else destination(key, data[key])
+        if "network" in data:
+            changes["network"] = network_policy(data["network"])
         out = replace(cfg, **changes)
         if out.max_instances is not None and out.min_instances > out.max_instances:
             raise InvalidRequest(
@@ -137,6 +150,72 @@ def destination(key: str, value: Any) -> str:
             f"{key} must be function:NAME or queue:NAME (NAME: {NAME_RULE}), got {value!r}"
         )
     return value
+
+
+def network_policy(value: Any) -> tuple[str, ...]:
+    """The `network` key: "none" (or null) -> (); {"egress": [RULE, ...]} -> the canonical rules,
+    sorted and without repeats."""
+    if value is None or value == "none":
+        return ()
+    if not isinstance(value, dict) or set(value) != {"egress"} or not isinstance(value["egress"], list):
+        raise InvalidRequest(
+            f'network must be "none" or {{"egress": [RULE, ...]}} with RULE {EGRESS_RULE}, got {value!r}'
+        )
+    rules = value["egress"]
+    if not rules:
+        raise InvalidRequest('network: the egress list is empty; use "none" for a function without network')
+    if len(rules) > EGRESS_MAX_RULES:
+        raise InvalidRequest(f"network: at most {EGRESS_MAX_RULES} egress rules, got {len(rules)}")
+    return tuple(sorted({egress_rule(rule) for rule in rules}))
+
+
+def egress_rule(value: Any) -> str:
+    """One egress rule, canonical: "host[:port]" (lowercase), "a.b.c.d/n[:port]" (the network
+    address; a bare address is a /32), the port "N" or "LOW-HIGH" (omitted: every port)."""
+    if not isinstance(value, str) or not value or len(value) > 300:
+        raise InvalidRequest(f"network: an egress rule must be {EGRESS_RULE}, got {value!r}")
+    text = value.strip().lower()
+    if text.startswith("[") or text.count(":") > 1:
+        raise InvalidRequest(f"network: egress rule {value!r} is IPv6; sandboxes have IPv4 egress only")
+    dest, sep, port = text.partition(":")
+    ports = _ports(value, port) if sep else ""
+    if re.fullmatch(r"[0-9./]+", dest):
+        try:
+            net = ipaddress.IPv4Network(dest, strict=False)
+        except ValueError:
+            raise InvalidRequest(f"network: {dest!r} in egress rule {value!r} is not an IPv4 address or CIDR "
+                                 "(e.g. 203.0.113.0/24)") from None
+        if net.subnet_of(_LOOPBACK):
+            raise InvalidRequest(
+                f"network: egress rule {value!r} names the loopback network: inside a sandbox 127.0.0.1 is "
+                "the sandbox itself, and the host's loopback services are never reachable from a function"
+            )
+        dest = str(net)
+    elif not HOST_RE.fullmatch(dest) or dest.endswith((".localhost", ".local")) or dest.rsplit(".", 1)[1].isdigit():
+        raise InvalidRequest(f"network: {dest!r} in egress rule {value!r} is not a host name like "
+                             f"api.example.com nor an IPv4 CIDR; a rule is {EGRESS_RULE}")
+    return f"{dest}:{ports}" if ports else dest
+
+
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def _ports(rule: str, text: str) -> str:
+    lo, dash, hi = text.partition("-")
+    if not lo.isdigit() or (dash and not hi.isdigit()):
+        raise InvalidRequest(f"network: the port of egress rule {rule!r} must be a number or LOW-HIGH, got {text!r}")
+    low, high = int(lo), int(hi) if dash else int(lo)
+    if not 1 <= low <= high <= 65535:
+        raise InvalidRequest(f"network: the port of egress rule {rule!r} must be from 1 to 65535 "
+                             f"(a range LOW-HIGH with LOW <= HIGH), got {text!r}")
+    if (low, high) == (1, 65535):
+        return ""
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def network_json(rules: tuple[str, ...]) -> object:
+    """The `network` key as the API shows it: "none" or {"egress": [...]}."""
+    return {"egress": list(rules)} if rules else "none"
 
 
 def _timeout(value: Any) -> float:
@@ -207,6 +286,7 @@ class FunctionVersion:
     @property
     def local_name(self) -> str:
         return split_id(self.name)[1]
+    network: tuple[str, ...] = ()  # () = none; else the egress allowlist (FunctionConfig.network)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -225,6 +305,7 @@ class FunctionVersion:
             "on_success": self.on_success,
             "on_failure": self.on_failure,
             "http_auth": self.http_auth,
+            "network": network_json(self.network),
             "code_sha256": self.code_sha256,
             "code_size": self.code_size,
             "layer_sha256": self.layer_sha256,
@@ -235,7 +316,7 @@ class FunctionVersion:
         return FunctionConfig(
             self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env),
             self.min_instances, self.max_instances, self.retries, self.max_event_age_s,
-            self.on_success, self.on_failure, self.http_auth,
+            self.on_success, self.on_failure, self.http_auth, self.network,
         )  # fmt: skip
 
 

@@ -62,6 +62,8 @@ class ServerOptions:
     keepalive_policy: str | None = None  # mist (default), hybrid-histogram or fixed:MINUTES
     memory_budget_mb: int | None = None  # None: 75 % of the machine's memory
     s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
+    sandbox_network: str | None = None  # the sandboxes' egress network; None: derived (docs/network.md)
+    egress_deny: tuple[str, ...] = ()  # networks no function may reach
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -127,6 +129,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         worker_cfg.keepalive_policy = opts.keepalive_policy
     if opts.memory_budget_mb is not None:
         worker_cfg.memory_budget_mb = opts.memory_budget_mb
+    worker_cfg.sandbox_network = opts.sandbox_network
+    worker_cfg.egress_deny = opts.egress_deny
     worker_cfg.validate()
     worker = Worker(worker_cfg)
     writer = SerialWriter()  # every database write of the process, one at a time (control/batching.py)

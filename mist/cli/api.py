@@ -224,6 +224,10 @@ class Api:
     def delete_message(self, queue: str, message_id: str) -> None:
         self._json("DELETE", f"/v1/queues/{queue}/messages/{message_id}")
 
+    def update_function(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Change the configuration: a new version with the same code."""
+        return dict(self._json("PATCH", f"/v1/functions/{name}", json=config))
+
     def start_deploy(self, name: str, config: dict[str, Any], code: BinaryIO, filename: str) -> httpx.Response:
         """Upload the code (read from `code` while sending) and return the open NDJSON answer."""
         return self._open_stream(

@@ -18,7 +18,7 @@ from mist.cli.api import Api, ApiError
 from mist.cli.output import EXIT_FAILED, fail, fmt_bytes, plural, say, version_line
 from mist.control import packaging
 from mist.errors import InvalidRequest
-from mist.models import destination
+from mist.models import destination, network_policy
 
 PROGRESS_BAR_BYTES = 1024 * 1024  # smaller uploads finish before a bar would be readable
 
@@ -41,6 +41,11 @@ retried --retries times after a function error (0-10, default 2) while younger t
 (default: the function's dead-letter queue, see mist dlq). --on-success sends the record of
 each success. A destination is function:NAME (an asynchronous invocation of it) or queue:NAME.
 
+A function has no network unless given one: --egress HOST[:PORT] or CIDR[:PORT] (repeatable)
+lets it reach just those destinations (a port may be a range LOW-HIGH; none means every port);
+host names are resolved by mist for it, other names do not resolve. --network none removes
+every rule. The host's own services and other sandboxes stay unreachable (docs/network.md).
+
 Examples:
 
   mist deploy hello ./hello
@@ -48,9 +53,25 @@ Examples:
   mist deploy api ./api --env STAGE=prod --env LOG_LEVEL=debug
   mist deploy api ./api --min-instances 2 --max-instances 20
   mist deploy resize ./resize --retries 0 --on-failure queue:resize-failed --on-success function:notify
+  mist deploy fetch ./fetch --egress api.github.com:443 --egress 203.0.113.0/24:5432
   mist deploy hello hello.zip --json
 
 Exit status: 0 deployed; 1 the code was rejected or the deploy failed; 2 bad input or mist unreachable."""
+
+
+HttpAuthOption = Annotated[
+    str | None,
+    typer.Option(metavar="public|key", help="The HTTP trigger /fn/NAME: open to anyone (public, the default) "
+                 "or only to API keys of the function's tenant (key)."),
+]
+NetworkOption = Annotated[
+    str | None, typer.Option("--network", metavar="none", help="none: no network at all (the default).")
+]
+EgressOption = Annotated[
+    list[str] | None,
+    typer.Option("--egress", metavar="HOST[:PORT]|CIDR[:PORT]",
+                 help="A destination the function may reach (replaces the current list); repeat for more."),
+]
 
 
 @output.handle_errors
@@ -92,15 +113,14 @@ def deploy(
         str | None,
         typer.Option(metavar="DEST", help="Where failure records go (default: the dead-letter queue)."),
     ] = None,
-    http_auth: Annotated[
-        str | None,
-        typer.Option(metavar="public|key", help="The HTTP trigger /fn/NAME: open to anyone (public, the default) "
-                     "or only to API keys of the function's tenant (key)."),
-    ] = None,
+    http_auth: HttpAuthOption = None,
+    network: NetworkOption = None,
+    egress: EgressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
     config = _config(handler, memory, timeout, concurrency, env)
+    config.update(network_config(network, egress))
     config.update({k: v for k, v in (
         ("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
         ("max_event_age_s", max_event_age), ("on_success", on_success), ("on_failure", on_failure),
@@ -143,6 +163,21 @@ def _config(
     if env:
         config["env"] = parse_env(env)
     return config
+
+
+def network_config(network: str | None, egress: list[str] | None) -> dict[str, Any]:
+    """The `network` config key from --network / --egress (checked here, before uploading)."""
+    if network is not None and network != "none":
+        raise InvalidRequest(f"--network must be none (or give --egress rules), got {network!r}")
+    if network is not None and egress:
+        raise InvalidRequest("--network none and --egress contradict each other; give one of them")
+    if network is not None:
+        return {"network": "none"}
+    if egress:
+        value = {"egress": list(egress)}
+        network_policy(value)
+        return {"network": value}
+    return {}
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

@@ -92,6 +92,7 @@ def show(
         ("on success", latest.get("on_success") or "-"),
         ("on failure", latest.get("on_failure") or "the function's dead-letter queue (mist dlq ls)"),
         ("http trigger", _http_trigger(function, latest)),
+        ("network", _network(latest.get("network"))),
         ("created", fmt_ts(function.get("created_at"))),
         ("updated", fmt_ts(function.get("updated_at"))),
     ]
@@ -113,6 +114,12 @@ def show(
             f"{duration:.1f} ms" if isinstance(duration, (int, float)) else "-", fmt_ts(inv.get("started_at")),
         )
     output.print_table(table)
+
+
+def _network(value: Any) -> str:
+    """`none`, or `egress to api.github.com:443, 203.0.113.0/24` (older servers: none)."""
+    rules = value.get("egress") if isinstance(value, dict) else None
+    return f"egress to {', '.join(map(str, rules))}" if rules else "none"
 
 
 def interactive() -> bool:

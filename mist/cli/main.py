@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import typer
-
 import os
 from typing import Annotated
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, tenancy, triggers, up
+import typer
+
+from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, tenancy, triggers, up, update
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ def _global(
 
 app.command("up", help=help_text(up.HELP))(up.up)
 app.command("deploy", help=help_text(deploy.HELP))(deploy.deploy)
+app.command("update", help=help_text(update.HELP))(update.update)
 app.command("invoke", help=help_text(invoke.HELP))(invoke.invoke)
 app.command("ls", help=help_text(functions.LS_HELP))(functions.ls)
 app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)

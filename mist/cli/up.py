@@ -21,6 +21,7 @@ Examples:
   sudo mist up --keepalive 60 --prewarm 4
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
   sudo mist up --s3-port 9100
+  sudo mist up --egress-deny 10.0.0.0/8 --sandbox-network 100.80.0.0/20
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -50,14 +51,26 @@ def up(
         int | None, typer.Option(metavar="PORT", min=0, max=65535, envvar="MIST_S3_PORT", help="Port of the "
                                  "S3-compatible object storage endpoint (default 9000); 0 turns it off. See docs/s3.md.")
     ] = None,
+    sandbox_network: Annotated[
+        str | None, typer.Option(metavar="CIDR", help="IPv4 network for sandboxes with egress, one address "
+                                 "each (default: a /20 of 100.64.0.0/10 chosen from the data dir). See docs/network.md.")
+    ] = None,
+    egress_deny: Annotated[
+        list[str] | None, typer.Option(metavar="CIDR", help="A network no function may reach whatever its egress "
+                                       "rules say (e.g. your LAN); repeat for more.")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
     except ImportError as exc:
         output.fail(f"the mist server cannot be loaded in this installation ({exc})")
-    s3 = {} if s3_port is None else {"s3_port": s3_port}  # None: the server's default port
+    extra: dict = {} if s3_port is None else {"s3_port": s3_port}  # None: the server's default port
+    if sandbox_network is not None:
+        extra["sandbox_network"] = sandbox_network
+    if egress_deny:
+        extra["egress_deny"] = tuple(egress_deny)
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
-                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **s3)
+                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **extra)
     try:
         run(options)
     except KeyboardInterrupt:

@@ -106,6 +106,7 @@ class FunctionService:
             layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
             min_instances=fv.min_instances,
             max_instances=fv.max_instances,
+            egress=fv.network,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -192,6 +193,7 @@ class FunctionService:
             on_success=cfg.on_success,
             on_failure=cfg.on_failure,
             http_auth=cfg.http_auth,
+            network=cfg.network,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)

@@ -41,6 +41,7 @@ versions = sa.Table(
     sa.Column("on_success", sa.String(80)),
     sa.Column("on_failure", sa.String(80)),
     sa.Column("http_auth", sa.String(8), nullable=False, server_default="public"),
+    sa.Column("network", sa.Text),  # NULL: none; else the egress rules as a JSON list
 )
 
 invocations = sa.Table(

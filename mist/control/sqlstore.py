@@ -120,6 +120,7 @@ class SqlStore(SqlEvents):
                 on_success=new.on_success,
                 on_failure=new.on_failure,
                 http_auth=new.http_auth,
+                network=json.dumps(list(new.network)) if new.network else None,
             )
         )
         updated = conn.execute(
@@ -152,6 +153,7 @@ class SqlStore(SqlEvents):
             on_success=new.on_success,
             on_failure=new.on_failure,
             http_auth=new.http_auth,
+            network=tuple(new.network),
         )
 
     @staticmethod
@@ -175,6 +177,7 @@ class SqlStore(SqlEvents):
             on_success=row.on_success,
             on_failure=row.on_failure,
             http_auth=row.http_auth,
+            network=tuple(json.loads(row.network)) if row.network else (),
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

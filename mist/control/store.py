@@ -39,6 +39,7 @@ class NewVersion:
     on_success: str | None = None
     on_failure: str | None = None
     http_auth: str = "public"
+    network: tuple[str, ...] = ()  # () = none; else the egress allowlist
 
 
 class FunctionStore(Protocol):

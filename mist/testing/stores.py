@@ -83,6 +83,7 @@ class MemoryStore:
                 on_success=new.on_success,
                 on_failure=new.on_failure,
                 http_auth=new.http_auth,
+                network=tuple(new.network),
             )
             existing.append(fv)
             created = self._created.get(new.name, (now, now))[0]

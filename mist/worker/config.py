@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,11 @@ class WorkerConfig:
     cgroup_root: Path = Path("/sys/fs/cgroup")
     uid_base: int | None = None  # first sandbox uid; None derives it from data_dir
     uid_count: int = 4096
+    sandbox_network: str | None = None  # the IPv4 network of sandboxes with egress (a /24 or
+    # larger: one address each); None: a /20 of 100.64.0.0/10 derived from data_dir
+    egress_deny: tuple[str, ...] = ()  # networks no function may reach whatever it allows
+    # (besides the built-in ones: netrules.BUILTIN_DENY); e.g. the cluster's own LAN
+    network_prewarm: int = 2  # network namespaces kept prepared once egress was used
     python: str = field(default_factory=lambda: sys.executable)
 
     @property
@@ -77,6 +83,18 @@ class WorkerConfig:
         if self.uid_base is not None:
             return self.uid_base
         return 200_000 + (int(self.instance_tag[:6], 16) % 1024) * 65_536
+
+    @property
+    def network_layout(self):
+        """The sandbox network's names and addresses (`netrules.Layout`)."""
+        from mist.worker.netrules import Layout
+
+        if self.sandbox_network is not None:
+            net = ipaddress.IPv4Network(self.sandbox_network, strict=False)
+        else:
+            index = int(self.instance_tag[6:9], 16) % 1024
+            net = ipaddress.IPv4Network((int(ipaddress.IPv4Address("100.64.0.0")) + index * 4096, 20))
+        return Layout(self.instance_tag[:6], net)
 
     def validate(self) -> "WorkerConfig":
         """Raise InvalidRequest naming the first bad key and its value; return self."""
@@ -114,6 +132,17 @@ class WorkerConfig:
             ("python", self.python, Path(self.python).is_absolute(), "must be an absolute path"),
             ("data_dir", self.data_dir, Path(self.data_dir).is_absolute(), "must be an absolute path"),
         ]
+        checks.append(("network_prewarm", self.network_prewarm, 0 <= self.network_prewarm <= 64,
+                       "must be between 0 and 64"))
+        for key, nets in (("sandbox_network", (self.sandbox_network,) if self.sandbox_network else ()),
+                          ("egress_deny", tuple(self.egress_deny))):
+            for net in nets:
+                try:
+                    parsed = ipaddress.IPv4Network(net, strict=False)
+                except ValueError:
+                    raise InvalidRequest(f"worker config: {key} must be IPv4 networks like 10.0.0.0/8, got {net!r}") from None
+                if key == "sandbox_network" and parsed.prefixlen > 24:
+                    raise InvalidRequest(f"worker config: sandbox_network must be a /24 or larger, got {net!r}")
         if self.prefault is True or self.prefault is False:
             self.prefault = "all" if self.prefault else "none"
         checks.append(("prefault", self.prefault, self.prefault in ("touched", "all", "none"),

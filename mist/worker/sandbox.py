@@ -148,12 +148,14 @@ class Sandbox:
         self.init_steps: dict[str, float] | None = None
         self.build_steps: dict[str, float] | None = None  # the sandbox's own steps before READY
         self.on_dead: Callable[[Sandbox], None] | None = None
+        self.net_slot: object | None = None  # its network.Slot (egress only)
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
     async def spawn(cls, sid: str, uid: int, cgroups: SandboxCgroups, spawner: Spawner, *,
                     network: bool, tmp_mb: int, rlimits: dict, max_log_lines: int,
                     prefault: str = "none", layer_dir: str | None = None,
+                    netns: str | None = None, dns: str | None = None,
                     clock=time.monotonic) -> "Sandbox":
         sb = cls(sid, uid, cgroups, spawner, network=network, max_log_lines=max_log_lines, clock=clock)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -165,7 +167,7 @@ class Sandbox:
             sb._loop.add_reader(out_r, sb._on_output)
             request = {"id": sid, "uid": uid, "cgroups": cgroups.tasks_files, "rlimits": rlimits,
                        "tmp_mb": tmp_mb, "network": network, "prefault": prefault,
-                       "layer_dir": layer_dir, "t0": time.perf_counter()}
+                       "layer_dir": layer_dir, "netns": netns, "dns": dns, "t0": time.perf_counter()}
             sb.pid, sb.pidfd = await spawner.spawn(request, [child.fileno(), out_w])
         except BaseException:
             sb.close()

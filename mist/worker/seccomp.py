@@ -78,8 +78,12 @@ def _base_filter(denied: tuple[str, ...], network: bool):
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in _CLONE_NEW_FLAGS:
         f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    if network:
-        f.add_rule(eperm, "socket", sc.Arg(0, sc.EQ, socket.AF_PACKET))
+    if network:  # AF_UNIX, AF_INET and AF_INET6 only (no netlink, packet, vsock, alg...)
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.EQ, socket.AF_UNSPEC))
+        for family in range(socket.AF_INET + 1, socket.AF_INET6):
+            f.add_rule(eperm, "socket", sc.Arg(0, sc.EQ, family))
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.GT, socket.AF_INET6))
+        f.add_rule(eperm, "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
     else:
         f.add_rule(eperm, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
         f.add_rule(eperm, "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))

@@ -126,6 +126,17 @@ def clone_tree_readonly(path: str) -> int:
     return fd
 
 
+AT_RECURSIVE = 0x8000
+
+
+def set_tree_attributes(path: str, attributes: int) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on the mount at `path` and every mount below it, in
+    one call (mount_setattr with AT_RECURSIVE)."""
+    attr = _MountAttr(attributes, 0, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, -100, _b(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
+           f"mount_setattr({path!r}, {attributes:#x})")
+
+
 def move_mount_to(tree_fd: int, target: str) -> None:
     """Attach a detached mount (from `clone_tree_readonly`) at `target` in our mount namespace."""
     _check(_libc.syscall(SYS_MOVE_MOUNT, tree_fd, b"", -100, _b(target), MOVE_MOUNT_F_EMPTY_PATH),

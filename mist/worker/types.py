@@ -23,9 +23,15 @@ class SandboxSpec:
     concurrency: int = 1  # invocations one instance serves at once
     env: tuple[tuple[str, str], ...] = ()  # from --env, sorted
     layer_dir: Path | None = None  # host path of the dependency layer (pip --target); /opt/python inside
-    network: bool = False  # False: empty network namespace and no inet sockets
+    egress: tuple[str, ...] = ()  # the network policy: () = none (an empty network namespace,
+    # no inet sockets); else the egress allowlist (models.egress_rule; docs/network.md)
     min_instances: int = 0  # instances kept warm at all times (provisioned)
     max_instances: int | None = None  # at most this many instances at once; None: no limit
+
+    @property
+    def network(self) -> bool:
+        """The sandbox gets a network namespace with egress (filtered by the host)."""
+        return bool(self.egress)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -38,6 +38,7 @@ from mist.worker import policy
 from mist.worker.cgroups import CgroupTree, pids_limit
 from mist.worker.config import WorkerConfig
 from mist.worker.lifecycle import State
+from mist.worker.network import NetworkStatistics, SandboxNetwork
 from mist.worker.sandbox import Sandbox
 from mist.worker.spawner import Spawner, SpawnerStatistics, kill_stale_zygote, layer_settings
 from mist.worker.types import InvokeResult, SandboxSpec
@@ -87,6 +88,7 @@ class WorkerStatistics:
     last_cold_start: dict[str, float] = field(default_factory=dict)  # InvokeResult.init_steps of the
     # latest cold start, plus "invoke" (its first invocation, in the sandbox) and "total"
     spawner: SpawnerStatistics | None = None  # the zygote and the zygote tree (layer zygotes)
+    network: NetworkStatistics | None = None  # the network of sandboxes with egress
 
 
 COALESCE_IDLE_S = 1.0  # idle gaps shorter than this do not count as idle periods (see _Demand)
@@ -158,7 +160,10 @@ _ERROR_COUNTERS = {"Sandbox.Timedout": "timeouts", "Runtime.OutOfMemory": "out_o
 
 class Worker:
     def __init__(self, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic,
-                 keepalive_policy: keepalive.KeepAlivePolicy | None = None) -> None:
+                 keepalive_policy: keepalive.KeepAlivePolicy | None = None,
+                 network: SandboxNetwork | None = None) -> None:
+        """`network`: the egress network of sandboxes (default: from the config; tests pass one
+        with another upstream resolver)."""
         self.config = config.validate()
         self._clock = clock
         data_dir = config.data_dir
@@ -166,6 +171,8 @@ class Worker:
         self._spawner = Spawner(config.python, self._root_dir, data_dir / "zygote.pid", layers=layer_settings(config))
         self._cgroups = CgroupTree(config.cgroup_root, config.instance_tag)
         self._uids = UidRange(config.first_uid, config.uid_count)
+        self._network = network or SandboxNetwork(config.network_layout, deny=tuple(config.egress_deny),
+                                                  prewarm=config.network_prewarm)
         self._all: dict[str, Sandbox] = {}  # every live sandbox, pooled or not
         self._functions: dict[str, Sandbox] = {}  # sandboxes assigned a function
         self._by_key: dict[tuple[str, int], dict[str, Sandbox]] = {}  # the same, by spec.key
@@ -204,6 +211,7 @@ class Worker:
         self._root_dir.mkdir(mode=0o755, exist_ok=True)
         kill_stale_zygote(cfg.data_dir / "zygote.pid", self._root_dir)
         await self._remove_leftovers()
+        await self._network.reclaim()
         self._cgroups.prepare()
         await self._spawner.start()
         self._started = True
@@ -231,6 +239,7 @@ class Worker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._spawner.stop()
         await self._remove_leftovers()
+        await self._network.stop()
         self._started = False
 
     async def _remove_leftovers(self) -> None:
@@ -539,12 +548,14 @@ class Worker:
                 raise
         self._reserved[sb.id] = spec.memory_mb
         try:
+            if sb.net_slot is not None:
+                self._network.apply(sb.net_slot, spec.egress)  # type: ignore[arg-type]
             sb.cgroups.set_memory(spec.memory_mb)
             if spec.concurrency > 1:
                 sb.cgroups.set_pids(pids_limit(self.config.pids_max, spec.concurrency))
         except OSError as exc:
             self._discard(sb)
-            raise SandboxFailed(f"could not set the memory limit of sandbox {sb.id}: {exc}") from None
+            raise SandboxFailed(f"could not set the memory limit or the network of sandbox {sb.id}: {exc}") from None
         sb.assign(spec, f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{sb.id}")
         sb.last_used = self._clock()
         self._functions[sb.id] = sb
@@ -597,7 +608,10 @@ class Worker:
         if uid is None:
             raise SandboxFailed(f"all {cfg.uid_count} sandbox uids are in use")
         cgroups = self._cgroups.sandbox(sid)
+        slot = None
         try:
+            if network:
+                slot = await self._network.acquire()
             cgroups.create()
             cgroups.set_limits(memory_mb, cfg.pids_max)
             sb = await asyncio.wait_for(Sandbox.spawn(
@@ -605,15 +619,19 @@ class Worker:
                 rlimits={"nofile": cfg.nofile, "nproc": pids_limit(cfg.pids_max, MAX_CONCURRENCY),
                          "fsize": cfg.fsize_mb * 1024 * 1024},
                 max_log_lines=cfg.max_log_lines, prefault=cfg.prefault if pooled else "none",
-                layer_dir=layer_dir, clock=self._clock,
+                layer_dir=layer_dir, netns=slot.netns if slot else None,
+                dns=self._network.layout.gateway if slot else None, clock=self._clock,
             ), cfg.spawn_timeout_s)
         except BaseException as exc:
+            if slot is not None:
+                self._network.release(slot)
             self._counters["sandboxes_failed"] += 1
             self._track(self._cleanup(sid, uid, cgroups))
             if isinstance(exc, (SandboxFailed, asyncio.CancelledError)):
                 raise
             raise SandboxFailed(f"could not build sandbox {sid}: {exc!r}") from exc
         sb.on_dead = self._on_dead
+        sb.net_slot = slot
         self._all[sid] = sb
         self._counters["sandboxes_started"] += 1
         return sb
@@ -665,6 +683,9 @@ class Worker:
         sb.kill()
         await sb.wait_exit(5.0)
         sb.close()
+        if sb.net_slot is not None:
+            self._network.release(sb.net_slot)  # type: ignore[arg-type]
+            sb.net_slot = None
         await self._cleanup(sb.id, sb.uid, sb.cgroups)
         self._forget_function(sb)
         self._all.pop(sb.id, None)
@@ -905,7 +926,7 @@ class Worker:
             sandboxes_started=c["sandboxes_started"], sandboxes_failed=c["sandboxes_failed"],
             reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
             zygote_pid=self._spawner.pid, last_cold_start=dict(self._last_cold_start),
-            spawner=self._spawner.statistics(),
+            spawner=self._spawner.statistics(), network=self._network.statistics(),
         )
 
     def _function_statistics(self, key: tuple[str, int], sandboxes: list[Sandbox]) -> FunctionStatistics:

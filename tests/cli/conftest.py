@@ -27,6 +27,7 @@ from mist.cli import api
 from mist.cli.main import app
 from mist.control import packaging
 from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
+from mist.models import network_json, network_policy
 
 _STATUS = {"InvalidRequest": 400, "NotFound": 404, "DeployRejected": 422}
 
@@ -58,6 +59,7 @@ class FakeMist:
             ("POST", name + "/versions", self.deploy),
             ("GET", name, self.get_function),
             ("DELETE", name, self.delete_function),
+            ("PATCH", name, self.update_function),
             ("POST", name + "/invocations", self.invoke),
             ("GET", name + "/invocations", self.list_invocations),
             ("GET", name + "/logs", self.logs),
@@ -137,10 +139,24 @@ class FakeMist:
             "memory_mb": config.get("memory_mb", 128), "timeout_s": float(config.get("timeout_s", 30.0)),
             "concurrency": config.get("concurrency", 1), "env": config.get("env", {}),
             "code_sha256": sha, "code_size": len(code), "layer_sha256": None,
+            "network": network_json(network_policy(config.get("network"))),
             "created_at": f"2026-11-26T04:01:{self._clock:02d}.123456+00:00",
         }
         versions.append(fv)
         return [*events, {"event": "created", "version": fv}]
+
+    def update_function(self, request: httpx.Request, name: str) -> httpx.Response:
+        versions = self._versions(name)
+        config = json.loads(request.content)
+        self.configs.append(config)
+        self._clock += 1
+        fv = {**versions[-1], "version": versions[-1]["version"] + 1,
+              "created_at": f"2026-11-26T04:01:{self._clock:02d}.123456+00:00"}
+        fv.update({k: v for k, v in config.items() if k in ("memory_mb", "timeout_s", "env")})
+        if "network" in config:
+            fv["network"] = network_json(network_policy(config["network"]))
+        versions.append(fv)
+        return httpx.Response(201, json=fv)
 
     # -- invocations -------------------------------------------------------------------------
 

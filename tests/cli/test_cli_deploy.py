@@ -158,3 +158,47 @@ def test_deploy_sends_instance_limits(cli, fake, hello):
 
     assert result.exit_code == 0, result.output
     assert fake.configs[-1] == {"min_instances": 2, "max_instances": 10}
+
+
+def test_deploy_sends_the_egress_rules_given(cli, fake, hello):
+    result = cli("deploy", "hello", str(hello), "--egress", "api.example.com:443", "--egress", "203.0.113.0/24")
+
+    assert result.exit_code == 0, result.output
+    assert fake.configs[-1] == {"network": {"egress": ["api.example.com:443", "203.0.113.0/24"]}}
+
+
+def test_deploy_refuses_a_bad_egress_rule_before_uploading(cli, fake, hello):
+    result = cli("deploy", "hello", str(hello), "--egress", "127.0.0.1:5432")
+
+    assert result.exit_code == 2
+    assert "names the loopback network" in result.stderr
+    assert fake.requests == []
+
+
+def test_deploy_refuses_network_none_together_with_egress(cli, fake, hello):
+    result = cli("deploy", "hello", str(hello), "--network", "none", "--egress", "pypi.org:443")
+
+    assert result.exit_code == 2
+    assert "--network none and --egress contradict each other" in result.stderr
+
+
+def test_update_replaces_the_egress_rules_and_show_lists_them(cli, fake, hello):
+    assert cli("deploy", "hello", str(hello)).exit_code == 0
+    result = cli("update", "hello", "--egress", "pypi.org:443")
+    assert result.exit_code == 0, result.output
+    assert "hello version 2" in result.stdout
+    assert fake.configs[-1] == {"network": {"egress": ["pypi.org:443"]}}
+    assert "network      egress to pypi.org:443" in cli("show", "hello").stdout
+
+    assert cli("update", "hello", "--network", "none").exit_code == 0
+    assert fake.configs[-1] == {"network": "none"}
+    assert "network      none" in cli("show", "hello").stdout
+
+
+def test_update_without_options_changes_nothing(cli, fake, hello):
+    assert cli("deploy", "hello", str(hello)).exit_code == 0
+    result = cli("update", "hello")
+
+    assert result.exit_code == 2
+    assert "nothing to change" in result.stderr
+    assert len(fake.functions["hello"]) == 1

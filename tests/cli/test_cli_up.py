@@ -20,6 +20,8 @@ def started(monkeypatch):
         prewarm: int | None
         keepalive_policy: str | None = None
         memory_budget_mb: int | None = None
+        sandbox_network: str | None = None
+        egress_deny: tuple[str, ...] = ()
 
     stub = types.ModuleType("mist.server")
     stub.ServerOptions = ServerOptions
@@ -69,3 +71,10 @@ def test_ctrl_c_stops_up_quietly(cli, monkeypatch, started):
     result = cli("up")
 
     assert result.exit_code == 0 and result.output == ""
+
+
+def test_up_passes_the_sandbox_network_options(cli, started):
+    cli("up", "--sandbox-network", "100.80.0.0/20", "--egress-deny", "10.0.0.0/8", "--egress-deny", "192.168.0.0/16")
+
+    (options,) = started
+    assert (options.sandbox_network, options.egress_deny) == ("100.80.0.0/20", ("10.0.0.0/8", "192.168.0.0/16"))

@@ -63,3 +63,46 @@ def test_update_starts_from_the_previous_config():
     cfg = FunctionConfig.from_json({"memory_mb": 512}, base=base)
     assert cfg == FunctionConfig("app.main", 512, 10.0, 4, {"A": "1"})
 
+
+
+@pytest.mark.parametrize(
+    ("rules", "canonical"),
+    [
+        (["API.example.com:443"], ("api.example.com:443",)),
+        (["203.0.113.7"], ("203.0.113.7/32",)),
+        (["203.0.113.7/24:5432"], ("203.0.113.0/24:5432",)),
+        (["pypi.org:80-443", "pypi.org:80-443"], ("pypi.org:80-443",)),
+        (["pypi.org:1-65535"], ("pypi.org",)),
+        (["0.0.0.0/0"], ("0.0.0.0/0",)),
+    ],
+)
+def test_egress_rules_are_stored_in_canonical_form(rules, canonical):
+    assert FunctionConfig.from_json({"network": {"egress": rules}}).network == canonical
+
+
+def test_network_none_removes_every_egress_rule():
+    base = FunctionConfig.from_json({"network": {"egress": ["pypi.org:443"]}})
+    assert FunctionConfig.from_json({}, base=base).network == ("pypi.org:443",)
+    assert FunctionConfig.from_json({"network": "none"}, base=base).network == ()
+
+
+@pytest.mark.parametrize(
+    ("network", "message"),
+    [
+        ("all", 'network must be "none" or {"egress": [RULE, ...]}'),
+        ({"egress": []}, 'the egress list is empty; use "none"'),
+        ({"egress": ["x"] * 65}, "at most 64 egress rules, got 65"),
+        ({"egress": ["127.0.0.1:5432"]}, "names the loopback network"),
+        ({"egress": ["localhost:6379"]}, "'localhost' in egress rule 'localhost:6379' is not a host name"),
+        ({"egress": ["[::1]:80"]}, "is IPv6; sandboxes have IPv4 egress only"),
+        ({"egress": ["10.0.0.300"]}, "is not an IPv4 address or CIDR"),
+        ({"egress": ["pypi.org:0"]}, "must be from 1 to 65535"),
+        ({"egress": ["pypi.org:443-80"]}, "must be from 1 to 65535 (a range LOW-HIGH with LOW <= HIGH), got '443-80'"),
+        ({"egress": ["pypi.org:https"]}, "must be a number or LOW-HIGH, got 'https'"),
+        ({"egress": [443]}, "an egress rule must be HOST[:PORT] or CIDR[:PORT]"),
+    ],
+)
+def test_bad_network_policies_are_refused_naming_the_rule(network, message):
+    with pytest.raises(InvalidRequest) as info:
+        FunctionConfig.from_json({"network": network})
+    assert message in info.value.message

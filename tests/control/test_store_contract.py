@@ -41,6 +41,14 @@ def test_async_invocation_config_is_kept_with_the_version(store):
     assert (v2.retries, v2.max_event_age_s, v2.on_success, v2.on_failure) == (0, 60, "queue:done", "function:x")
 
 
+def test_the_network_policy_is_kept_with_the_version(store):
+    store.create_version(new(), NOW)
+    store.create_version(new(network=("203.0.113.0/24:443", "pypi.org")), NOW)
+    assert store.get_versions("hello", 1)[0].network == ()
+    assert store.get_function("hello").latest.network == ("203.0.113.0/24:443", "pypi.org")
+    assert store.get_function("hello").latest.to_json()["network"] == {"egress": ["203.0.113.0/24:443", "pypi.org"]}
+
+
 def test_versions_are_numbered_from_one_and_name_resolves_to_newest(store):
     v1 = store.create_version(new(env={"A": "1"}), NOW)
     v2 = store.create_version(new(memory_mb=256), NOW)
