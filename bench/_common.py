@@ -166,7 +166,9 @@ class MistServer:
         self.data_dir = Path(tempfile.mkdtemp(prefix="mist-bench-"))
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
         port = free_port()
-        cmd = [*mist_command(), "up", "--data-dir", str(self.data_dir / "data"), "--port", str(port), *self.extra_args]
+        s3 = [] if any(a.startswith("--s3-port") for a in self.extra_args) else ["--s3-port", "0"]  # no fixed port
+        cmd = [*mist_command(), "up", "--data-dir", str(self.data_dir / "data"), "--port", str(port), *s3,
+               *self.extra_args]
         self._log = open(self.log_path, "wb")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -31,6 +31,7 @@ EVENT_AGE_MIN_S = 60
 EVENT_AGE_MAX_S = 21_600  # 6 h, Lambda's maximum event age
 DESTINATION_KINDS = ("function", "queue")
 HTTP_AUTH_MODES = ("public", "key")
+CONCURRENCY_LIMIT_MAX = 1_000_000
 DEFAULT_HANDLER = "main.handler"
 DEFAULT_TENANT = "default"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
@@ -80,10 +81,16 @@ class FunctionConfig:
     # network policy (docs/network.md): () = "none" (no network at all), else the egress
     # allowlist, canonical rules as `egress_rule` returns them
     network: tuple[str, ...] = ()
+    # flow control (docs/tenancy.md): None = no limit of that kind
+    reserved_concurrency: int | None = None  # runs at most this many at once, set aside from the tenant's
+    rate_per_s: float | None = None  # requests per second (token bucket), with `burst`
+    burst: int | None = None
+    max_queued: int | None = None  # requests waiting to run at once
 
     KEYS = (
         "handler", "memory_mb", "timeout_s", "concurrency", "env", "min_instances", "max_instances",
         "retries", "max_event_age_s", "on_success", "on_failure", "http_auth", "network",
+        "reserved_concurrency", "rate_per_s", "burst", "max_queued",
     )  # fmt: skip
 
     @classmethod
@@ -117,6 +124,11 @@ class FunctionConfig:
             changes["retries"] = _int_in("retries", data["retries"], 0, RETRIES_MAX)
         if "max_event_age_s" in data:
             changes["max_event_age_s"] = _int_in("max_event_age_s", data["max_event_age_s"], EVENT_AGE_MIN_S, EVENT_AGE_MAX_S)
+        for key, lo in (("reserved_concurrency", 0), ("burst", 1), ("max_queued", 0)):
+            if key in data:
+                changes[key] = None if data[key] is None else _int_in(key, data[key], lo, CONCURRENCY_LIMIT_MAX)
+        if "rate_per_s" in data:
+            changes["rate_per_s"] = None if data["rate_per_s"] is None else _rate(data["rate_per_s"])
         if "http_auth" in data:
             if data["http_auth"] not in HTTP_AUTH_MODES:
                 raise InvalidRequest(f"http_auth must be public or key, got {data['http_auth']!r}")
@@ -218,6 +230,12 @@ def network_json(rules: tuple[str, ...]) -> object:
     return {"egress": list(rules)} if rules else "none"
 
 
+def _rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidRequest(f"rate_per_s must be a number of requests per second above 0 (or null), got {value!r}")
+    return float(value)
+
+
 def _timeout(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidRequest(f"timeout_s must be a number of seconds, got {value!r}")
@@ -278,6 +296,11 @@ class FunctionVersion:
     on_success: str | None = None
     on_failure: str | None = None
     http_auth: str = "public"
+    network: tuple[str, ...] = ()  # () = none; else the egress allowlist (FunctionConfig.network)
+    reserved_concurrency: int | None = None  # runs at most this many at once, set aside from the tenant's
+    rate_per_s: float | None = None  # requests per second (token bucket), with `burst`
+    burst: int | None = None
+    max_queued: int | None = None  # requests waiting to run at once
 
     @property
     def tenant(self) -> str:
@@ -286,7 +309,6 @@ class FunctionVersion:
     @property
     def local_name(self) -> str:
         return split_id(self.name)[1]
-    network: tuple[str, ...] = ()  # () = none; else the egress allowlist (FunctionConfig.network)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -305,6 +327,10 @@ class FunctionVersion:
             "on_success": self.on_success,
             "on_failure": self.on_failure,
             "http_auth": self.http_auth,
+            "reserved_concurrency": self.reserved_concurrency,
+            "rate_per_s": self.rate_per_s,
+            "burst": self.burst,
+            "max_queued": self.max_queued,
             "network": network_json(self.network),
             "code_sha256": self.code_sha256,
             "code_size": self.code_size,
@@ -317,6 +343,7 @@ class FunctionVersion:
             self.handler, self.memory_mb, self.timeout_s, self.concurrency, dict(self.env),
             self.min_instances, self.max_instances, self.retries, self.max_event_age_s,
             self.on_success, self.on_failure, self.http_auth, self.network,
+            self.reserved_concurrency, self.rate_per_s, self.burst, self.max_queued,
         )  # fmt: skip
 
 

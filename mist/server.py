@@ -25,6 +25,7 @@ from pathlib import Path
 
 import uvicorn
 
+from mist.control.admission import Admission, tenant_limits
 from mist.control.batching import SerialWriter
 from mist.control.dispatcher import Dispatcher
 from mist.control.events import EventService
@@ -32,6 +33,7 @@ from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
 from mist.control.layers import LayerStore
 from mist.control.queues import QueueService
+from mist.control.redislimits import RedisRateLimiter
 from mist.control.records import InvocationLog
 from mist.control.sqlstore import SqlStore
 from mist.control.triggers import SqlTriggerStore, TriggerManager, dead_letter_queue, invoker
@@ -64,6 +66,8 @@ class ServerOptions:
     s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
     sandbox_network: str | None = None  # the sandboxes' egress network; None: derived (docs/network.md)
     egress_deny: tuple[str, ...] = ()  # networks no function may reach
+    max_inflight: int | None = None  # executions at once on this machine; past it, fair queuing by tenant
+    limits_redis: str | None = None  # redis://... : token buckets shared by the gateways of a cluster
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -152,8 +156,16 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         functions = FunctionService(
             data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
         )
+        limits_of = tenant_limits(tenancy)
+        admission = Admission(limits_of, node_limit=opts.max_inflight,
+                              rates=RedisRateLimiter(opts.limits_redis) if opts.limits_redis else None)
+        worker.tenant_weight = lambda t: limits_of(t).weight  # tenants share the CPU by weight
+        functions.add_check(admission.check_config)
+        functions.on_change(admission.function_changed)
+        for summary in await functions.list():
+            admission.function_changed(summary.name, summary.latest)
         await functions.provision_all()  # min instances are warm before the first request
-        invocations = InvocationService(functions, worker, records)
+        invocations = InvocationService(functions, worker, records, admission=admission)
         events = EventService(functions, store, store, writer)
         # recover: the data dir lock proves no other dispatcher holds these events' leases
         dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
@@ -165,7 +177,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         services = Services(functions, invocations, records, uploads, tenancy,
                             _stats(worker, records, events, dispatcher, *s3_stats),
                             events=events, queues=QueueService(store, events, functions, writer), objects=objects,
-                            audit=audit)
+                            audit=audit, admission=admission)
         if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
@@ -176,7 +188,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
-        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit)
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission)
         app = build_app(services)
         config = uvicorn.Config(
             app,

@@ -64,6 +64,15 @@ HttpAuthOption = Annotated[
     typer.Option(metavar="public|key", help="The HTTP trigger /fn/NAME: open to anyone (public, the default) "
                  "or only to API keys of the function's tenant (key)."),
 ]
+ReservedOption = Annotated[int | None, typer.Option(
+    metavar="N", min=0, help="Reserved concurrency: runs at most N at once, and N are kept for it out of the "
+    "tenant's limit (0 stops the function).")]
+RateOption = Annotated[float | None, typer.Option(
+    "--rate", metavar="PER_S", help="Requests per second this function accepts (token bucket; with --burst).")]
+BurstOption = Annotated[int | None, typer.Option(metavar="N", min=1, help="Requests at once after a quiet "
+                                                "period (default: the rate).")]
+MaxQueuedOption = Annotated[int | None, typer.Option(metavar="N", min=0, help="Requests that may wait to run "
+                                                    "at once; more are refused with 429.")]
 NetworkOption = Annotated[
     str | None, typer.Option("--network", metavar="none", help="none: no network at all (the default).")
 ]
@@ -114,6 +123,10 @@ def deploy(
         typer.Option(metavar="DEST", help="Where failure records go (default: the dead-letter queue)."),
     ] = None,
     http_auth: HttpAuthOption = None,
+    reserved_concurrency: ReservedOption = None,
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    max_queued: MaxQueuedOption = None,
     network: NetworkOption = None,
     egress: EgressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
@@ -124,7 +137,8 @@ def deploy(
     config.update({k: v for k, v in (
         ("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
         ("max_event_age_s", max_event_age), ("on_success", on_success), ("on_failure", on_failure),
-        ("http_auth", http_auth),
+        ("http_auth", http_auth), ("reserved_concurrency", reserved_concurrency), ("rate_per_s", rate),
+        ("burst", burst), ("max_queued", max_queued),
     ) if v is not None})  # fmt: skip
     for key, flag in (("on_success", "--on-success"), ("on_failure", "--on-failure")):
         if key in config:

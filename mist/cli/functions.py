@@ -58,6 +58,18 @@ def ls(as_json: Annotated[bool, _JSON] = False) -> None:
     output.print_table(table)
 
 
+def _limits(latest: dict[str, Any]) -> str:
+    parts = []
+    if latest.get("reserved_concurrency") is not None:
+        parts.append(f"reserved concurrency {latest['reserved_concurrency']}")
+    if latest.get("rate_per_s") is not None:
+        burst = latest.get("burst") or max(1, int(latest["rate_per_s"]))
+        parts.append(f"{latest['rate_per_s']:g} requests/s (burst {burst})")
+    if latest.get("max_queued") is not None:
+        parts.append(f"{latest['max_queued']} queued")
+    return ", ".join(parts) or "the tenant's"
+
+
 def _http_trigger(function: dict[str, Any], latest: dict[str, Any]) -> str:
     tenant = function.get("tenant") or "default"
     path = f"/fn/{function.get('name')}" + ("" if tenant == "default" else f".{tenant}")
@@ -92,6 +104,7 @@ def show(
         ("on success", latest.get("on_success") or "-"),
         ("on failure", latest.get("on_failure") or "the function's dead-letter queue (mist dlq ls)"),
         ("http trigger", _http_trigger(function, latest)),
+        ("limits", _limits(latest)),
         ("network", _network(latest.get("network"))),
         ("created", fmt_ts(function.get("created_at"))),
         ("updated", fmt_ts(function.get("updated_at"))),

@@ -59,6 +59,14 @@ def up(
         list[str] | None, typer.Option(metavar="CIDR", help="A network no function may reach whatever its egress "
                                        "rules say (e.g. your LAN); repeat for more.")
     ] = None,
+    max_inflight: Annotated[
+        int | None, typer.Option(metavar="N", min=1, help="Invocations running at once on this machine; past it "
+                                 "they wait, served across tenants by weight (default: no cap). See docs/tenancy.md.")
+    ] = None,
+    limits_redis: Annotated[
+        str | None, typer.Option(metavar="URL", envvar="MIST_LIMITS_REDIS", help="redis://... : keep the rate "
+                                 "limits' token buckets there, shared by every gateway (default: in this process).")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -69,6 +77,10 @@ def up(
         extra["sandbox_network"] = sandbox_network
     if egress_deny:
         extra["egress_deny"] = tuple(egress_deny)
+    if max_inflight is not None:
+        extra["max_inflight"] = max_inflight
+    if limits_redis:
+        extra["limits_redis"] = limits_redis
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **extra)
     try:

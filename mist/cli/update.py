@@ -8,7 +8,17 @@ import typer
 
 from mist.cli import output
 from mist.cli.api import Api, ApiError
-from mist.cli.deploy import EgressOption, HttpAuthOption, NetworkOption, _config, network_config
+from mist.cli.deploy import (
+    BurstOption,
+    EgressOption,
+    HttpAuthOption,
+    MaxQueuedOption,
+    NetworkOption,
+    RateOption,
+    ReservedOption,
+    _config,
+    network_config,
+)
 from mist.cli.output import EXIT_FAILED, fail, say, version_line
 from mist.control import packaging
 from mist.errors import InvalidRequest
@@ -37,14 +47,19 @@ def update(
     ] = None,
     concurrency: Annotated[int | None, typer.Option(metavar="N", help="Invocations one instance serves at once.")] = None,
     http_auth: HttpAuthOption = None,
+    reserved_concurrency: ReservedOption = None,
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    max_queued: MaxQueuedOption = None,
     network: NetworkOption = None,
     egress: EgressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
     config = {**_config(None, memory, timeout, concurrency, env), **network_config(network, egress)}
-    if http_auth is not None:
-        config["http_auth"] = http_auth
+    config.update({k: v for k, v in (
+        ("http_auth", http_auth), ("reserved_concurrency", reserved_concurrency), ("rate_per_s", rate),
+        ("burst", burst), ("max_queued", max_queued)) if v is not None})  # fmt: skip
     if not config:
         raise InvalidRequest("nothing to change: give at least one option (see mist update --help)")
     with Api() as api:

@@ -70,6 +70,16 @@ class FunctionService:
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
         self._extract_locks: dict[str, asyncio.Lock] = {}
+        self._listeners: list[Callable[[str, FunctionVersion | None], None]] = []
+        self._checks: list[Callable[[str, FunctionConfig], None]] = []
+
+    def on_change(self, listener: Callable[[str, FunctionVersion | None], None]) -> None:
+        """`listener(id, newest version)` after each deploy or change; (id, None) after a delete."""
+        self._listeners.append(listener)
+
+    def add_check(self, check: Callable[[str, FunctionConfig], None]) -> None:
+        """`check(id, config)` before a version is created: it raises to refuse the config."""
+        self._checks.append(check)
 
     # -- resolution (the hot path: served from memory) -------------------------------------
 
@@ -152,6 +162,8 @@ class FunctionService:
             del self._versions[key]
         if not existed:
             raise _missing(name)
+        for listener in self._listeners:
+            listener(name, None)
         await self._retire(name, None)
         in_use = await asyncio.to_thread(self._store.code_in_use)
         for entry in self.code_root.iterdir():
@@ -167,6 +179,8 @@ class FunctionService:
                     f"{key} cannot be the function itself ({dest}): each of its events would invoke it "
                     "again, without end; use another function or a queue"
                 )
+        for check in self._checks:
+            check(name, cfg)
         code_dir = self.code_root / sha
         handler = cfg.handler
         if handler is None:
@@ -194,11 +208,17 @@ class FunctionService:
             on_failure=cfg.on_failure,
             http_auth=cfg.http_auth,
             network=cfg.network,
+            reserved_concurrency=cfg.reserved_concurrency,
+            rate_per_s=cfg.rate_per_s,
+            burst=cfg.burst,
+            max_queued=cfg.max_queued,
         )
         fv = await asyncio.to_thread(self._store.create_version, new, self._clock())
         latest = self._latest.get(name)
         if latest is None or latest.version < fv.version:
             self._latest[name] = fv
+            for listener in self._listeners:
+                listener(name, fv)
         self._versions[(name, fv.version)] = fv
         await self._retire(name, fv.version)
         await self.provision(fv)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from mist.control.admission import Admission
 from mist.control.functions import FunctionService
 from mist.control.records import InvocationLog
 from mist.core.billing import billed_ms
@@ -61,11 +62,13 @@ class InvocationService:
         invoker: Invoker,
         records: InvocationLog,
         *,
+        admission: Admission | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._functions = functions
         self._invoker = invoker
         self._records = records
+        self._admission = admission
         self._wall = wall
 
     async def invoke(
@@ -84,7 +87,11 @@ class InvocationService:
         spec = self._functions.spec(fv)
         started = self._wall()
         try:
-            result = await self._invoker.invoke(spec, request_id or inv_id, payload)
+            if self._admission is None:
+                result = await self._invoker.invoke(spec, request_id or inv_id, payload)
+            else:
+                async with self._admission.slot(fv, fv.timeout_s):  # concurrency limits, fair queue
+                    result = await self._invoker.invoke(spec, request_id or inv_id, payload)
         except PlatformError as exc:
             now = self._wall()
             self._records.add(

@@ -42,6 +42,10 @@ versions = sa.Table(
     sa.Column("on_failure", sa.String(80)),
     sa.Column("http_auth", sa.String(8), nullable=False, server_default="public"),
     sa.Column("network", sa.Text),  # NULL: none; else the egress rules as a JSON list
+    sa.Column("reserved_concurrency", sa.Integer),  # flow control: NULL = no limit
+    sa.Column("rate_per_s", sa.Float),
+    sa.Column("burst", sa.Integer),
+    sa.Column("max_queued", sa.Integer),
 )
 
 invocations = sa.Table(

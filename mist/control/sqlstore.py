@@ -121,6 +121,10 @@ class SqlStore(SqlEvents):
                 on_failure=new.on_failure,
                 http_auth=new.http_auth,
                 network=json.dumps(list(new.network)) if new.network else None,
+                reserved_concurrency=new.reserved_concurrency,
+                rate_per_s=new.rate_per_s,
+                burst=new.burst,
+                max_queued=new.max_queued,
             )
         )
         updated = conn.execute(
@@ -154,6 +158,10 @@ class SqlStore(SqlEvents):
             on_failure=new.on_failure,
             http_auth=new.http_auth,
             network=tuple(new.network),
+            reserved_concurrency=new.reserved_concurrency,
+            rate_per_s=new.rate_per_s,
+            burst=new.burst,
+            max_queued=new.max_queued,
         )
 
     @staticmethod
@@ -178,6 +186,10 @@ class SqlStore(SqlEvents):
             on_failure=row.on_failure,
             http_auth=row.http_auth,
             network=tuple(json.loads(row.network)) if row.network else (),
+            reserved_concurrency=row.reserved_concurrency,
+            rate_per_s=row.rate_per_s,
+            burst=row.burst,
+            max_queued=row.max_queued,
         )
 
     def _summaries(self, where: sa.ColumnElement[bool] | None) -> list[FunctionSummary]:

@@ -40,6 +40,10 @@ class NewVersion:
     on_failure: str | None = None
     http_auth: str = "public"
     network: tuple[str, ...] = ()  # () = none; else the egress allowlist
+    reserved_concurrency: int | None = None
+    rate_per_s: float | None = None
+    burst: int | None = None
+    max_queued: int | None = None
 
 
 class FunctionStore(Protocol):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -107,6 +108,34 @@ class FairQueue(Generic[T]):
             self._finish.clear()  # an empty queue starts everyone equal
             self._virtual = 0.0
         return tenant, item
+
+    def peek(self) -> tuple[str, T]:
+        """The (tenant, item) `pop` would return, left queued; IndexError when empty."""
+        entry = self._heap[0]
+        return entry[2], entry[4]
+
+    def in_order(self) -> Iterator[tuple[str, T]]:
+        """The queued (tenant, item)s in the order `pop` would serve them (the first is cheap; the
+        rest are sorted only if the caller goes on, e.g. past items that may not run yet)."""
+        if not self._heap:
+            return
+        first = self._heap[0]
+        yield first[2], first[4]
+        for entry in sorted(self._heap[1:]):
+            yield entry[2], entry[4]
+
+    def take(self, tenant: str, item: T) -> bool:
+        """Serve a queued item out of order (the first ones may not run yet): as `pop`, the
+        virtual time moves on to its start tag. False if it is not queued."""
+        start = next((e[0] for e in self._heap if e[2] == tenant and e[4] is item), None)
+        if start is None:
+            return False
+        self.remove(tenant, item)
+        self._virtual = max(self._virtual, start)
+        if not self._heap:
+            self._finish.clear()
+            self._virtual = 0.0
+        return True
 
     def remove(self, tenant: str, item: T) -> bool:
         """Take a queued item out (its request gave up); False if it is not queued."""

@@ -68,13 +68,15 @@ class InvokeFastPath:
             elif k == b"x-mist-idempotency-key":
                 key = v.decode("latin-1")
         event = invoke.is_event(kind, key)
+        fv = await services.functions.resolve(name, version)
+        if services.admission is not None:
+            await services.admission.check_rate(fv)  # before the body is read: a flood costs little
         body = await _read_body(declared, receive)
         payload = invoke.check_payload(body)
         if event:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
             await _answer(send, 202, _encode(extra), data)
             return
-        fv = await services.functions.resolve(name, version)
         out = await services.invocations.invoke(fv, payload, trigger="api")
         r = out.result
         headers = _encode(invoke.result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms))

@@ -137,11 +137,13 @@ async def invoke(name: str, request: Request, caller: Caller = Depends(allow(Act
     version = parse_version(request.query_params.get("version"))
     key = request.headers.get(KEY_HEADER)
     event = is_event(request.headers.get(TYPE_HEADER), key)
+    fv = await services.functions.resolve(name, version)
+    if services.admission is not None:
+        await services.admission.check_rate(fv)
     payload = check_payload(await read_body(request))
     if event:
         body, headers = await accept_event(services, name, version, payload, key)
         return Response(body, status_code=202, media_type="application/json", headers=headers)
-    fv = await services.functions.resolve(name, version)
     out = await services.invocations.invoke(fv, payload, trigger="api")
     r = out.result
     headers = result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms)
@@ -201,6 +203,8 @@ async def http_trigger(request: Request) -> Response:
         caller = authorize_scope(request.scope, Action.FUNCTIONS_INVOKE, services.tenancy)
         if caller.tenant != tenant and not (caller.principal and caller.principal.is_admin):
             raise missing
+    if services.admission is not None:
+        await services.admission.check_rate(fv)
     authenticated = principal_of(request.scope) is not None
     body = await read_body(request)
     inv_id = new_invocation_id()

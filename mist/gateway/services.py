@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mist.control.admission import Admission
 from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
@@ -27,3 +28,4 @@ class Services:
     objects: object = None  # the S3 endpoint's mist.s3.ObjectStore, for its access keys (None: not served)
     triggers: object = None  # mist.control.triggers.TriggerManager (None: not served)
     audit: AuditLog | None = None  # the audit log (None: requests are not audited)
+    admission: Admission | None = None  # rate and concurrency limits (None: no limits)

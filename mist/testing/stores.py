@@ -84,6 +84,10 @@ class MemoryStore:
                 on_failure=new.on_failure,
                 http_auth=new.http_auth,
                 network=tuple(new.network),
+                reserved_concurrency=new.reserved_concurrency,
+                rate_per_s=new.rate_per_s,
+                burst=new.burst,
+                max_queued=new.max_queued,
             )
             existing.append(fv)
             created = self._created.get(new.name, (now, now))[0]

@@ -96,6 +96,10 @@ class SandboxCgroups:
             _write(self.dirs["cpu"] / "cpu.shares", str(cpu_shares(memory_mb)))
             _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(cfs_quota_us(memory_mb)))
 
+    def set_cpu_shares(self, shares: int) -> None:
+        """A CPU weight other than the memory-proportional one (tenants' weights, see Worker.rebalance_cpu)."""
+        _write(self.dirs["cpu"] / "cpu.shares", str(shares))
+
     def set_pids(self, pids_max: int) -> None:
         _write(self.dirs["pids"] / "pids.max", str(pids_max))
 

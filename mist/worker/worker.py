@@ -32,8 +32,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mist.core import autoscale, keepalive
+from mist.core import autoscale, flow, keepalive
 from mist.errors import MistError, NoCapacity, SandboxFailed
+from mist.models import split_id
 from mist.worker import policy
 from mist.worker.cgroups import CgroupTree, pids_limit
 from mist.worker.config import WorkerConfig
@@ -200,6 +201,9 @@ class Worker:
         self._counters: Counter[str] = Counter()
         self._started = False
         self._stopping = False
+        # tenants share the CPU by weight (flow.cpu_shares): set by the server from tenant limits
+        self.tenant_weight: Callable[[str], int] = lambda _tenant: 1
+        self._cpu_shares: dict[str, int] = {}  # sandbox id -> cpu.shares written
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -823,7 +827,27 @@ class Worker:
         for sb in victims:
             self._discard(sb)
         self._counters["reclaimed"] += len(victims)
+        self.rebalance_cpu()
         return ScaleTick(started=started, reclaimed=len(victims))
+
+    def rebalance_cpu(self) -> int:
+        """Give each instance its cpu.shares so tenants share the CPU by weight whatever their
+        number of instances (mist/core/flow.cpu_shares); only changed values are written. How many."""
+        live = [(sb.id, split_id(sb.spec.function_name)[0], sb.spec.memory_mb)
+                for sb in self._functions.values() if sb.alive and sb.spec is not None]
+        weights = {tenant: self.tenant_weight(tenant) for _, tenant, _ in live}
+        written = 0
+        for sid, shares in flow.cpu_shares(live, weights).items():
+            if self._cpu_shares.get(sid) != shares:
+                try:
+                    self._functions[sid].cgroups.set_cpu_shares(shares)
+                except OSError:
+                    continue  # the sandbox is going away
+                self._cpu_shares[sid] = shares
+                written += 1
+        for sid in self._cpu_shares.keys() - self._functions.keys():
+            del self._cpu_shares[sid]
+        return written
 
     def _scale_up(self, spec: SandboxSpec, n: int) -> int:
         """Start up to n instances of spec in the background, as far as the free budget goes

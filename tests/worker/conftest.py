@@ -56,7 +56,7 @@ def function(tmp_path: Path) -> FunctionFactory:
     def make(source: str = "", *, handler: str = "main.handler", files: dict[str, str] | None = None,
              name: str = "fn", **spec: object) -> SandboxSpec:
         version = next(versions)
-        code = tmp_path / f"code-{name}-{version}"
+        code = tmp_path / f"code-{name.replace('/', '.')}-{version}"
         code.mkdir(mode=0o755)
         for rel, text in {"main.py": source, **(files or {})}.items():
             path = code / rel
