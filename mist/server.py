@@ -68,6 +68,7 @@ class ServerOptions:
     egress_deny: tuple[str, ...] = ()  # networks no function may reach
     max_inflight: int | None = None  # executions at once on this machine; past it, fair queuing by tenant
     limits_redis: str | None = None  # redis://... : token buckets shared by the gateways of a cluster
+    trigger_brokers: tuple[str, ...] = ()  # HOST[:PORT] of brokers non-default tenants' queue triggers may read
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -184,7 +185,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         triggers = TriggerManager(
             SqlTriggerStore(store.writes), enqueue=events.enqueue, invoke=invoker(functions, invocations),
             dead_letter=dead_letter_queue(services.queues), function_exists=functions.get,
-            outbox=objects.outbox if objects is not None else None,
+            outbox=objects.outbox if objects is not None else None, brokers=opts.trigger_brokers,
         )
         await triggers.start()
         services.triggers = triggers

@@ -63,6 +63,10 @@ def up(
         int | None, typer.Option(metavar="N", min=1, help="Invocations running at once on this machine; past it "
                                  "they wait, served across tenants by weight (default: no cap). See docs/tenancy.md.")
     ] = None,
+    trigger_broker: Annotated[
+        list[str] | None, typer.Option(metavar="HOST[:PORT]", help="A message broker that tenants other than "
+                                       "the default may read with queue triggers; repeat for more (default: none).")
+    ] = None,
     limits_redis: Annotated[
         str | None, typer.Option(metavar="URL", envvar="MIST_LIMITS_REDIS", help="redis://... : keep the rate "
                                  "limits' token buckets there, shared by every gateway (default: in this process).")
@@ -81,6 +85,8 @@ def up(
         extra["max_inflight"] = max_inflight
     if limits_redis:
         extra["limits_redis"] = limits_redis
+    if trigger_broker:
+        extra["trigger_brokers"] = tuple(trigger_broker)
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **extra)
     try:

@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from mist.core.retry import Backoff, backoff_s
-from mist.errors import FunctionError, InvalidRequest, MistError, NotFound
-from mist.models import split_id
+from mist.errors import Forbidden, FunctionError, InvalidRequest, MistError, NotFound
+from mist.models import DEFAULT_TENANT, split_id
 from mist.triggers.connectors import connector_for
 from mist.triggers.connectors.base import Connector, Message
 from mist.triggers.connectors.spec import ConnectorSpec
@@ -152,6 +152,28 @@ def connector_spec(config: dict[str, Any], trigger_id: str | None = None) -> Con
     if trigger_id is not None and not options.get("group"):
         options["group"] = f"mist-{trigger_id}"
     return ConnectorSpec.from_options(config["source"], **options)
+
+
+def broker_allowed(tenant: str, source: str, allowed: Sequence[str]) -> bool:
+    """May a queue trigger of `tenant` read from the broker at `source`? mist connects to it
+    from its own host, so another tenant could otherwise make mist read the host's own services
+    (its Redis on 127.0.0.1, say): only the default tenant (the operator's) may name any broker;
+    other tenants only those the operator allows (`mist up --trigger-broker HOST[:PORT]`).
+
+        >>> broker_allowed("acme", "redis://10.0.0.5:6379/0", ["10.0.0.5:6379"])
+        True
+        >>> broker_allowed("acme", "redis://127.0.0.1:6379/0", ["10.0.0.5"])
+        False
+    """
+    if tenant == DEFAULT_TENANT:
+        return True
+    parts = urlsplit(source)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return any(a.lower() in (host, f"{host}:{port}") for a in allowed)
 
 
 def s3_matches(config: dict[str, Any], bucket: str, event_name: str, key: str) -> bool:
@@ -316,7 +338,9 @@ class TriggerManager:
         function_exists: Callable[[str], Awaitable[None]],
         outbox: Any = None,  # mist.s3.outbox.Outbox, or None when S3 is not served
         clock: Callable[[], float] = time.time,
+        brokers: Sequence[str] = (),  # brokers tenants other than the default may read (broker_allowed)
     ) -> None:
+        self._brokers = tuple(brokers)
         self._store = store
         self._enqueue = enqueue
         self._invoke = invoke
@@ -352,6 +376,13 @@ class TriggerManager:
     async def add(self, function: str, body: dict[str, Any]) -> TriggerView:
         kind, config = validate_config(body)
         await self._function_exists(function)  # NotFound for an unknown function
+        tenant = split_id(function)[0]
+        if kind == "queue" and not broker_allowed(tenant, config["source"], self._brokers):
+            raise Forbidden(
+                f"queue triggers of tenant {tenant!r} may read only from brokers the operator allows "
+                f"(mist up --trigger-broker HOST[:PORT]); {urlsplit(config['source']).netloc or config['source']!r} "
+                "is not one of them: ask an admin"
+            )
         if kind == "s3" and self._outbox is None:
             raise InvalidRequest("object storage is not served here; start mist up with an --s3-port other than 0")
         trigger = Trigger(new_trigger_id(), function, kind, config, self._clock())

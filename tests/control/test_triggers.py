@@ -14,11 +14,12 @@ from mist.control.triggers import (
     SqlTriggerStore,
     Trigger,
     TriggerManager,
+    broker_allowed,
     redact,
     s3_matches,
     validate_config,
 )
-from mist.errors import InvalidRequest, NotFound
+from mist.errors import Forbidden, InvalidRequest, NotFound
 from mist.s3.outbox import MemoryOutbox
 
 
@@ -47,7 +48,7 @@ class Enqueued:
 
 
 async def exists(name: str) -> None:
-    if name not in {"thumb", "tick", "orders"}:
+    if name not in {"thumb", "tick", "orders", "acme/orders"}:
         raise NotFound(f"no function {name!r}")
 
 
@@ -186,6 +187,28 @@ async def test_triggers_need_an_existing_function_and_s3_needs_the_endpoint():
         await m.add("nope", {"kind": "cron", "rate": "1 minute"})
     with pytest.raises(InvalidRequest, match="--s3-port"):
         await m.add("thumb", {"kind": "s3", "bucket": "photos"})
+
+
+@pytest.mark.parametrize(
+    ("tenant", "source", "allowed", "ok"),
+    [
+        ("default", "redis://127.0.0.1:6379/0", [], True),  # the operator's own tenant
+        ("acme", "redis://127.0.0.1:6379/0", [], False),  # mist's host services stay out of reach
+        ("acme", "redis://broker.internal:6379/0", ["broker.internal"], True),
+        ("acme", "nats://broker.internal:4222", ["broker.internal:4222"], True),
+        ("acme", "nats://broker.internal:4223", ["broker.internal:4222"], False),
+        ("acme", "amqp://guest:guest@10.0.0.5:5672/", ["10.0.0.5:5672"], True),
+        ("acme", "redis://10.0.0.5:notaport/0", ["10.0.0.5"], False),
+    ],
+)
+def test_tenants_other_than_the_default_read_only_brokers_the_operator_allows(tenant, source, allowed, ok):
+    assert broker_allowed(tenant, source, allowed) is ok
+
+
+async def test_a_queue_trigger_of_another_tenant_on_a_host_broker_is_refused_naming_the_option():
+    with pytest.raises(Forbidden) as exc:
+        await manager().add("acme/orders", {"kind": "queue", "source": "redis://127.0.0.1:6379/0", "stream": "o"})
+    assert "--trigger-broker" in exc.value.message and "127.0.0.1:6379" in exc.value.message
 
 
 async def test_cron_fires_once_per_time_even_across_a_restart():
