@@ -27,7 +27,7 @@ from typing import Protocol
 @dataclass(frozen=True)
 class Capacity:
     memory_mb: int
-    cpus: float
+    cpu_millis: int  # thousandths of a core (4 cores: 4000)
     slots: int  # sandboxes it may run at once
 
 
@@ -43,7 +43,7 @@ class Warm:
 @dataclass(frozen=True)
 class Load:
     memory_used_mb: int = 0
-    cpu_used: float = 0.0  # cores busy
+    cpu_used_millis: int = 0  # thousandths of a core busy
     slots_used: int = 0
     inflight: int = 0  # requests being served
 

@@ -28,7 +28,7 @@ workers = sa.Table(
     sa.Column("address", sa.String(300), nullable=False),  # where schedulers send orders (host:port)
     sa.Column("incarnation", sa.BigInteger, nullable=False),  # +1 on every registration
     sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("capacity", sa.JSON, nullable=False),  # Capacity: memory_mb, cpus, slots
+    sa.Column("capacity", sa.JSON, nullable=False),  # Capacity: memory_mb, cpu_millis, slots
     sa.Column("warm", sa.JSON, nullable=False),  # Warm: code shas, layers, zygotes
     sa.Column("load", sa.JSON, nullable=False),  # Load at the last heartbeat
     sa.Column("instances", sa.JSON, nullable=False),  # [InstanceReport] at the last heartbeat
@@ -41,7 +41,6 @@ shard_maps = sa.Table(
     metadata,
     sa.Column("name", sa.String(100), primary_key=True),  # one map per sharded service ("scheduler")
     sa.Column("version", sa.BigInteger, nullable=False),  # +1 on every change (compare-and-set)
-    sa.Column("space", sa.BigInteger, nullable=False),  # the hash space: keys are 0 .. space-1
-    sa.Column("shards", sa.JSON, nullable=False),  # [[lo, hi, shard, owner, epoch], ...] sorted by lo
+    sa.Column("body", sa.JSON, nullable=False),  # the map as mist.core.sharding encodes it
     sa.Column("updated_at", TS, nullable=False),
 )

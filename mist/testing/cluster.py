@@ -7,14 +7,16 @@ PostgreSQL stores read `now()` only.
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from mist.cluster.leases import Lease
 from mist.cluster.membership import Heartbeat, Load, MembershipSnapshot, WorkerInfo, WorkerRecord
-from mist.cluster.shardmap import ShardMap, ShardRange, check_ranges
+from mist.cluster.shardmap import StoredMap
 
 
 class ManualClock:
@@ -149,18 +151,16 @@ class MemoryMembership:
 
 class MemoryShardMapStore:
     def __init__(self) -> None:
-        self._map: ShardMap | None = None
+        self._map: StoredMap | None = None
         self._lock = threading.Lock()
 
-    def read(self, newer_than: int = 0) -> ShardMap | None:
+    def read(self, newer_than: int = 0) -> StoredMap | None:
         with self._lock:
             return self._map if self._map is not None and self._map.version > newer_than else None
 
-    def compare_and_set(self, expected_version: int, space: int, shards: Sequence[ShardRange]) -> ShardMap | None:
-        check_ranges(space, shards)
+    def compare_and_set(self, expected_version: int, body: Any) -> StoredMap | None:
         with self._lock:
-            have = self._map.version if self._map else 0
-            if have != expected_version:
+            if (self._map.version if self._map else 0) != expected_version:
                 return None
-            self._map = ShardMap(have + 1, space, tuple(shards))
+            self._map = StoredMap(expected_version + 1, json.loads(json.dumps(body)))  # a copy, as stored
             return self._map

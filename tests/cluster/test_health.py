@@ -23,7 +23,7 @@ POLICY = HealthPolicy(interval_s=2, late_after_s=5, timeout_s=10)
 
 
 def worker(wid="w1", silent_s=0.0, draining=False, incarnation=1):
-    info = WorkerInfo(wid, f"{wid}:7070", Capacity(1024, 1.0, 8))
+    info = WorkerInfo(wid, f"{wid}:7070", Capacity(1024, 1000, 8))
     at = NOW - timedelta(seconds=silent_s)
     return WorkerRecord(info, incarnation, draining, at, at)
 
