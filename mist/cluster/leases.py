@@ -8,8 +8,8 @@ again and gets a new epoch, so an epoch, once dead, never comes back.
 
 Three parts:
 
-- `LeaseStore` (Protocol): acquire / renew / release / current / floors. PostgreSQL:
-  mist/cluster/sqlleases.py; in memory: mist/testing/cluster.py.
+- `LeaseStore` (Protocol): acquire / renew (one or all of a holder's) / release / current /
+  floors. PostgreSQL: mist/cluster/sqlleases.py; in memory: mist/testing/cluster.py.
 - `LeaseKeeper`: the holder's side. It knows, on its own monotonic clock, until when it may act:
   the deadline is counted from the moment a request was *sent*, which is before the store
   stamped `now()`, so it never falls after the store's expiry (less `margin_s` for clock rate
@@ -18,8 +18,8 @@ Three parts:
   refuses an epoch older than the newest it has seen or learned from `floors()`.
 
 Worked example (TTL 10 s): scheduler A acquires "shard/7" at epoch 4 and stamps its placements
-with 4. A is cut off from the database at t=20 and stops renewing. Its keeper says `valid()` is
-false from t≈20+10-1. At t=30 the lease runs out in PostgreSQL; scheduler B acquires it at
+with 4. A sends its last renewal at t=20, then is cut off from the database. Its keeper says
+`valid()` is false from t=20+10-1 (margin 1 s). At t=30 the lease runs out in PostgreSQL; scheduler B acquires it at
 epoch 5 and sends worker W a placement stamped 5: W's fence now refuses 4. If A wakes from a
 pause and sends W an order stamped 4, W answers StaleEpoch. Had B sent W nothing yet, W learns
 the floor (5 once B holds it; 5 also while nobody does, since epoch 4 is dead) from `floors()`,
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -60,6 +60,9 @@ class LeaseStore(Protocol):
         """Extend a live lease by `ttl_s` from now, same epoch; None if it is lost (ran out,
         released, or held by another epoch). A lost lease stays lost."""
 
+    def renew_all(self, held: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        """`renew` for many leases at once (one write however many); the ones still held."""
+
     def release(self, lease: Lease) -> bool:
         """End the lease now if `lease` is still the live grant; False if it was not."""
 
@@ -72,18 +75,18 @@ class LeaseStore(Protocol):
 
 
 class LeaseKeeper:
-    """One holder's side of one lease. Not thread-safe: one loop acquires, renews and asks.
+    """One holder's side of its leases (a scheduler: one per shard it owns). Not thread-safe:
+    one loop acquires, renews and asks.
 
-    Call `acquire()` until it returns a lease, then `renew()` every ttl/3 or so; act only while
-    `valid()`. `renew()` returns False once the lease is lost (stop acting, rebuild, acquire
-    again) and raises CoordinationUnavailable when the store cannot say: keep trying, and keep
-    acting only while `valid()`.
+    `acquire(name)` until it returns a lease, `renew()` every ttl/3 or so (all leases in one
+    store call), and act on a lease only while `valid(name)`. `renew()` returns the names lost
+    (stop acting on them; acquiring again gives a new epoch), and raises CoordinationUnavailable
+    when the store cannot say: keep trying, and keep acting only while `valid()`.
     """
 
     def __init__(
         self,
         store: LeaseStore,
-        name: str,
         holder: str,
         ttl_s: float,
         *,
@@ -92,42 +95,52 @@ class LeaseKeeper:
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
-        self.store, self.name, self.holder, self.ttl_s = store, name, holder, ttl_s
+        self.store, self.holder, self.ttl_s = store, holder, ttl_s
         self.margin_s = ttl_s / 10 if margin_s is None else margin_s
         self.clock = clock
-        self.lease: Lease | None = None
-        self._deadline = float("-inf")
+        self.leases: dict[str, Lease] = {}
+        self._deadlines: dict[str, float] = {}
 
-    def _granted(self, lease: Lease | None, sent: float) -> bool:
-        self.lease = lease
-        self._deadline = sent + self.ttl_s - self.margin_s if lease else float("-inf")
-        return lease is not None
+    def _keep(self, lease: Lease, sent: float) -> None:
+        self.leases[lease.name] = lease
+        self._deadlines[lease.name] = sent + self.ttl_s - self.margin_s
 
-    def acquire(self) -> bool:
+    def _drop(self, name: str) -> Lease | None:
+        self._deadlines.pop(name, None)
+        return self.leases.pop(name, None)
+
+    def acquire(self, name: str) -> Lease | None:
         sent = self.clock()
-        return self._granted(self.store.acquire(self.name, self.holder, self.ttl_s), sent)
-
-    def renew(self) -> bool:
-        if self.lease is None:
-            return False
-        sent = self.clock()
-        return self._granted(self.store.renew(self.lease, self.ttl_s), sent)
-
-    def release(self) -> None:
-        lease, self.lease, self._deadline = self.lease, None, float("-inf")
+        lease = self.store.acquire(name, self.holder, self.ttl_s)
         if lease is not None:
+            self._keep(lease, sent)
+        return lease
+
+    def renew(self) -> list[str]:
+        """Renew every lease held; the names that were lost (and are dropped)."""
+        sent = self.clock()
+        renewed = {lease.name: lease for lease in self.store.renew_all(list(self.leases.values()), self.ttl_s)}
+        lost = sorted(set(self.leases) - set(renewed))
+        for name in lost:
+            self._drop(name)
+        for lease in renewed.values():
+            self._keep(lease, sent)
+        return lost
+
+    def release(self, name: str) -> None:
+        if (lease := self._drop(name)) is not None:
             self.store.release(lease)
 
-    def valid(self) -> bool:
-        """True while the holder may act on its lease (stamping orders with `epoch`)."""
-        return self.lease is not None and self.clock() < self._deadline
+    def valid(self, name: str) -> bool:
+        """True while the holder may act on `name` (stamping orders with its epoch)."""
+        return name in self.leases and self.clock() < self._deadlines[name]
 
-    def remaining_s(self) -> float:
-        return max(0.0, self._deadline - self.clock()) if self.lease else 0.0
+    def remaining_s(self, name: str) -> float:
+        return max(0.0, self._deadlines[name] - self.clock()) if name in self.leases else 0.0
 
-    @property
-    def epoch(self) -> int | None:
-        return self.lease.epoch if self.lease else None
+    def epoch(self, name: str) -> int | None:
+        lease = self.leases.get(name)
+        return lease.epoch if lease else None
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ database's `now()` (the same value for the test and for the new expiry). Acquire
 Concurrent acquirers of one row queue on its row lock; each re-reads the row the one before it
 committed, so exactly one sees it expired (read committed is enough: PostgreSQL re-checks the
 WHERE on the newest row version). Renew and release match on (name, holder, epoch) and on the
-lease being live, so a holder that lost its lease touches nothing.
+lease being live, so a holder that lost its lease touches nothing; `renew_all` renews all of a
+holder's leases in one statement (one WAL flush, however many shards it owns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -66,21 +67,30 @@ class PgLeaseStore:
         ).returning(t.holder, t.epoch, t.expires_at)
         return self._one(stmt, name)
 
-    def _live(self, lease: Lease) -> sa.ColumnElement[bool]:
+    def _live(self, held: Sequence[Lease]) -> sa.ColumnElement[bool]:
         t = leases.c
-        return sa.and_(t.name == lease.name, t.holder == lease.holder, t.epoch == lease.epoch, t.expires_at > _NOW)
+        keys = [(lease.name, lease.holder, lease.epoch) for lease in held]
+        return sa.and_(sa.tuple_(t.name, t.holder, t.epoch).in_(keys), t.expires_at > _NOW)
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease | None:
+        renewed = self.renew_all([lease], ttl_s)
+        return renewed[0] if renewed else None
+
+    def renew_all(self, held: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        if not held:
+            return []
+        t = leases.c
         stmt = (
             leases.update()
-            .where(self._live(lease))
+            .where(self._live(held))
             .values(expires_at=_NOW + _ttl(ttl_s))
-            .returning(leases.c.holder, leases.c.epoch, leases.c.expires_at)
+            .returning(t.name, t.holder, t.epoch, t.expires_at)
         )
-        return self._one(stmt, lease.name)
+        with reachable(), self.engine.connect() as conn:
+            return [Lease(*row) for row in conn.execute(stmt).all()]
 
     def release(self, lease: Lease) -> bool:
-        stmt = leases.update().where(self._live(lease)).values(expires_at=_NOW).returning(leases.c.epoch)
+        stmt = leases.update().where(self._live([lease])).values(expires_at=_NOW).returning(leases.c.epoch)
         with reachable(), self.engine.connect() as conn:
             return conn.execute(stmt).first() is not None
 

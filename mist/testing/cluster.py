@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -67,12 +67,18 @@ class MemoryLeaseStore:
         return None
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease | None:
+        renewed = self.renew_all([lease], ttl_s)
+        return renewed[0] if renewed else None
+
+    def renew_all(self, held: Sequence[Lease], ttl_s: float) -> list[Lease]:
         with self._lock:
-            row = self._live(lease)
-            if row is None:
-                return None
-            row.expires_at = self.clock() + timedelta(seconds=_ttl(ttl_s))
-            return replace(lease, expires_at=row.expires_at)
+            expires_at = self.clock() + timedelta(seconds=_ttl(ttl_s))
+            renewed = []
+            for lease in held:
+                if (row := self._live(lease)) is not None:
+                    row.expires_at = expires_at
+                    renewed.append(replace(lease, expires_at=expires_at))
+            return renewed
 
     def release(self, lease: Lease) -> bool:
         with self._lock:

@@ -55,7 +55,7 @@ class Keeper:
     def __init__(self, ttl_s=10.0, margin_s=1.0):
         self.store_clock, self.local = ManualClock(), [100.0]
         self.store = MemoryLeaseStore(self.store_clock)
-        self.keeper = LeaseKeeper(self.store, "shard/1", "a", ttl_s, margin_s=margin_s, clock=lambda: self.local[0])
+        self.keeper = LeaseKeeper(self.store, "a", ttl_s, margin_s=margin_s, clock=lambda: self.local[0])
 
     def elapse(self, s):
         self.store_clock.advance(s)
@@ -64,41 +64,47 @@ class Keeper:
 
 def test_a_keeper_may_act_until_its_ttl_less_the_margin_from_when_it_asked():
     k = Keeper(ttl_s=10.0, margin_s=1.0)
-    assert k.keeper.acquire() and k.keeper.epoch == 1
+    assert k.keeper.acquire("shard/1").epoch == 1
     k.elapse(8.9)
-    assert k.keeper.valid() and k.keeper.remaining_s() == pytest.approx(0.1)
+    assert k.keeper.valid("shard/1") and k.keeper.remaining_s("shard/1") == pytest.approx(0.1)
     k.elapse(0.2)
-    assert not k.keeper.valid()  # 9.1 s: the store still says live, but the keeper stopped
+    assert not k.keeper.valid("shard/1")  # 9.1 s: the store still says live, but the keeper stopped
+    assert k.store.current("shard/1") is not None
 
 
-def test_renewing_moves_the_keepers_deadline_on():
+def test_renewing_moves_every_deadline_on_and_keeps_the_epochs():
     k = Keeper(ttl_s=10.0, margin_s=1.0)
-    k.keeper.acquire()
+    k.keeper.acquire("shard/1")
+    k.keeper.acquire("shard/2")
     for _ in range(5):
         k.elapse(4)
-        assert k.keeper.renew() and k.keeper.valid()
-    assert k.keeper.epoch == 1
+        assert k.keeper.renew() == []
+        assert k.keeper.valid("shard/1") and k.keeper.valid("shard/2")
+    assert (k.keeper.epoch("shard/1"), k.keeper.epoch("shard/2")) == (1, 1)
 
 
-def test_a_keeper_whose_lease_was_taken_over_learns_it_at_its_next_renewal():
+def test_a_keeper_learns_at_its_next_renewal_which_leases_were_taken_over():
     k = Keeper(ttl_s=10.0)
-    k.keeper.acquire()
-    k.elapse(11)  # paused past its lease
+    k.keeper.acquire("shard/1")
+    k.elapse(6)
+    k.keeper.acquire("shard/2")
+    k.elapse(5)  # paused: shard/1 ran out, shard/2 did not
     assert k.store.acquire("shard/1", "b", 10.0).epoch == 2
-    assert not k.keeper.valid()
-    assert k.keeper.renew() is False and k.keeper.lease is None
-    assert k.keeper.acquire() is False  # b holds it now
+    assert not k.keeper.valid("shard/1") and k.keeper.valid("shard/2")
+    assert k.keeper.renew() == ["shard/1"]
+    assert k.keeper.epoch("shard/1") is None and k.keeper.valid("shard/2")
+    assert k.keeper.acquire("shard/1") is None  # b holds it now
 
 
-def test_a_released_keeper_may_not_act_and_frees_the_lease():
+def test_a_released_lease_may_not_be_acted_on_and_is_free_at_once():
     k = Keeper()
-    k.keeper.acquire()
-    k.keeper.release()
-    assert not k.keeper.valid() and k.store.current("shard/1") is None
+    k.keeper.acquire("shard/1")
+    k.keeper.release("shard/1")
+    assert not k.keeper.valid("shard/1") and k.store.current("shard/1") is None
     assert k.store.acquire("shard/1", "b", 10.0).epoch == 2
 
 
 def test_the_default_margin_is_a_tenth_of_the_ttl():
-    assert LeaseKeeper(MemoryLeaseStore(ManualClock()), "x", "a", 5.0).margin_s == 0.5
+    assert LeaseKeeper(MemoryLeaseStore(ManualClock()), "a", 5.0).margin_s == 0.5
     with pytest.raises(ValueError, match="ttl_s must be > 0"):
-        LeaseKeeper(MemoryLeaseStore(ManualClock()), "x", "a", 0)
+        LeaseKeeper(MemoryLeaseStore(ManualClock()), "a", 0)

@@ -41,6 +41,18 @@ def test_a_renewing_holder_keeps_its_lease_well_past_one_ttl(cluster):
         assert cluster.leases.acquire("s", "b", ttl) is None
 
 
+def test_renewing_all_of_a_holders_leases_at_once_skips_the_lost_ones(cluster):
+    kept = [cluster.leases.acquire(f"s{i}", "a", LONG) for i in range(3)]
+    lost = cluster.leases.acquire("short", "a", SHORT)
+    taken = cluster.leases.acquire("taken", "a", SHORT)
+    cluster.elapse(SHORT + 0.1)
+    cluster.leases.acquire("taken", "b", LONG)
+    renewed = cluster.leases.renew_all([*kept, lost, taken], LONG)
+    assert sorted((r.name, r.epoch) for r in renewed) == [("s0", 1), ("s1", 1), ("s2", 1)]
+    assert all(r.expires_at >= k.expires_at for r, k in zip(sorted(renewed, key=lambda r: r.name), kept))
+    assert cluster.leases.renew_all([], LONG) == []
+
+
 def test_a_holder_that_lost_its_lease_cannot_renew_or_release_the_next_holders(cluster):
     old = cluster.leases.acquire("s", "a", SHORT)
     cluster.elapse(SHORT + 0.1)

@@ -102,30 +102,31 @@ def test_a_partitioned_holder_stops_and_its_old_epoch_is_refused_after_another_p
     cut_off = PgLeaseStore(engine=connect(pg_url.replace("@127.0.0.1/", f"@127.0.0.1:{proxy.port}/"), timeout_s=1))
     worker = Fence()
     try:
-        a = LeaseKeeper(cut_off, "shard/7", "scheduler-a", ttl_s=1.0)
-        assert a.acquire() and a.valid()
-        worker.check("shard/7", a.epoch)  # A places normally
+        a = LeaseKeeper(cut_off, "scheduler-a", ttl_s=1.0)
+        epoch = a.acquire("shard/7").epoch
+        assert a.valid("shard/7")
+        worker.check("shard/7", epoch)  # A places normally
 
         proxy.cut()  # A can no longer reach PostgreSQL; everything else can
         with pytest.raises(CoordinationUnavailable, match="could not be reached"):
             a.renew()
-        assert a.valid()  # still within the lease it had
+        assert a.valid("shard/7")  # still within the lease it had
         b = subprocess.Popen([sys.executable, "-c", NEW_HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
-        while a.valid():
+        while a.valid("shard/7"):
             time.sleep(0.005)
         a_stopped = time.monotonic()
         out, _ = b.communicate(timeout=30)
         taken = json.loads(out)
 
-        assert taken["epoch"] == a.epoch + 1
+        assert taken["epoch"] == epoch + 1
         assert a_stopped <= taken["at"], "A must stop acting before B can take the lease"
         worker.learn(store.floors(["shard/7"]))  # the worker's periodic read, before B sent anything
-        with pytest.raises(StaleEpoch, match=f"epoch {a.epoch} of lease 'shard/7'"):
-            worker.check("shard/7", a.epoch)
+        with pytest.raises(StaleEpoch, match=f"epoch {epoch} of lease 'shard/7'"):
+            worker.check("shard/7", epoch)
         worker.check("shard/7", taken["epoch"])  # B's orders go through
 
         proxy.heal()
-        assert a.renew() is False  # back in touch, A learns it has lost the lease
+        assert a.renew() == ["shard/7"]  # back in touch, A learns it has lost the lease
         assert store.current("shard/7").holder == "scheduler-b"
     finally:
         cut_off.close()
