@@ -2,9 +2,12 @@
 
 A lease is granted for `ttl` seconds of the store's clock (PostgreSQL's `now()`, never a
 holder's clock) and renewed by its holder before it runs out. Every grant to a new holding —
-another holder, or the same one after its lease ran out or was released — takes the next
-**epoch**; renewals keep it. A lease that ran out cannot be renewed: its holder must acquire
-again and gets a new epoch, so an epoch, once dead, never comes back.
+another holder, or the same one after its lease ran out or was released — takes a new
+**epoch**, higher than that of every grant before it *of any lease* (one sequence for all), so
+epochs compare across leases: after a shard is split or merged under new lease names, the new
+owner's epoch is still above the old one's. Renewals keep the epoch. A lease that ran out cannot
+be renewed: its holder must acquire again and gets a new epoch, so an epoch, once dead, never
+comes back.
 
 Three parts:
 
@@ -20,10 +23,10 @@ Three parts:
 Worked example (TTL 10 s): scheduler A acquires "shard/7" at epoch 4 and stamps its placements
 with 4. A sends its last renewal at t=20, then is cut off from the database. Its keeper says
 `valid()` is false from t=20+10-1 (margin 1 s). At t=30 the lease runs out in PostgreSQL; scheduler B acquires it at
-epoch 5 and sends worker W a placement stamped 5: W's fence now refuses 4. If A wakes from a
-pause and sends W an order stamped 4, W answers StaleEpoch. Had B sent W nothing yet, W learns
-the floor (5 once B holds it; 5 also while nobody does, since epoch 4 is dead) from `floors()`,
-which it reads with every heartbeat.
+epoch 9 (other leases drew 5-8) and sends worker W a placement stamped 9: W's fence now refuses
+4. If A wakes from a pause and sends W an order stamped 4, W answers StaleEpoch. Had B sent W
+nothing yet, W learns the floor from `floors()`, which it reads with every heartbeat: 9 once B
+holds the lease, 5 while nobody does (epoch 4 is dead, and any next grant is above it).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ class LeaseStore(Protocol):
     restarted process must not inherit the lease of the one before it."""
 
     def acquire(self, name: str, holder: str, ttl_s: float) -> Lease | None:
-        """Grant `name` to `holder` for `ttl_s` if nobody else holds it live; None if someone
-        does. If `holder` already holds it live this renews it (same epoch)."""
+        """Grant `name` to `holder` for `ttl_s` if nobody else holds it live, with an epoch
+        above every epoch granted before; None if someone does. If `holder` already holds it
+        live this renews it (same epoch)."""
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease | None:
         """Extend a live lease by `ttl_s` from now, same epoch; None if it is lost (ran out,

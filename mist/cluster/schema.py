@@ -11,12 +11,15 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 TS = sa.DateTime(timezone=True)
 
+# Every new grant of any lease takes the next number: epochs are comparable across leases.
+lease_epochs = sa.Sequence("cluster_lease_epochs", metadata=metadata)
+
 leases = sa.Table(
     "cluster_leases",
     metadata,
     sa.Column("name", sa.String(200), primary_key=True),  # e.g. "shard/0007"
     sa.Column("holder", sa.String(200), nullable=False),  # the last holder (unique per process run)
-    sa.Column("epoch", sa.BigInteger, nullable=False),  # +1 on every grant to a new holding
+    sa.Column("epoch", sa.BigInteger, nullable=False),  # from lease_epochs on every new holding
     sa.Column("acquired_at", TS, nullable=False),  # when this epoch was granted
     sa.Column("expires_at", TS, nullable=False),  # live while expires_at > now(); release sets it to now()
 )

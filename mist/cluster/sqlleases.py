@@ -3,16 +3,17 @@
 Each operation is one statement, atomic on the lease's row, with expiry judged by the
 database's `now()` (the same value for the test and for the new expiry). Acquire:
 
-    INSERT INTO cluster_leases VALUES (:name, :me, 1, now(), now() + :ttl)
+    INSERT INTO cluster_leases VALUES (:name, :me, nextval('cluster_lease_epochs'), now(), now() + :ttl)
     ON CONFLICT (name) DO UPDATE
        SET holder = :me, expires_at = now() + :ttl,
-           epoch = CASE WHEN <live and mine> THEN epoch ELSE epoch + 1 END, ...
+           epoch = CASE WHEN <live and mine> THEN epoch ELSE excluded.epoch END, ...
      WHERE cluster_leases.expires_at <= now() OR cluster_leases.holder = :me
     RETURNING holder, epoch, expires_at
 
 Concurrent acquirers of one row queue on its row lock; each re-reads the row the one before it
 committed, so exactly one sees it expired (read committed is enough: PostgreSQL re-checks the
-WHERE on the newest row version). Renew and release match on (name, holder, epoch) and on the
+WHERE on the newest row version). The sequence may skip numbers (a refused acquire draws one
+too); epochs need only grow. Renew and release match on (name, holder, epoch) and on the
 lease being live, so a holder that lost its lease touches nothing; `renew_all` renews all of a
 holder's leases in one statement (one WAL flush, however many shards it owns).
 """
@@ -27,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from mist.cluster.leases import Lease
 from mist.cluster.pg import connect, reachable
-from mist.cluster.schema import leases
+from mist.cluster.schema import lease_epochs, leases
 
 _NOW = sa.func.now()
 
@@ -53,13 +54,15 @@ class PgLeaseStore:
 
     def acquire(self, name: str, holder: str, ttl_s: float) -> Lease | None:
         t = leases.c
-        ins = insert(leases).values(name=name, holder=holder, epoch=1, acquired_at=_NOW, expires_at=_NOW + _ttl(ttl_s))
+        ins = insert(leases).values(
+            name=name, holder=holder, epoch=lease_epochs.next_value(), acquired_at=_NOW, expires_at=_NOW + _ttl(ttl_s)
+        )
         mine = sa.and_(t.holder == ins.excluded.holder, t.expires_at > _NOW)
         stmt = ins.on_conflict_do_update(
             index_elements=[t.name],
             set_={
                 "holder": ins.excluded.holder,
-                "epoch": sa.case((mine, t.epoch), else_=t.epoch + 1),
+                "epoch": sa.case((mine, t.epoch), else_=ins.excluded.epoch),
                 "acquired_at": sa.case((mine, t.acquired_at), else_=_NOW),
                 "expires_at": ins.excluded.expires_at,
             },

@@ -7,6 +7,7 @@ PostgreSQL stores read `now()` only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,7 @@ class MemoryLeaseStore:
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self._rows: dict[str, _Row] = {}
+        self._epochs = itertools.count(1)  # one sequence for every lease, as in PostgreSQL
         self._lock = threading.Lock()
 
     def acquire(self, name: str, holder: str, ttl_s: float) -> Lease | None:
@@ -56,7 +58,7 @@ class MemoryLeaseStore:
                     return None
                 epoch = row.epoch  # its live holder: a renewal
             else:
-                epoch = row.epoch + 1 if row else 1
+                epoch = next(self._epochs)
             self._rows[name] = new = _Row(holder, epoch, now + timedelta(seconds=_ttl(ttl_s)))
             return Lease(name, holder, new.epoch, new.expires_at)
 

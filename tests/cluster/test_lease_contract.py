@@ -10,7 +10,7 @@ LONG = 30.0  # a lease that will not
 
 def test_one_holder_at_a_time(cluster):
     a = cluster.leases.acquire("shard/1", "a", LONG)
-    assert a is not None and (a.holder, a.epoch) == ("a", 1)
+    assert a is not None and a.holder == "a" and a.epoch >= 1
     assert cluster.leases.acquire("shard/1", "b", LONG) is None
     assert cluster.leases.current("shard/1") == a
     assert cluster.leases.acquire("shard/2", "b", LONG).holder == "b"  # leases are per name
@@ -28,16 +28,16 @@ def test_a_lease_runs_out_after_its_ttl_and_the_next_holder_gets_a_higher_epoch(
     cluster.elapse(SHORT + 0.1)
     assert cluster.leases.current("s") is None
     b = cluster.leases.acquire("s", "b", LONG)
-    assert b is not None and b.epoch == a.epoch + 1
+    assert b is not None and b.epoch > a.epoch
 
 
 def test_a_renewing_holder_keeps_its_lease_well_past_one_ttl(cluster):
     ttl = 0.5
-    lease = cluster.leases.acquire("s", "a", ttl)
+    first = lease = cluster.leases.acquire("s", "a", ttl)
     for _ in range(8):  # 8 x 0.15 s = 1.2 s, more than twice the TTL
         cluster.elapse(0.15)
         lease = cluster.leases.renew(lease, ttl)
-        assert lease is not None and lease.epoch == 1
+        assert lease is not None and lease.epoch == first.epoch
         assert cluster.leases.acquire("s", "b", ttl) is None
 
 
@@ -48,7 +48,7 @@ def test_renewing_all_of_a_holders_leases_at_once_skips_the_lost_ones(cluster):
     cluster.elapse(SHORT + 0.1)
     cluster.leases.acquire("taken", "b", LONG)
     renewed = cluster.leases.renew_all([*kept, lost, taken], LONG)
-    assert sorted((r.name, r.epoch) for r in renewed) == [("s0", 1), ("s1", 1), ("s2", 1)]
+    assert sorted((r.name, r.epoch) for r in renewed) == [(k.name, k.epoch) for k in kept]
     assert all(r.expires_at >= k.expires_at for r, k in zip(sorted(renewed, key=lambda r: r.name), kept))
     assert cluster.leases.renew_all([], LONG) == []
 
@@ -67,7 +67,7 @@ def test_a_lease_that_ran_out_stays_lost_even_when_nobody_took_it(cluster):
     cluster.elapse(SHORT + 0.1)
     assert cluster.leases.renew(old, LONG) is None
     again = cluster.leases.acquire("s", "a", LONG)  # the same holder starts a new holding
-    assert again.epoch == old.epoch + 1
+    assert again.epoch > old.epoch
 
 
 def test_release_frees_the_lease_at_once_and_the_next_grant_takes_a_new_epoch(cluster):
@@ -76,7 +76,7 @@ def test_release_frees_the_lease_at_once_and_the_next_grant_takes_a_new_epoch(cl
     assert cluster.leases.current("s") is None
     assert cluster.leases.release(a) is False  # twice: nothing left to release
     b = cluster.leases.acquire("s", "b", LONG)
-    assert b.epoch == a.epoch + 1
+    assert b.epoch > a.epoch
 
 
 def test_epochs_strictly_increase_from_holder_to_holder(cluster):
@@ -88,21 +88,31 @@ def test_epochs_strictly_increase_from_holder_to_holder(cluster):
             cluster.leases.release(lease)
         else:
             cluster.leases.release(cluster.leases.renew(lease, LONG))
-    assert epochs == [1, 2, 3, 4, 5]
+    assert epochs == sorted(set(epochs))
+
+
+def test_epochs_grow_across_leases_so_a_newer_grant_of_any_lease_is_higher(cluster):
+    left = cluster.leases.acquire("shard/0", "a", LONG)
+    right = cluster.leases.acquire("shard/8", "b", LONG)  # e.g. the right half of a split
+    cluster.leases.release(left)
+    again = cluster.leases.acquire("shard/0", "c", LONG)
+    assert left.epoch < right.epoch < again.epoch
 
 
 def test_floors_name_the_oldest_epoch_that_may_still_be_live(cluster):
-    cluster.leases.acquire("live", "a", LONG)
-    cluster.leases.acquire("dead", "a", SHORT)
+    live = cluster.leases.acquire("live", "a", LONG)
+    dead = cluster.leases.acquire("dead", "a", SHORT)
     released = cluster.leases.acquire("released", "a", LONG)
     cluster.leases.release(released)
     cluster.elapse(SHORT + 0.1)
-    assert cluster.leases.floors(["live", "dead", "released", "never"]) == {"live": 1, "dead": 2, "released": 2}
+    floors = cluster.leases.floors(["live", "dead", "released", "never"])
+    assert floors == {"live": live.epoch, "dead": dead.epoch + 1, "released": released.epoch + 1}
+    assert cluster.leases.acquire("dead", "b", LONG).epoch >= floors["dead"]
 
 
 def test_many_concurrent_acquirers_get_one_lease(cluster):
     won = race(16, lambda i: cluster.leases.acquire("hot", f"t{i}", LONG))
-    assert len(won) == 1 and won[0].epoch == 1
+    assert len(won) == 1
     assert cluster.leases.current("hot") == won[0]
 
 
