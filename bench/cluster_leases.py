@@ -13,7 +13,9 @@ benchmark works in a schema of its own, dropped at the end. No mist server is st
    - beside renew, the same renew with `synchronous_commit=off`: not safe for leases (a crash
      of PostgreSQL could forget a granted epoch and grant it again), measured only to show that
      a write's cost is the WAL flush to disk.
-2. Failover: a holder process acquires "bench/failover" (TTL `--ttl`, renewing every TTL/3) and
+2. Membership: a heartbeat (load, warm set, 20 instances) and the snapshot a scheduler reads
+   of `--workers` workers.
+3. Failover: a holder process acquires "bench/failover" (TTL `--ttl`, renewing every TTL/3) and
    is then stopped at a random point of its renew cycle; a contender in this process tries to
    acquire every `--poll-ms`. Measured: from the stop to the contender's grant, `--trials` times
    for each way of stopping:
@@ -41,13 +43,16 @@ import sqlalchemy as sa
 from _common import Report, arg_parser, summary
 
 from mist.cluster.leases import Lease
+from mist.cluster.membership import Capacity, HealthPolicy, Heartbeat, InstanceReport, Load, Warm, WorkerInfo, assess
 from mist.cluster.pg import connect
 from mist.cluster.sqlleases import PgLeaseStore
+from mist.cluster.sqlmembership import PgMembership
 
 HOLDER = """
 import signal, sys, time
 from mist.cluster.leases import LeaseKeeper
 from mist.cluster.sqlleases import PgLeaseStore
+from mist.cluster.sqlmembership import PgMembership
 url, ttl = sys.argv[1], float(sys.argv[2])
 keeper = LeaseKeeper(PgLeaseStore(url), "holder-%d" % time.time_ns(), ttl)
 def leave(*_):
@@ -136,6 +141,23 @@ def rates(report: Report, store: PgLeaseStore, no_flush: PgLeaseStore, threads: 
         report.data[f"{what}/{threads}"] = {"ops_per_s": rate, **s}
 
 
+def membership(report: Report, engine: sa.Engine, workers: int, seconds: float) -> None:
+    """Heartbeats (each with 20 instances) and the snapshot a scheduler reads, `workers` rows."""
+    members = PgMembership(engine=engine, timeout_s=3600)
+    cap, warm = Capacity(8192, 4000, 64), Warm(frozenset({"c" * 64}), frozenset({"l" * 64}), frozenset())
+    incs = [members.register(WorkerInfo(f"w{i}", f"10.0.{i // 250}.{i % 250}:7070", cap, warm)).incarnation
+            for i in range(workers)]  # fmt: skip
+    beat = Heartbeat(Load(1024, 500, 20, 7), tuple(InstanceReport(f"i{j}", f"fn{j}", 1, 128, 1) for j in range(20)), warm)
+    rate, lat = timed(seconds, 1, lambda t, i: members.heartbeat(f"w{i % workers}", incs[i % workers], beat))
+    s = summary(lat)
+    report.row("heartbeat (20 instances)", f"{rate:7.0f} ops/s  p50 {s['p50']:.3f} / p99 {s['p99']:.3f} ms")
+    policy = HealthPolicy()
+    rate, lat = timed(seconds, 1, lambda t, i: assess(members.snapshot(), policy))
+    s = summary(lat)
+    report.row(f"snapshot of {workers} workers + assess", f"{rate:7.1f} ops/s  p50 {s['p50']:.3f} / p99 {s['p99']:.3f} ms")
+    report.data["membership"] = {"workers": workers, "snapshot_ms": s}
+
+
 def failover(report: Report, store: PgLeaseStore, url: str, how: str, ttl: float, poll_s: float, trials: int) -> list[float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     times = []
@@ -167,6 +189,7 @@ def main() -> None:
     p.add_argument("--ttl", type=float, default=1.0)
     p.add_argument("--poll-ms", type=float, default=50.0)
     p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--workers", type=int, default=200, help="worker rows for the membership figures")
     args = p.parse_args()
 
     schema = f"mist_bench_{os.getpid()}"
@@ -182,6 +205,7 @@ def main() -> None:
     try:
         for n in args.threads:
             rates(report, store, no_flush, n, args.seconds)
+        membership(report, store.engine, args.workers, args.seconds)
         poll = args.poll_ms / 1000
         for how in ("kill -9", "SIGSTOP", "release"):
             times = failover(report, store, url, how, args.ttl, poll, args.trials)

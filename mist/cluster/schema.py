@@ -34,7 +34,7 @@ workers = sa.Table(
     sa.Column("capacity", sa.JSON, nullable=False),  # Capacity: memory_mb, cpu_millis, slots
     sa.Column("warm", sa.JSON, nullable=False),  # Warm: code shas, layers, zygotes
     sa.Column("load", sa.JSON, nullable=False),  # Load at the last heartbeat
-    sa.Column("instances", sa.JSON, nullable=False),  # [InstanceReport] at the last heartbeat
+    sa.Column("instances", sa.JSON, nullable=False),  # [[InstanceReport fields in order]] at the last heartbeat (lists: half the size of objects)
     sa.Column("registered_at", TS, nullable=False),
     sa.Column("heartbeat_at", TS, nullable=False),
 )

@@ -4,7 +4,7 @@ than the timeout, judged by the same clock; a snapshot carries that clock's read
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from datetime import timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ def record(row: sa.Row) -> WorkerRecord:
         registered_at=row.registered_at,
         heartbeat_at=row.heartbeat_at,
         load=Load(**row.load),
-        instances=tuple(InstanceReport(**i) for i in row.instances),
+        instances=tuple(InstanceReport(*i) for i in row.instances),
     )
 
 
@@ -89,7 +89,7 @@ class PgMembership:
                 heartbeat_at=_NOW,
                 load=asdict(beat.load),
                 warm=warm_json(beat.warm),
-                instances=[asdict(i) for i in beat.instances],
+                instances=[astuple(i) for i in beat.instances],
             )
         )
         with reachable(), self.engine.connect() as conn:
