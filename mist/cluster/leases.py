@@ -75,7 +75,8 @@ class LeaseStore(Protocol):
 
     def floors(self, names: Iterable[str]) -> dict[str, int]:
         """For each known name, the oldest epoch that may still be live: the live epoch, or the
-        next one when nobody holds the lease (every epoch granted so far is dead)."""
+        last one + 1 while nobody holds the lease (its epochs so far are dead, its next grant
+        will be higher)."""
 
 
 class LeaseKeeper:
