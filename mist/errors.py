@@ -17,7 +17,9 @@
     │   └── FunctionCrashed        the runtime exited (os._exit, signal, ...)
     └── PlatformError              mist itself could not serve the request; retry later
         ├── NoCapacity             no sandbox could be had in time (the caller may retry)
-        └── SandboxFailed          a sandbox could not be built (setup failed on the host)
+        ├── SandboxFailed          a sandbox could not be built (setup failed on the host)
+        ├── StaleEpoch             an order carried a shard lease epoch that is no longer current
+        └── CoordinationUnavailable  the cluster's coordination store (PostgreSQL) cannot be reached
 
 HTTP status codes are chosen only at the edge (`mist.gateway.errors`), never here.
 Every message says what was wrong and, where it can, what to do about it.
@@ -153,6 +155,29 @@ class NoCapacity(PlatformError):
 
 class SandboxFailed(PlatformError):
     code = "SandboxFailed"
+
+
+class StaleEpoch(PlatformError):
+    """A worker refused an order: its lease epoch is older than one the worker knows for that
+    lease (mist/cluster/leases.py::Fence). The sender has lost the lease and must stop acting."""
+
+    code = "StaleEpoch"
+
+    def __init__(self, name: str, epoch: int, floor: int) -> None:
+        super().__init__(
+            f"order refused: it carries epoch {epoch} of lease {name!r}, but epoch {floor} or newer "
+            "is current; its sender no longer holds the lease and must drop it"
+        )
+        self.name = name
+        self.epoch = epoch
+        self.floor = floor
+
+
+class CoordinationUnavailable(PlatformError):
+    """The coordination store (PostgreSQL) could not be reached or failed; whether the operation
+    took effect is unknown. A lease holder keeps acting only until its local deadline."""
+
+    code = "CoordinationUnavailable"
 
 
 class DependencyInstallFailed(DeployRejected):
