@@ -24,6 +24,8 @@ STATUS: list[tuple[type[errors.MistError], int]] = [
     (errors.DeployRejected, 422),
     (errors.UserError, 400),
     (errors.NoCapacity, 503),  # 429 when the queue was full, see status_for
+    (errors.StaleEpoch, 503),  # the shard moved: the caller retries and finds its new owner
+    (errors.CoordinationUnavailable, 503),
     (errors.PlatformError, 500),
     (errors.MistError, 500),
 ]
