@@ -6,6 +6,7 @@
     │   ├── PayloadTooLarge        request body over the limit
     │   ├── NotFound               no such function / version / invocation
     │   ├── Conflict               the resource is in a state that forbids the request
+    │   ├── SpendCapReached        the tenant's monthly spend cap is reached: invocations refused
     │   └── DeployRejected         the code cannot be deployed (unsafe zip, syntax error, ...)
     │       └── DependencyInstallFailed  pip could not install requirements.txt
     ├── FunctionError              the user's function failed; reported in Lambda's error shape
@@ -53,6 +54,12 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     code = "Conflict"
+
+
+class SpendCapReached(UserError):
+    """The tenant's month-to-date bill reached its monthly spend cap (docs/billing.md)."""
+
+    code = "SpendCapReached"
 
 
 class DeployRejected(UserError):

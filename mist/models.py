@@ -31,6 +31,7 @@ EVENT_AGE_MAX_S = 21_600  # 6 h, Lambda's maximum event age
 DESTINATION_KINDS = ("function", "queue")
 DEFAULT_HANDLER = "main.handler"
 ENV_RESERVED_PREFIXES = ("AWS_", "LAMBDA_", "MIST_")
+DEFAULT_TENANT = "default"
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class FunctionVersion:
     max_event_age_s: int = EVENT_AGE_MAX_S
     on_success: str | None = None
     on_failure: str | None = None
+    tenant: str = DEFAULT_TENANT
 
     def to_json(self) -> dict[str, Any]:
         return {

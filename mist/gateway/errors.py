@@ -18,6 +18,7 @@ STATUS: list[tuple[type[errors.MistError], int]] = [
     (errors.PayloadTooLarge, 413),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
+    (errors.SpendCapReached, 402),  # Payment Required: the month's spend cap is reached
     (errors.DeployRejected, 422),
     (errors.UserError, 400),
     (errors.NoCapacity, 503),  # 429 when the queue was full, see status_for

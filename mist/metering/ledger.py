@@ -1,0 +1,123 @@
+"""Ledger: usage records in, on disk before the caller goes on, in the usage table soon after.
+
+    ledger = Ledger(store, Journal(data_dir / "usage-journal"), writer)
+    await ledger.start()              # segments left by a crash are imported first
+    await ledger.append(record)       # in the journal, written and fdatasync'd (group commit)
+    ledger.append_nowait(record)      # the same, not waited for (provisioned spans)
+    await ledger.flush()              # everything appended is in the usage table (reports)
+    await ledger.stop()
+
+Every `interval_s` the journal is rotated and the closed segment's records are stored in the
+usage table in one durable transaction (idempotent by record id); only then is the segment
+file deleted. A crash at any point leaves each record in a segment file, in the table, or
+both; the next start imports every segment file it finds (what is in the table already is not
+stored again), so nothing is lost and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from mist.control.batching import SerialWriter
+from mist.metering.journal import Journal, Segment
+from mist.metering.store import UsageStore
+from mist.metering.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LedgerStats:
+    appended: int  # records appended by this run
+    journal_flushes: int  # group commits (write + fdatasync) of this run
+    pending: int  # appended, not yet in the usage table
+    imported: int  # records stored in the usage table by this run (repeats not counted)
+    recovered: int  # records found in journal segments left by an earlier run
+    journal_failures: int  # group commits that failed (their records were still imported)
+    import_failures: int  # imports the database refused (retried)
+
+
+class Ledger:
+    def __init__(self, store: UsageStore, journal: Journal, writer: SerialWriter, *, interval_s: float = 1.0) -> None:
+        self._store = store
+        self._journal = journal
+        self._writer = writer
+        self._interval_s = interval_s
+        self._closed: list[Segment] = []  # rotated, not yet imported
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._kicks: set[asyncio.Task[None]] = set()
+        self._counts = dict.fromkeys(("appended", "imported", "recovered", "journal_failures", "import_failures"), 0)
+
+    async def start(self) -> None:
+        for path, records in await asyncio.to_thread(self._journal.recover):
+            await self._writer.run(self._store.add_usage, records)  # raises: mist does not start
+            self._counts["recovered"] += len(records)
+            path.unlink()
+            if records:
+                log.info("usage journal: %d record(s) of an earlier run imported from %s", len(records), path.name)
+        self._journal.open()
+        self._task = asyncio.create_task(self._run(), name="usage-ledger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*self._kicks, return_exceptions=True)
+        try:
+            await self.flush()
+        finally:
+            await self._journal.close()
+
+    async def append(self, record: UsageRecord) -> None:
+        """Returns once the record is in the journal (written, and fdatasync'd unless the journal
+        was opened with fsync=False). A failed journal write is logged and counted; the record
+        still reaches the usage table with the next import."""
+        await self._durable(self._journal.append(record))
+
+    def append_nowait(self, record: UsageRecord) -> None:
+        """Appended now (in every report from now on); written out in the background."""
+        task = asyncio.ensure_future(self._durable(self._journal.append(record)))
+        self._kicks.add(task)
+        task.add_done_callback(self._kicks.discard)
+
+    async def _durable(self, ticket: tuple[Segment, int]) -> None:
+        self._counts["appended"] += 1
+        try:
+            await self._journal.durable(ticket)
+        except OSError:
+            self._counts["journal_failures"] += 1
+            log.exception("usage journal: writing failed; the record stays in memory until the next import")
+
+    async def flush(self) -> None:
+        """Rotate the journal and import every closed segment now."""
+        async with self._lock:
+            old = self._journal.rotate()
+            if old is not None:
+                self._closed.append(old)
+            while self._closed:
+                seg = self._closed[0]
+                try:
+                    self._counts["imported"] += await self._writer.run(self._store.add_usage, seg.records)
+                except Exception:
+                    self._counts["import_failures"] += 1
+                    raise
+                self._closed.pop(0)
+                await self._journal.retire(seg)
+
+    def statistics(self) -> LedgerStats:
+        c = self._counts
+        pending = sum(len(s.records) for s in self._closed) + self._journal.current_records
+        return LedgerStats(c["appended"], self._journal.counts["flushes"], pending, c["imported"], c["recovered"],
+                           c["journal_failures"], c["import_failures"])  # fmt: skip
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.flush()
+            except Exception:  # the records stay in their segment: the next tick tries again
+                log.exception("importing usage records into the database failed; will retry")
