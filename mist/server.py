@@ -1,13 +1,15 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
 Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
--> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
-event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
+-> price plans (a bad plans file fails here) -> SQLite store -> worker (zygote, stale-sandbox
+cleanup, prewarm pool) -> record writer -> usage ledger (journal segments a crash left are
+imported) -> provisioned instances -> event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
 port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
 200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
 get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
-every cgroup, in that order.
+every cgroup (the provisioned instances' last span is metered), write the usage ledger out, in
+that order.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ from mist.control.triggers import SqlTriggerStore, TriggerManager, dead_letter_q
 from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.metering import plans
+from mist.metering.journal import Journal
+from mist.metering.ledger import Ledger
+from mist.metering.meter import Meter
+from mist.metering.service import BillingService
 from mist.s3 import ObjectStore, S3Server
 from mist.worker import Worker, WorkerConfig
 
@@ -58,6 +65,8 @@ class ServerOptions:
     keepalive_policy: str | None = None  # mist (default), hybrid-histogram or fixed:MINUTES
     memory_budget_mb: int | None = None  # None: 75 % of the machine's memory
     s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
+    plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
+    usage_fsync: bool = False  # also fdatasync usage before answering (survives a power cut, not only a crash)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -112,6 +121,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     for stale in uploads.iterdir():
         stale.unlink(missing_ok=True)
 
+    try:
+        billing_config = plans.find(data_dir, opts.plans)
+    except MistError as exc:
+        raise StartupError(exc.message) from None
     store = SqlStore(f"sqlite:///{data_dir / 'mist.db'}")
     worker_cfg = WorkerConfig(data_dir=data_dir)
     if opts.keepalive_s is not None:
@@ -131,14 +144,19 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     objects: ObjectStore | None = None
     s3_server: S3Server | None = None
     triggers: TriggerManager | None = None
+    meter: Meter | None = None
     try:
         await worker.start()
         await records.start()
+        journal = Journal(data_dir / "usage-journal", fsync=opts.usage_fsync)
+        meter = Meter(Ledger(store, journal, writer), store, billing_config)
+        await meter.start()
+        worker.on_provisioned = meter.provisioned
         functions = FunctionService(
             data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
         )
         await functions.provision_all()  # min instances are warm before the first request
-        invocations = InvocationService(functions, worker, records)
+        invocations = InvocationService(functions, worker, records, meter=meter)
         events = EventService(functions, store, store, writer)
         # recover: the data dir lock proves no other dispatcher holds these events' leases
         dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
@@ -149,7 +167,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         s3_stats = [s3_server] if s3_server is not None else []
         services = Services(functions, invocations, records, uploads,
                             _stats(worker, records, events, dispatcher, *s3_stats),
-                            events=events, queues=QueueService(store, events, functions, writer), objects=objects)
+                            events=events, queues=QueueService(store, events, functions, writer), objects=objects,
+                            billing=BillingService(meter, store))  # fmt: skip
         if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
@@ -160,7 +179,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
-        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers)
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, meter, meter.ledger)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -199,6 +218,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             await dispatcher.stop()
         await records.stop()
         await worker.stop()
+        if meter is not None:
+            await meter.stop()
         writer.close()
         store.close()
         sock.close()

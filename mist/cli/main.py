@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, triggers, up
+from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, triggers, up, usage
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
 app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
+app.command("usage", help=help_text(usage.USAGE_HELP))(usage.usage)
+app.command("invoice", help=help_text(usage.INVOICE_HELP))(usage.invoice)
+app.add_typer(usage.commands(), name="billing")
 app.add_typer(s3.commands(), name="s3")
 app.add_typer(triggers.commands(), name="trigger")
 _invocation, _dlq, _queue = events.commands()

@@ -21,6 +21,7 @@ Examples:
   sudo mist up --keepalive 60 --prewarm 4
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
   sudo mist up --s3-port 9100
+  sudo mist up --plans /etc/mist/plans.toml
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -50,6 +51,15 @@ def up(
         int | None, typer.Option(metavar="PORT", min=0, max=65535, envvar="MIST_S3_PORT", help="Port of the "
                                  "S3-compatible object storage endpoint (default 9000); 0 turns it off. See docs/s3.md.")
     ] = None,
+    plans: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Price plans (TOML; default: DATA_DIR/plans.toml if it "
+                                  "exists, else one built-in plan). See docs/billing.md.")
+    ] = None,
+    usage_fsync: Annotated[
+        bool, typer.Option("--usage-fsync", help="Also fdatasync each invocation's usage record before answering "
+                           "(group committed): a power cut loses none; costs the disk's fdatasync latency per "
+                           "request. Without it usage survives any crash of mist. See docs/billing.md.")
+    ] = False,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -57,7 +67,8 @@ def up(
         output.fail(f"the mist server cannot be loaded in this installation ({exc})")
     s3 = {} if s3_port is None else {"s3_port": s3_port}  # None: the server's default port
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
-                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **s3)
+                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
+                            usage_fsync=usage_fsync, **s3)
     try:
         run(options)
     except KeyboardInterrupt:

@@ -101,6 +101,7 @@ class FunctionService:
             layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
             min_instances=fv.min_instances,
             max_instances=fv.max_instances,
+            tenant=fv.tenant,
         )
 
     # -- reads -----------------------------------------------------------------------------

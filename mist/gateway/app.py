@@ -16,6 +16,7 @@ A request goes, outermost first:
        /v1/functions/{n}/logs            mist/gateway/logs.py      -> control/records.py
        /v1/s3/keys                       mist/gateway/s3keys.py    -> s3/keys.py
        /v1/triggers, /v1/functions/{n}/triggers  mist/gateway/triggers.py -> control/triggers.py
+       /v1/usage, /v1/invoices, /v1/plans, /v1/billing  mist/gateway/usage.py -> metering/service.py
        /fn/{n}/{path}  (HTTP trigger)    mist/gateway/invoke.py    -> core/httpevent.py
 There is no other middleware: nothing runs on the hot path that is not listed here.
 """
@@ -31,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs, queues, s3keys, triggers
+from mist.gateway import functions, invoke, logs, queues, s3keys, triggers, usage
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
 from mist.gateway.services import Services
@@ -62,6 +63,7 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.include_router(queues.router)
     app.include_router(s3keys.router)
     app.include_router(triggers.router)
+    app.include_router(usage.router)
 
     # 1b. the invocation fast path, outermost
     return InvokeFastPath(app, services) if fast_path else app

@@ -23,3 +23,4 @@ class Services:
     queues: QueueService | None = None  # mist queues and dead-letter queues
     objects: object = None  # the S3 endpoint's mist.s3.ObjectStore, for its access keys (None: not served)
     triggers: object = None  # mist.control.triggers.TriggerManager (None: not served)
+    billing: object = None  # mist.metering.service.BillingService (None: no metering)

@@ -1,23 +1,25 @@
 """The usage journal: append-only segment files, so a usage record is on disk before the
-invocation's answer is sent, at the cost of a group commit rather than a database transaction.
+invocation's answer is sent, for the cost of one write(2), not of a database transaction.
 
-    journal = Journal(data_dir / "usage-journal")
+    journal = Journal(data_dir / "usage-journal", fsync=False)
     leftovers = journal.recover()          # segments a previous run left: [(path, records)]
     journal.open()                         # a new segment for this run
-    ticket = journal.append(record)        # buffered in memory
-    await journal.durable(ticket)          # write(2) + fdatasync of every record buffered so far
+    ticket = journal.append(record)        # written: from now on a kill of mist cannot lose it
+    await journal.sync(ticket)             # fdatasync'd too (only with fsync=True): a power cut neither
     old = journal.rotate()                 # later appends go to a new segment...
     await journal.retire(old)              # ...and the old one is deleted once imported
 
-Group commit: `durable` writes the segment's whole buffer in one write(2) on the event loop
-(microseconds; from then on a kill of mist cannot lose it, the kernel has it) and then runs
-one fdatasync in a thread (survives a power cut too). Callers arriving while an fdatasync runs
-are served by the next one, so N concurrent invocations cost one fdatasync, and a lone one is
-not delayed by any timer. With `fsync=False` only the write(2) is waited for.
+`append` writes the record's line at once with one write(2) (microseconds, on the event loop:
+the kernel has it from then on, whatever happens to mist). With `fsync=True`, `sync` waits for
+an fdatasync of the segment, group committed: it runs in a thread, and callers arriving while
+one runs are served by the next, so N concurrent invocations cost one fdatasync and a lone one
+is not delayed by any timer. Without it, what a power cut (not a crash of mist) can lose is
+bounded by the ledger's import interval (the import commits with a database fsync).
 
-Format: one line per record, `CRC32 JSON\\n` (the CRC of the JSON, 8 hex digits). A line cut by
+Format: one line per record, `CRC32 JSON\n` (the CRC of the JSON, 8 hex digits). A line cut by
 a power cut, or damaged, fails its check and is skipped on recovery; nothing after it is lost
-(each line stands alone).
+(each line stands alone). After a failed write (a full disk) a segment is written no more; its
+records stay in memory for the import.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import logging
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple
 from pathlib import Path
 
 from mist.metering.usage import UsageRecord
@@ -38,7 +39,7 @@ _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def encode(record: UsageRecord) -> bytes:
-    body = _encode_json(astuple(record)).encode()
+    body = _encode_json(record).encode()  # a NamedTuple: its fields, in order, as a JSON list
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -56,60 +57,64 @@ def decode(line: bytes) -> UsageRecord | None:
 class Segment:
     """One journal file of this run."""
 
-    def __init__(self, path: Path, pool: ThreadPoolExecutor, fsync: bool, counts: dict[str, int]) -> None:
+    def __init__(self, path: Path, pool: ThreadPoolExecutor, counts: dict[str, int]) -> None:
         self.path = path
         self.records: list[UsageRecord] = []  # every record appended, for the import
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._pool = pool
-        self._fsync = fsync
-        self._buffer: list[bytes] = []
-        self._durable = 0  # records written (and synced)
-        self._flushing: asyncio.Future[None] | None = None
         self._counts = counts
+        self._broken = False  # a write failed: a torn line may end the file, write no more
+        self._synced = 0  # records fdatasync'd
+        self._syncing: asyncio.Future[None] | None = None
 
     def append(self, record: UsageRecord) -> int:
+        """Write the record's line; its ticket. OSError if the write failed (the record is kept
+        for the import all the same)."""
         self.records.append(record)
-        self._buffer.append(encode(record))
-        return len(self.records)
-
-    async def durable(self, upto: int) -> None:
-        """Until the first `upto` records are written (and synced). A closed segment's records
-        are stored elsewhere already (segments are closed once imported, or written out)."""
-        while self._durable < upto and self._fd >= 0:
-            if self._flushing is None:
-                self._flushing = asyncio.ensure_future(self._flush())
-            await asyncio.shield(self._flushing)
-
-    async def _flush(self) -> None:
+        if self._fd < 0 or self._broken:
+            return len(self.records)
+        data = encode(record)
         try:
-            upto = len(self.records)
-            data = b"".join(self._buffer)
-            self._buffer.clear()
             while data:  # a regular file takes it all unless the disk is full (OSError)
                 data = data[os.write(self._fd, data) :]
-            if self._fsync:
-                await asyncio.get_running_loop().run_in_executor(self._pool, os.fdatasync, self._fd)
-            self._durable = upto
-            self._counts["flushes"] += 1
+        except OSError:
+            self._broken = True
+            raise
+        return len(self.records)
+
+    async def sync(self, upto: int) -> None:
+        """Until the first `upto` records are fdatasync'd. A closed segment's records are stored
+        elsewhere already (segments are closed once imported, or written out)."""
+        while self._synced < upto and self._fd >= 0 and not self._broken:
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._syncing)
+
+    async def _sync(self) -> None:
+        try:
+            upto = len(self.records)
+            await asyncio.get_running_loop().run_in_executor(self._pool, os.fdatasync, self._fd)
+            self._synced = upto
+            self._counts["syncs"] += 1
         finally:
-            self._flushing = None
+            self._syncing = None
 
     async def close(self) -> None:
-        while self._flushing is not None:  # an fdatasync in flight must not find its fd closed
-            await asyncio.gather(asyncio.shield(self._flushing), return_exceptions=True)
+        while self._syncing is not None:  # an fdatasync in flight must not find its fd closed
+            await asyncio.gather(asyncio.shield(self._syncing), return_exceptions=True)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1  # never written again (its number may be reused by another file)
 
 
 class Journal:
-    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
         self.directory = directory
-        self._fsync = fsync
+        self.fsync = fsync
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mist-usage-journal")
         self._current: Segment | None = None
         self._next = 1
-        self.counts = {"flushes": 0}  # group commits
+        self.counts = {"syncs": 0}  # group-committed fdatasyncs
 
     def recover(self) -> list[tuple[Path, list[UsageRecord]]]:
         """The segments left by earlier runs, oldest first, with their readable records."""
@@ -134,7 +139,7 @@ class Journal:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._current = Segment(self.directory / f"{self._next:012d}.log", self._pool, self._fsync, self.counts)
+        self._current = Segment(self.directory / f"{self._next:012d}.log", self._pool, self.counts)
         self._next += 1
 
     def append(self, record: UsageRecord) -> tuple[Segment, int]:
@@ -146,10 +151,11 @@ class Journal:
     def current_records(self) -> int:
         return len(self._current.records) if self._current is not None else 0
 
-    @staticmethod
-    async def durable(ticket: tuple[Segment, int]) -> None:
-        seg, upto = ticket
-        await seg.durable(upto)
+    async def sync(self, ticket: tuple[Segment, int]) -> None:
+        """With fsync: until the ticket's record is fdatasync'd (group commit). Else at once."""
+        if self.fsync:
+            seg, upto = ticket
+            await seg.sync(upto)
 
     def rotate(self) -> Segment | None:
         """Start a new segment if the current one holds records; the old one, or None."""
@@ -165,11 +171,11 @@ class Journal:
         segment.path.unlink(missing_ok=True)
 
     async def close(self) -> None:
-        """Close the current segment: deleted if empty, else written out for the next run."""
+        """Close the current segment: deleted if empty, else synced and kept for the next run."""
         seg, self._current = self._current, None
         if seg is not None:
             if seg.records:
-                await seg.durable(len(seg.records))
+                await seg.sync(len(seg.records))
             await seg.close()
             if not seg.records:
                 seg.path.unlink(missing_ok=True)

@@ -2,8 +2,8 @@
 
     ledger = Ledger(store, Journal(data_dir / "usage-journal"), writer)
     await ledger.start()              # segments left by a crash are imported first
-    await ledger.append(record)       # in the journal, written and fdatasync'd (group commit)
-    ledger.append_nowait(record)      # the same, not waited for (provisioned spans)
+    await ledger.append(record)       # in the journal (and fdatasync'd, if the journal syncs)
+    ledger.append_nowait(record)      # the same, the fdatasync not waited for (provisioned spans)
     await ledger.flush()              # everything appended is in the usage table (reports)
     await ledger.stop()
 
@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LedgerStats:
     appended: int  # records appended by this run
-    journal_flushes: int  # group commits (write + fdatasync) of this run
+    journal_syncs: int  # group-committed fdatasyncs of the journal (only when it syncs)
     pending: int  # appended, not yet in the usage table
     imported: int  # records stored in the usage table by this run (repeats not counted)
     recovered: int  # records found in journal segments left by an earlier run
-    journal_failures: int  # group commits that failed (their records were still imported)
+    journal_failures: int  # journal writes or syncs that failed (their records were still imported)
     import_failures: int  # imports the database refused (retried)
 
 
@@ -73,24 +73,35 @@ class Ledger:
             await self._journal.close()
 
     async def append(self, record: UsageRecord) -> None:
-        """Returns once the record is in the journal (written, and fdatasync'd unless the journal
-        was opened with fsync=False). A failed journal write is logged and counted; the record
-        still reaches the usage table with the next import."""
-        await self._durable(self._journal.append(record))
+        """Returns once the record is written in the journal (and fdatasync'd, group committed,
+        if the journal syncs). A failed write is logged and counted; the record still reaches
+        the usage table with the next import."""
+        ticket = self._write(record)
+        if ticket is not None:
+            try:
+                await self._journal.sync(ticket)
+            except OSError:
+                self._failed()
 
     def append_nowait(self, record: UsageRecord) -> None:
-        """Appended now (in every report from now on); written out in the background."""
-        task = asyncio.ensure_future(self._durable(self._journal.append(record)))
-        self._kicks.add(task)
-        task.add_done_callback(self._kicks.discard)
+        """Written now; a journal that syncs does so in the background."""
+        ticket = self._write(record)
+        if ticket is not None and self._journal.fsync:
+            task = asyncio.ensure_future(self._journal.sync(ticket))
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
 
-    async def _durable(self, ticket: tuple[Segment, int]) -> None:
+    def _write(self, record: UsageRecord) -> tuple[Segment, int] | None:
         self._counts["appended"] += 1
         try:
-            await self._journal.durable(ticket)
+            return self._journal.append(record)
         except OSError:
-            self._counts["journal_failures"] += 1
-            log.exception("usage journal: writing failed; the record stays in memory until the next import")
+            self._failed()
+            return None
+
+    def _failed(self) -> None:
+        self._counts["journal_failures"] += 1
+        log.exception("usage journal: writing failed; the record stays in memory until the next import")
 
     async def flush(self) -> None:
         """Rotate the journal and import every closed segment now."""
@@ -111,7 +122,7 @@ class Ledger:
     def statistics(self) -> LedgerStats:
         c = self._counts
         pending = sum(len(s.records) for s in self._closed) + self._journal.current_records
-        return LedgerStats(c["appended"], self._journal.counts["flushes"], pending, c["imported"], c["recovered"],
+        return LedgerStats(c["appended"], self._journal.counts["syncs"], pending, c["imported"], c["recovered"],
                            c["journal_failures"], c["import_failures"])  # fmt: skip
 
     async def _run(self) -> None:

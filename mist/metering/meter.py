@@ -26,13 +26,17 @@ from mist.metering import caps
 from mist.metering.ledger import Ledger
 from mist.metering.plans import BillingConfig, TenantBilling
 from mist.metering.store import UsageStore
-from mist.metering.usage import UsageRecord, from_span, month_bounds, month_of
+from mist.metering.usage import INVOCATION, UsageRecord, from_span, month_bounds, month_of
 from mist.models import FunctionVersion
 from mist.worker.types import ProvisionedSpan
 
 
 class _Tenant:
-    __slots__ = ("name", "billing", "plan", "rates", "cap", "spend")
+    """A tenant's month so far. Usage is counted in plain integers (the invocation path);
+    only a tenant with a cap also keeps a `caps.Spend`, and `refused` says it is reached."""
+
+    __slots__ = ("name", "billing", "plan", "rates", "cap", "requests", "mb_ms", "provisioned_mb_ms", "spend",
+                 "refused")  # fmt: skip
 
     def __init__(self, name: str, billing: TenantBilling, config: BillingConfig, usage: Usage) -> None:
         self.name = name
@@ -40,7 +44,22 @@ class _Tenant:
         self.plan = config.plan(billing.plan)
         self.rates = caps.Rates.of(self.plan)
         self.cap = billing.cap_micros(self.plan)
-        self.spend = caps.start(self.plan, self.cap, usage)
+        self.requests, self.mb_ms, self.provisioned_mb_ms = usage.requests, usage.mb_ms, usage.provisioned_mb_ms
+        self.spend = caps.start(self.plan, self.cap, usage) if self.cap is not None else None
+        self.refused = self.spend is not None and self.spend.reached
+
+    def usage(self) -> Usage:
+        return Usage(self.requests, self.mb_ms, self.provisioned_mb_ms)
+
+    def add(self, record: UsageRecord) -> None:
+        if record.kind == INVOCATION:
+            self.requests += 1
+            self.mb_ms += record.mb_ms
+        else:
+            self.provisioned_mb_ms += record.mb_ms
+        if self.spend is not None and not self.refused:
+            self.spend = caps.add(self.plan, self.rates, self.cap, self.spend, record.usage())
+            self.refused = self.spend.reached
 
 
 @dataclass(frozen=True)
@@ -115,11 +134,12 @@ class Meter:
 
     def check(self, fv: FunctionVersion) -> None:
         t = self._tenants.get(fv.tenant) or self._tenant(fv.tenant)
-        if t.spend.reached:
+        if t.refused:
             self._refused += 1
+            spent = t.spend.spent_micros if t.spend is not None else 0
             raise SpendCapReached(
                 f"tenant {t.name!r} reached its monthly spend cap of {format_money(t.cap or 0, t.plan.currency)} "
-                f"for {self._month} ({format_money(t.spend.spent_micros, t.plan.currency)} so far): invocations "
+                f"for {self._month} ({format_money(spent, t.plan.currency)} so far): invocations "
                 f"are refused until the month ends or the cap is raised (mist billing set {t.name} --cap AMOUNT)"
             )
 
@@ -138,22 +158,22 @@ class Meter:
     def configure(self, billing: TenantBilling) -> None:
         old = self._tenants.get(billing.tenant)
         self._tenants[billing.tenant] = _Tenant(billing.tenant, billing, self.config,
-                                                old.spend.usage if old else Usage())  # fmt: skip
+                                                old.usage() if old else Usage())  # fmt: skip
 
     def spend(self, tenant: str) -> TenantSpend:
         t = self._tenants.get(tenant) or self._tenant(tenant)
-        spent = caps.total(t.plan, t.spend.usage)
-        return TenantSpend(tenant, self._month, t.plan, t.billing, t.cap, t.spend.usage, spent, t.spend.reached)
+        usage = t.usage()
+        return TenantSpend(tenant, self._month, t.plan, t.billing, t.cap, usage, caps.total(t.plan, usage), t.refused)
 
     def active_tenants(self) -> list[str]:
         """Tenants with usage this month."""
-        return [name for name, t in self._tenants.items() if t.spend.usage != Usage()]
+        return [name for name, t in self._tenants.items() if t.requests or t.provisioned_mb_ms]
 
     def statistics(self) -> MeterStats:
         ts = self._tenants.values()
         return MeterStats(self._month, len(self._tenants), sum(t.cap is not None for t in ts),
-                          tuple(sorted(t.name for t in ts if t.spend.reached)), self._refused,
-                          sum(t.spend.exact_checks for t in ts))  # fmt: skip
+                          tuple(sorted(t.name for t in ts if t.refused)), self._refused,
+                          sum(t.spend.exact_checks for t in ts if t.spend is not None))  # fmt: skip
 
     # -- month-to-date totals -------------------------------------------------------------------------
 
@@ -166,8 +186,7 @@ class Meter:
             if usage.started_at < self._month_start:
                 return  # began last month (the month was closed while it ran): not this month's
             self._roll(usage.started_at)
-        t = self._tenants.get(usage.tenant) or self._tenant(usage.tenant)
-        t.spend = caps.add(t.plan, t.rates, t.cap, t.spend, usage.usage())
+        (self._tenants.get(usage.tenant) or self._tenant(usage.tenant)).add(usage)
 
     def _set_month(self, now: float) -> None:
         self._month = month_of(now)

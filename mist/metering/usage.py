@@ -27,8 +27,8 @@ ceil(11.72) = 12 ms, 512 x 12 = 6,144 MB-ms = 0.006 GB-s (1 GB-s = 1,024,000 MB-
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from mist.core.billing import billed_ms
 from mist.core.pricing import Usage
@@ -41,8 +41,10 @@ HOUR_S = 3600
 HOUR_MS = HOUR_S * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """Immutable; a NamedTuple rather than a dataclass because one is made, journaled and counted
+    on every invocation: it is built and JSON-encoded (as a list) several times faster."""
+
     id: str  # the attempt's record id (`{event_id}-{n}` for asynchronous attempts); p:... for provisioned
     kind: str  # INVOCATION | PROVISIONED
     tenant: str

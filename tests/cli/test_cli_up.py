@@ -20,6 +20,8 @@ def started(monkeypatch):
         prewarm: int | None
         keepalive_policy: str | None = None
         memory_budget_mb: int | None = None
+        plans: Path | None = None
+        usage_fsync: bool = False
 
     stub = types.ModuleType("mist.server")
     stub.ServerOptions = ServerOptions
@@ -52,6 +54,13 @@ def test_up_passes_the_scaling_options(cli, started):
 
     (options,) = started
     assert (options.keepalive_policy, options.memory_budget_mb, options.keepalive_s) == ("hybrid-histogram", 8192, None)
+
+
+def test_up_passes_the_metering_options(cli, started, tmp_path):
+    cli("up", "--plans", str(tmp_path / "plans.toml"), "--usage-fsync")
+
+    (options,) = started
+    assert (options.plans, options.usage_fsync) == (tmp_path / "plans.toml", True)
 
 
 def test_up_refuses_a_port_out_of_range(cli, started):
