@@ -66,7 +66,7 @@ class ServerOptions:
     memory_budget_mb: int | None = None  # None: 75 % of the machine's memory
     s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
     plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
-    usage_fsync: bool = False  # also fdatasync usage before answering (survives a power cut, not only a crash)
+    usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
 
 
 def _lock_data_dir(data_dir: Path) -> int:

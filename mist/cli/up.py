@@ -56,8 +56,8 @@ def up(
                                   "exists, else one built-in plan). See docs/billing.md.")
     ] = None,
     usage_fsync: Annotated[
-        bool, typer.Option("--usage-fsync", help="Also fdatasync each invocation's usage record before answering "
-                           "(group committed): a power cut loses none; costs the disk's fdatasync latency per "
+        bool, typer.Option("--usage-fsync", help="Also sync each invocation's usage record to disk before answering "
+                           "(msync, group committed): a power cut loses none; costs the disk's sync latency per "
                            "request. Without it usage survives any crash of mist. See docs/billing.md.")
     ] = False,
 ) -> None:

@@ -1,25 +1,31 @@
 """The usage journal: append-only segment files, so a usage record is on disk before the
-invocation's answer is sent, for the cost of one write(2), not of a database transaction.
+invocation's answer is sent, for the cost of a memory copy, not of a database transaction.
 
     journal = Journal(data_dir / "usage-journal", fsync=False)
     leftovers = journal.recover()          # segments a previous run left: [(path, records)]
     journal.open()                         # a new segment for this run
-    ticket = journal.append(record)        # written: from now on a kill of mist cannot lose it
-    await journal.sync(ticket)             # fdatasync'd too (only with fsync=True): a power cut neither
-    old = journal.rotate()                 # later appends go to a new segment...
-    await journal.retire(old)              # ...and the old one is deleted once imported
+    ticket = journal.append(record)        # in the file: from now on a kill of mist cannot lose it
+    await journal.sync(ticket)             # msync'd too (only with fsync=True): a power cut neither
+    journal.rotate()                       # later appends go to a new segment...
+    for seg in journal.closed: ...         # ...the closed ones are imported elsewhere, then
+    await journal.retire(seg)              # deleted
 
-`append` writes the record's line at once with one write(2) (microseconds, on the event loop:
-the kernel has it from then on, whatever happens to mist). With `fsync=True`, `sync` waits for
-an fdatasync of the segment, group committed: it runs in a thread, and callers arriving while
-one runs are served by the next, so N concurrent invocations cost one fdatasync and a lone one
-is not delayed by any timer. Without it, what a power cut (not a crash of mist) can lose is
-bounded by the ledger's import interval (the import commits with a database fsync).
+A segment is a file of SEGMENT_BYTES, reserved on disk when it is opened (posix_fallocate: a
+full disk is an error then, never a SIGBUS later) and mapped into memory (MAP_SHARED). `append`
+copies the record's line into the mapping: the page cache holds it from then on, whatever
+happens to mist, as after a write(2), but without a system call: a system call releases the
+GIL, and on the event loop every release lets the other threads (the database writer) hold it
+for up to the 5 ms switch interval. A segment that fills up is rotated at once.
 
-Format: one line per record, `CRC32 JSON\n` (the CRC of the JSON, 8 hex digits). A line cut by
-a power cut, or damaged, fails its check and is skipped on recovery; nothing after it is lost
-(each line stands alone). After a failed write (a full disk) a segment is written no more; its
-records stay in memory for the import.
+With `fsync=True`, `sync` waits for an msync of the segment, group committed: it runs in a
+thread, and callers arriving while one runs are served by the next, so N concurrent
+invocations cost one msync and a lone one is not delayed by any timer. Without it, what a power
+cut (not a crash of mist) can lose is bounded by the ledger's import interval (the import
+commits with a database fsync).
+
+Format: one line per record, `CRC32 JSON\\n` (the CRC of the JSON, 8 hex digits), then zeros to
+the end of the file. A line cut by a kill in the middle of its copy, or by a power cut, fails its
+check and is skipped on recovery; nothing after it is lost (each line stands alone).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mmap
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +43,7 @@ from mist.metering.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+SEGMENT_BYTES = 16 << 20  # ~70,000 records; rotated every import (1 s) or when full
 
 
 def encode(record: UsageRecord) -> bytes:
@@ -54,38 +62,45 @@ def decode(line: bytes) -> UsageRecord | None:
         return None
 
 
-class Segment:
-    """One journal file of this run."""
+class SegmentFull(Exception):
+    pass
 
-    def __init__(self, path: Path, pool: ThreadPoolExecutor, counts: dict[str, int]) -> None:
+
+class Segment:
+    """One journal file of this run, mapped into memory."""
+
+    def __init__(self, path: Path, pool: ThreadPoolExecutor, counts: dict[str, int], size: int) -> None:
         self.path = path
         self.records: list[UsageRecord] = []  # every record appended, for the import
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            self._map: mmap.mmap | None = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)  # the mapping keeps the file
+        self._pos = 0
         self._pool = pool
         self._counts = counts
-        self._broken = False  # a write failed: a torn line may end the file, write no more
-        self._synced = 0  # records fdatasync'd
+        self._synced = 0  # records msync'd
         self._syncing: asyncio.Future[None] | None = None
 
     def append(self, record: UsageRecord) -> int:
-        """Write the record's line; its ticket. OSError if the write failed (the record is kept
-        for the import all the same)."""
-        self.records.append(record)
-        if self._fd < 0 or self._broken:
-            return len(self.records)
+        """Copy the record's line into the file; its ticket. SegmentFull if it does not fit."""
         data = encode(record)
-        try:
-            while data:  # a regular file takes it all unless the disk is full (OSError)
-                data = data[os.write(self._fd, data) :]
-        except OSError:
-            self._broken = True
-            raise
+        end = self._pos + len(data)
+        m = self._map
+        if m is not None:
+            if end > len(m):
+                raise SegmentFull
+            m[self._pos : end] = data
+            self._pos = end
+        self.records.append(record)
         return len(self.records)
 
     async def sync(self, upto: int) -> None:
-        """Until the first `upto` records are fdatasync'd. A closed segment's records are stored
+        """Until the first `upto` records are msync'd. A closed segment's records are stored
         elsewhere already (segments are closed once imported, or written out)."""
-        while self._synced < upto and self._fd >= 0 and not self._broken:
+        while self._synced < upto and self._map is not None:
             if self._syncing is None:
                 self._syncing = asyncio.ensure_future(self._sync())
             await asyncio.shield(self._syncing)
@@ -93,28 +108,31 @@ class Segment:
     async def _sync(self) -> None:
         try:
             upto = len(self.records)
-            await asyncio.get_running_loop().run_in_executor(self._pool, os.fdatasync, self._fd)
+            assert self._map is not None
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._map.flush)
             self._synced = upto
             self._counts["syncs"] += 1
         finally:
             self._syncing = None
 
     async def close(self) -> None:
-        while self._syncing is not None:  # an fdatasync in flight must not find its fd closed
+        while self._syncing is not None:  # an msync in flight must not find its mapping closed
             await asyncio.gather(asyncio.shield(self._syncing), return_exceptions=True)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1  # never written again (its number may be reused by another file)
+        if self._map is not None:
+            self._map.close()
+            self._map = None  # never written again
 
 
 class Journal:
-    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = False, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
         self.fsync = fsync
+        self.closed: list[Segment] = []  # rotated, oldest first, not yet retired
+        self._segment_bytes = segment_bytes
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mist-usage-journal")
         self._current: Segment | None = None
         self._next = 1
-        self.counts = {"syncs": 0}  # group-committed fdatasyncs
+        self.counts = {"syncs": 0}  # group-committed msyncs
 
     def recover(self) -> list[tuple[Path, list[UsageRecord]]]:
         """The segments left by earlier runs, oldest first, with their readable records."""
@@ -123,15 +141,16 @@ class Journal:
         out: list[tuple[Path, list[UsageRecord]]] = []
         for path in found:
             records, damaged = [], 0
-            with open(path, "rb") as f:
-                for line in f:
-                    rec = decode(line)
-                    if rec is None:
-                        damaged += 1
-                    else:
-                        records.append(rec)
+            data = path.read_bytes()
+            written = data[: data.find(b"\x00")] if b"\x00" in data else data  # a JSON line holds no NUL
+            for line in written.splitlines():
+                rec = decode(line)
+                if rec is None:
+                    damaged += 1
+                else:
+                    records.append(rec)
             if damaged:
-                log.warning("usage journal %s: %d damaged line(s) skipped (a write cut by a power cut)", path, damaged)
+                log.warning("usage journal %s: %d damaged line(s) skipped (cut by a kill or a power cut)", path, damaged)
             out.append((path, records))
             if path.stem.isdigit():
                 self._next = max(self._next, int(path.stem) + 1)
@@ -139,41 +158,56 @@ class Journal:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._current = Segment(self.directory / f"{self._next:012d}.log", self._pool, self.counts)
+        path = self.directory / f"{self._next:012d}.log"
         self._next += 1
+        self._current = Segment(path, self._pool, self.counts, self._segment_bytes)
 
     def append(self, record: UsageRecord) -> tuple[Segment, int]:
+        """In the file when this returns. OSError if a new segment cannot be made (a full disk)."""
         seg = self._current
         assert seg is not None, "Journal.open() first"
-        return seg, seg.append(record)
+        try:
+            return seg, seg.append(record)
+        except SegmentFull:
+            try:
+                self.rotate()
+            except OSError:
+                seg.records.append(record)  # kept for the import (not crash-safe until then)
+                raise
+            seg = self._current
+            assert seg is not None
+            return seg, seg.append(record)
 
     @property
     def current_records(self) -> int:
         return len(self._current.records) if self._current is not None else 0
 
     async def sync(self, ticket: tuple[Segment, int]) -> None:
-        """With fsync: until the ticket's record is fdatasync'd (group commit). Else at once."""
+        """With fsync: until the ticket's record is msync'd (group commit). Else at once."""
         if self.fsync:
             seg, upto = ticket
             await seg.sync(upto)
 
-    def rotate(self) -> Segment | None:
-        """Start a new segment if the current one holds records; the old one, or None."""
+    def rotate(self) -> None:
+        """Close the current segment for appends (into `closed`) if it holds records, and open a
+        new one."""
         old = self._current
         if old is None or not old.records:
-            return None
-        self.open()
-        return old
+            return
+        self.open()  # an OSError (a full disk) leaves everything as it was
+        self.closed.append(old)
 
     async def retire(self, segment: Segment) -> None:
-        """Close and delete a segment whose records are stored elsewhere."""
+        """Close and delete a closed segment whose records are stored elsewhere."""
+        self.closed.remove(segment)
         await segment.close()
         segment.path.unlink(missing_ok=True)
 
     async def close(self) -> None:
-        """Close the current segment: deleted if empty, else synced and kept for the next run."""
-        seg, self._current = self._current, None
-        if seg is not None:
+        """Close every segment: those with records are synced and kept for the next run."""
+        segments, self.closed = [*self.closed, *([self._current] if self._current else [])], []
+        self._current = None
+        for seg in segments:
             if seg.records:
                 await seg.sync(len(seg.records))
             await seg.close()

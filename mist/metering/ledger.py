@@ -2,8 +2,8 @@
 
     ledger = Ledger(store, Journal(data_dir / "usage-journal"), writer)
     await ledger.start()              # segments left by a crash are imported first
-    await ledger.append(record)       # in the journal (and fdatasync'd, if the journal syncs)
-    ledger.append_nowait(record)      # the same, the fdatasync not waited for (provisioned spans)
+    await ledger.append(record)       # in the journal (and msync'd, if the journal syncs)
+    ledger.append_nowait(record)      # the same, the msync not waited for (provisioned spans)
     await ledger.flush()              # everything appended is in the usage table (reports)
     await ledger.stop()
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LedgerStats:
     appended: int  # records appended by this run
-    journal_syncs: int  # group-committed fdatasyncs of the journal (only when it syncs)
+    journal_syncs: int  # group-committed msyncs of the journal (only when it syncs)
     pending: int  # appended, not yet in the usage table
     imported: int  # records stored in the usage table by this run (repeats not counted)
     recovered: int  # records found in journal segments left by an earlier run
@@ -45,7 +45,6 @@ class Ledger:
         self._journal = journal
         self._writer = writer
         self._interval_s = interval_s
-        self._closed: list[Segment] = []  # rotated, not yet imported
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._kicks: set[asyncio.Task[None]] = set()
@@ -73,23 +72,26 @@ class Ledger:
             await self._journal.close()
 
     async def append(self, record: UsageRecord) -> None:
-        """Returns once the record is written in the journal (and fdatasync'd, group committed,
+        """Returns once the record is written in the journal (and msync'd, group committed,
         if the journal syncs). A failed write is logged and counted; the record still reaches
         the usage table with the next import."""
         ticket = self._write(record)
         if ticket is not None:
-            try:
-                await self._journal.sync(ticket)
-            except OSError:
-                self._failed()
+            await self._sync(ticket)
 
     def append_nowait(self, record: UsageRecord) -> None:
         """Written now; a journal that syncs does so in the background."""
         ticket = self._write(record)
         if ticket is not None and self._journal.fsync:
-            task = asyncio.ensure_future(self._journal.sync(ticket))
+            task = asyncio.ensure_future(self._sync(ticket))
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
+
+    async def _sync(self, ticket: tuple[Segment, int]) -> None:
+        try:
+            await self._journal.sync(ticket)
+        except OSError:
+            self._failed()
 
     def _write(self, record: UsageRecord) -> tuple[Segment, int] | None:
         self._counts["appended"] += 1
@@ -106,22 +108,18 @@ class Ledger:
     async def flush(self) -> None:
         """Rotate the journal and import every closed segment now."""
         async with self._lock:
-            old = self._journal.rotate()
-            if old is not None:
-                self._closed.append(old)
-            while self._closed:
-                seg = self._closed[0]
+            self._journal.rotate()
+            for seg in list(self._journal.closed):
                 try:
                     self._counts["imported"] += await self._writer.run(self._store.add_usage, seg.records)
                 except Exception:
                     self._counts["import_failures"] += 1
                     raise
-                self._closed.pop(0)
                 await self._journal.retire(seg)
 
     def statistics(self) -> LedgerStats:
         c = self._counts
-        pending = sum(len(s.records) for s in self._closed) + self._journal.current_records
+        pending = sum(len(s.records) for s in self._journal.closed) + self._journal.current_records
         return LedgerStats(c["appended"], self._journal.counts["syncs"], pending, c["imported"], c["recovered"],
                            c["journal_failures"], c["import_failures"])  # fmt: skip
 

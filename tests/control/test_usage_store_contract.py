@@ -95,3 +95,11 @@ def test_an_attempt_is_billed_with_its_settlement_and_only_if_the_settlement_app
     assert store.settle([settlement("me")], T0 + 1) == [True]
     assert store.get_usage("ev1-1") == rec("ev1-1", started=T0)
     assert store.get_event("ev1").attempts[0].outcome == "succeeded"  # the same transaction
+
+
+def test_a_large_batch_with_repeats_is_stored_whole_and_once(store):
+    first = [rec(f"b{i:05d}") for i in range(700)]
+    assert store.add_usage(first) == 700
+    batch = [*first[600:], *(rec(f"b{i:05d}") for i in range(700, 1901))]  # 100 repeats, then 1,201 new
+    assert store.add_usage(batch) == 1201
+    assert len(store.usage_records(None, 0, T0 * 2, limit=10_000)) == 1901
