@@ -155,11 +155,11 @@ usage = sa.Table(
     sa.Column("function", sa.String(63), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("ended_at", sa.Float, nullable=False),
-    sa.Column("hour", sa.Integer, nullable=False),  # UTC hours since the epoch at started_at
-    sa.Column("init_ms", sa.Float, nullable=False),
-    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("started_us", sa.BigInteger, nullable=False),  # wall clock, microseconds since the epoch
+    sa.Column("ended_us", sa.BigInteger, nullable=False),
+    sa.Column("hour", sa.Integer, nullable=False),  # UTC hours since the epoch at started_us
+    sa.Column("init_us", sa.BigInteger, nullable=False),
+    sa.Column("duration_us", sa.BigInteger, nullable=False),
     sa.Column("billed_ms", sa.BigInteger, nullable=False),
     sa.Column("memory_mb", sa.Integer, nullable=False),
     sa.Column("instances", sa.Integer, nullable=False),
@@ -168,8 +168,8 @@ usage = sa.Table(
     sa.Column("cold_start", sa.Boolean, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error_type", sa.String(255)),
-    sa.Index("ix_usage_tenant_started", "tenant", "started_at"),
-    sa.Index("ix_usage_started", "started_at"),
+    sa.Index("ix_usage_tenant_started", "tenant", "started_us"),
+    sa.Index("ix_usage_started", "started_us"),
 )
 
 tenant_billing = sa.Table(

@@ -75,25 +75,32 @@ class Ledger:
         """Returns once the record is written in the journal (and msync'd, group committed,
         if the journal syncs). A failed write is logged and counted; the record still reaches
         the usage table with the next import."""
-        ticket = self._write(record)
-        if ticket is not None:
-            await self._sync(ticket)
+        ticket = self.write(record)
+        if ticket is not None and self.syncs:
+            await self.sync(ticket)
 
     def append_nowait(self, record: UsageRecord) -> None:
         """Written now; a journal that syncs does so in the background."""
-        ticket = self._write(record)
-        if ticket is not None and self._journal.fsync:
-            task = asyncio.ensure_future(self._sync(ticket))
+        ticket = self.write(record)
+        if ticket is not None and self.syncs:
+            task = asyncio.ensure_future(self.sync(ticket))
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
 
-    async def _sync(self, ticket: tuple[Segment, int]) -> None:
+    @property
+    def syncs(self) -> bool:
+        """Whether `sync` waits for the disk (else a written record is as safe as it gets)."""
+        return self._journal.fsync
+
+    async def sync(self, ticket: tuple[Segment, int]) -> None:
         try:
             await self._journal.sync(ticket)
         except OSError:
             self._failed()
 
-    def _write(self, record: UsageRecord) -> tuple[Segment, int] | None:
+    def write(self, record: UsageRecord) -> tuple[Segment, int] | None:
+        """The record in the journal's file (the first half of `append`, without a coroutine:
+        the invocation path calls it); its ticket for `sync`, or None if it could not be written."""
         self._counts["appended"] += 1
         try:
             return self._journal.append(record)

@@ -26,7 +26,7 @@ from mist.metering import caps
 from mist.metering.ledger import Ledger
 from mist.metering.plans import BillingConfig, TenantBilling
 from mist.metering.store import UsageStore
-from mist.metering.usage import INVOCATION, UsageRecord, from_span, month_bounds, month_of
+from mist.metering.usage import INVOCATION, UsageRecord, from_span, month_bounds, month_of, to_us
 from mist.models import FunctionVersion
 from mist.worker.types import ProvisionedSpan
 
@@ -107,6 +107,7 @@ class Meter:
         self._tenants: dict[str, _Tenant] = {}
         self._month = ""
         self._month_start = self._month_end = 0.0
+        self._month_start_us = self._month_end_us = 0
         self._refused = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -144,7 +145,10 @@ class Meter:
             )
 
     async def record(self, usage: UsageRecord) -> None:
-        await self.ledger.append(usage)
+        ledger = self.ledger
+        ticket = ledger.write(usage)  # ledger.append, one coroutine less on every invocation
+        if ticket is not None and ledger.syncs:
+            await ledger.sync(ticket)
         self._count(usage)
 
     def settled(self, usage: UsageRecord) -> None:
@@ -182,15 +186,16 @@ class Meter:
         return t
 
     def _count(self, usage: UsageRecord) -> None:
-        if not self._month_start <= usage.started_at < self._month_end:
-            if usage.started_at < self._month_start:
+        if not self._month_start_us <= usage.started_us < self._month_end_us:
+            if usage.started_us < self._month_start_us:
                 return  # began last month (the month was closed while it ran): not this month's
-            self._roll(usage.started_at)
+            self._roll(usage.started_us / 1e6)
         (self._tenants.get(usage.tenant) or self._tenant(usage.tenant)).add(usage)
 
     def _set_month(self, now: float) -> None:
         self._month = month_of(now)
         self._month_start, self._month_end = month_bounds(self._month)
+        self._month_start_us, self._month_end_us = to_us(self._month_start), to_us(self._month_end)
 
     def _roll(self, now: float) -> None:
         """A new month: every tenant starts from zero (and refused tenants are served again)."""

@@ -3,12 +3,15 @@
 Pure rules, no I/O:
 
 - An attempt that ran (its handler returned, raised, timed out, ran out of memory or crashed)
-  is one request and `memory_mb x billed_ms` MB-ms of compute. `billed_ms` is the attempt's
-  init phase (its cold start's module import; 0 when warm) plus its execution, rounded up once
-  to the next whole millisecond, at least 1 (`mist.core.billing.billed_ms`): Lambda has billed
-  the init phase of on-demand functions since August 2025, and so does mist. An attempt that
-  never reached a sandbox (no capacity, spend cap, a sandbox that could not be built) is not
-  metered: nothing ran.
+  is one request and `memory_mb x billed_ms` MB-ms of compute. `billed_ms` is its record's:
+  the init phase (its cold start's module import; 0 when warm) plus the execution, rounded up
+  once to the next whole millisecond, at least 1 (`mist.core.billing.billed_ms`, applied by
+  InvocationService): Lambda has billed the init phase of on-demand functions since August
+  2025, and so does mist. An attempt that never reached a sandbox (no capacity, spend cap, a
+  sandbox that could not be built) is not metered: nothing ran.
+- Every quantity is an integer: times in microseconds since the epoch, measured durations in
+  microseconds, billed time in ms, memory in MB (formatting a float costs more than the rest
+  of a record: one is journaled on every invocation).
 - Provisioned (min) instances are metered from the Worker's spans: `instances x memory_mb x
   ms` MB-ms, split at hour boundaries so each record falls in one hour (and so one day and one
   month) of the reports. Their id is `p:FUNCTION:VERSION:START_MS`, unique because the spans of
@@ -20,8 +23,8 @@ ceil(11.72) = 12 ms, 512 x 12 = 6,144 MB-ms = 0.006 GB-s (1 GB-s = 1,024,000 MB-
 
     >>> r = from_invocation(InvocationRecord("a1", "resize", 3, "api", "succeeded", None, None, True,
     ...     0.42, 11.3, 12, 512, 40, 1764000000.0, 1764000000.012), "acme")
-    >>> r.billed_ms, r.mb_ms, r.requests, r.hour
-    (12, 6144, 1, 490000)
+    >>> r.billed_ms, r.mb_ms, r.requests, r.hour, r.init_us, r.duration_us
+    (12, 6144, 1, 490000, 420, 11300)
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import re
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from mist.core.billing import billed_ms
 from mist.core.pricing import Usage
 from mist.errors import InvalidRequest
 from mist.models import InvocationRecord
@@ -39,6 +41,7 @@ from mist.worker.types import ProvisionedSpan
 INVOCATION, PROVISIONED = "invocation", "provisioned"
 HOUR_S = 3600
 HOUR_MS = HOUR_S * 1000
+HOUR_US = HOUR_MS * 1000
 
 
 class UsageRecord(NamedTuple):
@@ -51,10 +54,10 @@ class UsageRecord(NamedTuple):
     function: str
     version: int
     trigger: str  # the invocation's: "api", "http", "event", "queue", ...; "provisioned"
-    started_at: float  # wall clock, seconds since the epoch
-    ended_at: float
-    init_ms: float  # measured; 0 when warm
-    duration_ms: float  # the execution, measured in the sandbox
+    started_us: int  # wall clock, microseconds since the epoch
+    ended_us: int
+    init_us: int  # measured; 0 when warm
+    duration_us: int  # the execution, measured in the sandbox
     billed_ms: int  # init + execution rounded up to the ms; provisioned: the span's ms
     memory_mb: int  # configured
     instances: int  # provisioned instances in the span; 1 for an invocation
@@ -73,7 +76,7 @@ class UsageRecord(NamedTuple):
     @property
     def hour(self) -> int:
         """The UTC hour it started in, counted from the epoch."""
-        return int(self.started_at // HOUR_S)
+        return self.started_us // HOUR_US
 
     def usage(self) -> Usage:
         if self.kind == PROVISIONED:
@@ -83,9 +86,9 @@ class UsageRecord(NamedTuple):
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.id, "kind": self.kind, "tenant": self.tenant, "function": self.function,
-            "version": self.version, "trigger": self.trigger, "started_at": iso(self.started_at),
-            "ended_at": iso(self.ended_at), "init_ms": round(self.init_ms, 3),
-            "duration_ms": round(self.duration_ms, 3), "billed_ms": self.billed_ms, "memory_mb": self.memory_mb,
+            "version": self.version, "trigger": self.trigger, "started_at": iso(self.started_us / 1e6),
+            "ended_at": iso(self.ended_us / 1e6), "init_ms": self.init_us / 1000,
+            "duration_ms": self.duration_us / 1000, "billed_ms": self.billed_ms, "memory_mb": self.memory_mb,
             "instances": self.instances, "mb_ms": self.mb_ms, "gb_s": gb_s_text(self.mb_ms),
             "cold_start": self.cold_start, "outcome": self.outcome, "error_type": self.error_type,
         }  # fmt: skip
@@ -94,11 +97,10 @@ class UsageRecord(NamedTuple):
 def from_invocation(record: InvocationRecord, tenant: str) -> UsageRecord:
     """The usage of an attempt that ran (its record's status is succeeded or failed)."""
     return UsageRecord(
-        id=record.id, kind=INVOCATION, tenant=tenant, function=record.function, version=record.version,
-        trigger=record.trigger, started_at=record.started_at, ended_at=record.ended_at, init_ms=record.init_ms,
-        duration_ms=record.duration_ms, billed_ms=billed_ms(record.init_ms + record.duration_ms),
-        memory_mb=record.memory_mb, instances=1, cold_start=record.cold_start, outcome=record.status,
-        error_type=record.error_type,
+        record.id, INVOCATION, tenant, record.function, record.version, record.trigger,
+        round(record.started_at * 1_000_000), round(record.ended_at * 1_000_000), round(record.init_ms * 1000),
+        round(record.duration_ms * 1000), record.billed_ms, record.memory_mb, 1, record.cold_start, record.status,
+        record.error_type,
     )  # fmt: skip
 
 
@@ -114,8 +116,8 @@ def from_span(span: ProvisionedSpan) -> list[UsageRecord]:
         end = min(span.end_ms, (start // HOUR_MS + 1) * HOUR_MS)
         out.append(UsageRecord(
             id=f"p:{span.function_name}:{span.version}:{start}", kind=PROVISIONED, tenant=span.tenant,
-            function=span.function_name, version=span.version, trigger=PROVISIONED, started_at=start / 1000,
-            ended_at=end / 1000, init_ms=0.0, duration_ms=float(end - start), billed_ms=end - start,
+            function=span.function_name, version=span.version, trigger=PROVISIONED, started_us=start * 1000,
+            ended_us=end * 1000, init_us=0, duration_us=(end - start) * 1000, billed_ms=end - start,
             memory_mb=span.memory_mb, instances=span.instances, cold_start=False, outcome=PROVISIONED,
         ))  # fmt: skip
         start = end
@@ -125,6 +127,11 @@ def from_span(span: ProvisionedSpan) -> list[UsageRecord]:
 # -- time -----------------------------------------------------------------------------------------
 
 MONTH_RE = re.compile(r"(\d{4})-(\d{2})")
+
+
+def to_us(ts: float) -> int:
+    """Seconds since the epoch (a period's bound) as microseconds."""
+    return round(ts * 1_000_000)
 
 
 def month_of(ts: float) -> str:

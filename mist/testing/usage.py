@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from mist.core.pricing import Usage
 from mist.metering.plans import TenantBilling
 from mist.metering.store import UsageRow, add_to_row, check_grouping, group_key
-from mist.metering.usage import UsageRecord
+from mist.metering.usage import UsageRecord, to_us
 
 
 class MemoryUsage:
@@ -31,9 +31,10 @@ class MemoryUsage:
             return self._store_usage(records)
 
     def _between(self, tenant: str | None, start: float, end: float) -> list[UsageRecord]:
+        lo, hi = to_us(start), to_us(end)
         with self._lock:
             return [r for r in self._usage.values()
-                    if start <= r.started_at < end and tenant in (None, r.tenant)]  # fmt: skip
+                    if lo <= r.started_us < hi and tenant in (None, r.tenant)]  # fmt: skip
 
     def usage_rows(self, tenant: str | None, start: float, end: float, by: str) -> list[UsageRow]:
         check_grouping(by)

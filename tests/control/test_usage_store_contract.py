@@ -15,8 +15,10 @@ T0 = datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()  # midnight UTC
 
 def rec(rid, *, tenant="acme", function="resize", started=T0 + 3600, billed_ms=10, memory_mb=256, cold=False,
         outcome="succeeded"):  # fmt: skip
-    return UsageRecord(rid, INVOCATION, tenant, function, 1, "api", started, started + billed_ms / 1000, 0.0,
-                       billed_ms - 0.4, billed_ms, memory_mb, 1, cold, outcome, None if outcome == "succeeded" else "E")
+    start_us = round(started * 1_000_000)
+    return UsageRecord(rid, INVOCATION, tenant, function, 1, "api", start_us, start_us + billed_ms * 1000, 0,
+                       billed_ms * 1000 - 400, billed_ms, memory_mb, 1, cold, outcome,
+                       None if outcome == "succeeded" else "E")  # fmt: skip
 
 
 def test_a_record_is_stored_once_however_often_it_is_added(store):

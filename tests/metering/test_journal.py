@@ -1,6 +1,8 @@
 import asyncio
 import errno
+import json
 import os
+import zlib
 
 import pytest
 
@@ -18,6 +20,13 @@ def opened(tmp_path, **kwargs) -> Journal:
 def test_a_record_survives_its_encoding_bit_for_bit():
     r = usage(tenant="ténant ünïcode \n\t\x00", outcome="failed")
     assert decode(encode(r)) == r and b"\x00" not in encode(r)
+
+
+def test_a_line_is_the_crc_and_the_json_list_of_the_fields():
+    for r in (usage(), usage(tenant='a"b\\c\u2028', outcome="failed"), usage()._replace(error_type="Err\x01",
+                                                                                        cold_start=True)):  # fmt: skip
+        crc, _, body = encode(r).rstrip(b"\n").partition(b" ")
+        assert body == json.dumps(r, separators=(",", ":")).encode() and int(crc, 16) == zlib.crc32(body)
 
 
 def test_a_damaged_line_is_refused_not_misread():

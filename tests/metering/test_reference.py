@@ -11,6 +11,7 @@ import pytest
 
 from mist.control.batching import SerialWriter
 from mist.control.sqlstore import SqlStore
+from mist.core.billing import billed_ms
 from mist.metering.journal import Journal
 from mist.metering.ledger import Ledger
 from mist.metering.meter import Meter
@@ -39,9 +40,9 @@ def raw_invocations(rng: random.Random, n: int) -> list[tuple[str, InvocationRec
         duration = rng.choice([rng.uniform(0.0, 2.0), rng.uniform(0.0, 50.0), rng.uniform(0.0, 30_000.0)])
         memory = rng.choice([64, 128, 129, 512, 1769, 10240])
         status = rng.choice(["succeeded", "succeeded", "failed"])
-        out.append((rng.choice(list(TENANTS)), InvocationRecord(
-            f"inv-{i:05d}", rng.choice(["a", "b", "c"]), 1, "api", status, None, None, init > 0, init, duration, 0,
-            memory, 10, started, started + (init + duration) / 1000)))  # fmt: skip
+        out.append((rng.choice(list(TENANTS)), InvocationRecord(  # billed as InvocationService bills it
+            f"inv-{i:05d}", rng.choice(["a", "b", "c"]), 1, "api", status, None, None, init > 0, init, duration,
+            billed_ms(init + duration), memory, 10, started, started + (init + duration) / 1000)))  # fmt: skip
     return out
 
 
@@ -121,7 +122,7 @@ async def test_a_tenant_billing_change_applies_to_the_whole_month(tmp_path):
     await meter.start()
     billing = BillingService(meter, store, wall=lambda: START + 1)
     try:
-        rec = InvocationRecord("one", "a", 1, "api", "succeeded", None, None, False, 0.0, 1000.0, 0, 1024, 1,
+        rec = InvocationRecord("one", "a", 1, "api", "succeeded", None, None, False, 0.0, 1000.0, 1000, 1024, 1,
                                START + 10, START + 11)  # fmt: skip
         await meter.record(from_invocation(rec, "acme"))
         before = (await billing.invoice("acme", MONTH))["total_micros"]

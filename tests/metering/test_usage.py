@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from mist.core.billing import billed_ms
 from mist.errors import InvalidRequest
 from mist.metering import usage as usage_module
 from mist.metering.usage import (
@@ -23,24 +24,18 @@ T0 = datetime(2026, 11, 26, 4, 0, tzinfo=timezone.utc).timestamp()
 
 
 def record(*, cold=False, init_ms=0.0, duration_ms=1.0, memory_mb=128, status="succeeded", started=T0):
+    """As InvocationService makes it: billed = init + execution rounded up once."""
     return InvocationRecord("inv-1", "resize", 3, "api", status, None if status == "succeeded" else "ValueError",
-                            None, cold, init_ms, duration_ms, 0, memory_mb, 20, started, started + duration_ms / 1000)
+                            None, cold, init_ms, duration_ms, billed_ms(init_ms + duration_ms), memory_mb, 20, started,
+                            started + (init_ms + duration_ms) / 1000)  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("cold", "init_ms", "duration_ms", "billed"),
-    [
-        (False, 0.0, 0.08, 1),  # a sub-millisecond warm run bills the 1 ms minimum
-        (False, 0.0, 12.0, 12),
-        (False, 0.0, 12.002, 13),  # execution is rounded up to the next millisecond
-        (True, 0.42, 11.3, 12),  # a cold start's init is billed with the execution: one rounding, not two
-        (True, 0.5, 0.5, 1),
-        (True, 30.0, 0.0, 30),  # an init that takes long is billed even if the handler is instant
-    ],
-)
-def test_an_attempt_is_billed_its_init_plus_execution_rounded_up_once(cold, init_ms, duration_ms, billed):
-    r = from_invocation(record(cold=cold, init_ms=init_ms, duration_ms=duration_ms, memory_mb=512), "acme")
-    assert (r.billed_ms, r.mb_ms, r.requests, r.cold_start) == (billed, 512 * billed, 1, cold)
+def test_an_attempt_is_billed_its_records_time_at_its_configured_memory_in_integers():
+    r = from_invocation(record(cold=True, init_ms=0.42, duration_ms=11.3, memory_mb=512, started=T0 + 0.1234567), "acme")
+    assert (r.billed_ms, r.mb_ms, r.requests, r.cold_start) == (12, 512 * 12, 1, True)
+    assert (r.init_us, r.duration_us, r.started_us, r.ended_us) == (420, 11_300, round(T0 * 1e6) + 123_457,
+                                                                    round(T0 * 1e6) + 123_457 + 11_720)  # fmt: skip
+    assert r.to_json()["duration_ms"] == 11.3 and r.to_json()["init_ms"] == 0.42
 
 
 def test_a_function_error_is_billed_like_a_success_and_keeps_its_outcome():
@@ -63,7 +58,7 @@ def test_a_provisioned_span_is_split_at_hour_boundaries_into_records_that_tile_i
     assert all(r.kind == PROVISIONED and r.requests == 0 and r.instances == 2 for r in recs)
     assert len({r.id for r in recs}) == 3  # each its own id: imported twice, stored once
     for a, b in zip(recs, recs[1:]):
-        assert a.ended_at == b.started_at
+        assert a.ended_us == b.started_us
 
 
 def test_random_spans_keep_every_millisecond_exactly_once():
@@ -73,7 +68,7 @@ def test_random_spans_keep_every_millisecond_exactly_once():
         end = start + rng.randrange(1, 10**8)
         recs = from_span(ProvisionedSpan("f", 1, "t", 128, 1, start, end))
         assert sum(r.billed_ms for r in recs) == end - start
-        assert all((round(r.ended_at * 1000) - 1) // 3_600_000 == r.hour for r in recs)  # within one hour
+        assert all((r.ended_us - 1) // 3_600_000_000 == r.hour for r in recs)  # within one hour
 
 
 def test_an_empty_span_bills_nothing():
