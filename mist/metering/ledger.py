@@ -68,8 +68,9 @@ class Ledger:
         await asyncio.gather(*self._kicks, return_exceptions=True)
         try:
             await self.flush()
-        finally:
-            await self._journal.close()
+        except Exception:  # the journal keeps them: the next start imports them
+            log.exception("importing usage records at stop failed; they stay in the journal for the next start")
+        await self._journal.close()
 
     async def append(self, record: UsageRecord) -> None:
         """Returns once the record is written in the journal (and msync'd, group committed,

@@ -124,3 +124,23 @@ async def test_records_are_imported_on_the_interval_without_anyone_asking(tmp_pa
         await asyncio.sleep(0.01)
     assert stored(store) == {r.id}
     await ledger.stop()
+
+
+async def test_a_stop_the_database_refuses_leaves_the_records_for_the_next_start(tmp_path, writer):
+    class Down(MemoryStore):
+        down = True
+
+        def add_usage(self, records):
+            if self.down:
+                raise OSError("disk I/O error")
+            return super().add_usage(records)
+
+    store = Down()
+    ledger = await started(store, tmp_path, writer)
+    r = usage()
+    await ledger.append(r)
+    await ledger.stop()  # does not raise: mist's shutdown goes on
+    store.down = False
+    successor = await started(store, tmp_path, writer)
+    assert stored(store) == {r.id}
+    await successor.stop()
