@@ -28,6 +28,20 @@ def writer():
     w.close()
 
 
+class Refusing(MemoryStore):
+    """A database that refuses the next `refusals` imports."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def add_usage(self, records):
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError("database is locked")
+        return super().add_usage(records)
+
+
 async def started(store, tmp_path, writer, interval_s=3600.0) -> Ledger:
     ledger = Ledger(store, Journal(tmp_path / "j"), writer, interval_s=interval_s)
     await ledger.start()
@@ -80,16 +94,7 @@ async def test_a_run_that_died_between_import_and_deleting_the_segment_counts_no
 
 
 async def test_an_import_the_database_refuses_is_retried_and_nothing_is_lost(tmp_path, writer):
-    class Flaky(MemoryStore):
-        refusals = 1
-
-        def add_usage(self, records):
-            if self.refusals:
-                self.refusals -= 1
-                raise OSError("database is locked")
-            return super().add_usage(records)
-
-    store = Flaky()
+    store = Refusing(1)
     ledger = await started(store, tmp_path, writer)
     first = usage()
     await ledger.append(first)
@@ -127,20 +132,11 @@ async def test_records_are_imported_on_the_interval_without_anyone_asking(tmp_pa
 
 
 async def test_a_stop_the_database_refuses_leaves_the_records_for_the_next_start(tmp_path, writer):
-    class Down(MemoryStore):
-        down = True
-
-        def add_usage(self, records):
-            if self.down:
-                raise OSError("disk I/O error")
-            return super().add_usage(records)
-
-    store = Down()
+    store = Refusing(1)
     ledger = await started(store, tmp_path, writer)
     r = usage()
     await ledger.append(r)
     await ledger.stop()  # does not raise: mist's shutdown goes on
-    store.down = False
     successor = await started(store, tmp_path, writer)
     assert stored(store) == {r.id}
     await successor.stop()
