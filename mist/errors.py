@@ -9,6 +9,7 @@
     │   ├── Forbidden              the key's role may not do this (in its own tenant)
     │   ├── LimitExceeded          over a rate, concurrency or queue limit (retry after a while)
     │   ├── Conflict               the resource is in a state that forbids the request
+    │   ├── SpendCapReached        the tenant's monthly spend cap is reached: invocations refused
     │   └── DeployRejected         the code cannot be deployed (unsafe zip, syntax error, ...)
     │       └── DependencyInstallFailed  pip could not install requirements.txt
     ├── FunctionError              the user's function failed; reported in Lambda's error shape
@@ -83,6 +84,10 @@ class LimitExceeded(UserError):
         super().__init__(message)
         self.retry_after = retry_after
         self.limit = limit
+class SpendCapReached(UserError):
+    """The tenant's month-to-date bill reached its monthly spend cap (docs/billing.md)."""
+
+    code = "SpendCapReached"
 
 
 class DeployRejected(UserError):

@@ -1,13 +1,16 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
 Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
--> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
+-> price plans (a bad plans file fails here) -> SQLite store -> worker (zygote, stale-sandbox
+cleanup, prewarm pool) -> record writer -> usage ledger (journal segments a crash left are
+imported) -> tenants and keys (the first start makes the admin key) -> provisioned instances ->
 event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
 port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
 200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
 get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
-every cgroup, in that order.
+every cgroup (the provisioned instances' last span is metered), write the usage ledger out, in
+that order.
 """
 
 from __future__ import annotations
@@ -33,13 +36,23 @@ from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
 from mist.control.layers import LayerStore
 from mist.control.queues import QueueService
-from mist.control.redislimits import RedisRateLimiter
 from mist.control.records import InvocationLog
+from mist.control.redislimits import RedisRateLimiter
 from mist.control.sqlstore import SqlStore
-from mist.control.triggers import SqlTriggerStore, TriggerManager, dead_letter_queue, invoker
+from mist.control.triggers import (
+    SqlTriggerStore,
+    TriggerManager,
+    dead_letter_queue,
+    invoker,
+)
 from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.metering import plans
+from mist.metering.journal import Journal
+from mist.metering.ledger import Ledger
+from mist.metering.meter import Meter
+from mist.metering.service import BillingService
 from mist.s3 import ObjectStore, S3Server
 from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
@@ -69,6 +82,8 @@ class ServerOptions:
     max_inflight: int | None = None  # executions at once on this machine; past it, fair queuing by tenant
     limits_redis: str | None = None  # redis://... : token buckets shared by the gateways of a cluster
     trigger_brokers: tuple[str, ...] = ()  # HOST[:PORT] of brokers non-default tenants' queue triggers may read
+    plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
+    usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -123,6 +138,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     for stale in uploads.iterdir():
         stale.unlink(missing_ok=True)
 
+    try:
+        billing_config = plans.find(data_dir, opts.plans)
+    except MistError as exc:
+        raise StartupError(exc.message) from None
     store = SqlStore(f"sqlite:///{data_dir / 'mist.db'}")
     worker_cfg = WorkerConfig(data_dir=data_dir)
     if opts.keepalive_s is not None:
@@ -148,12 +167,17 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     tenancy = Tenancy(tenant_store)
     audit = AuditLog(tenant_store, writer)
     registered = False
+    meter: Meter | None = None
     try:
         await tenancy.start()
         new_admin_key = await tenancy.bootstrap(data_dir)
         await audit.start()
         await worker.start()
         await records.start()
+        journal = Journal(data_dir / "usage-journal", fsync=opts.usage_fsync)
+        meter = Meter(Ledger(store, journal, writer), store, billing_config)
+        await meter.start()
+        worker.on_provisioned = meter.provisioned
         functions = FunctionService(
             data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
         )
@@ -166,7 +190,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         for summary in await functions.list():
             admission.function_changed(summary.name, summary.latest)
         await functions.provision_all()  # min instances are warm before the first request
-        invocations = InvocationService(functions, worker, records, admission=admission)
+        invocations = InvocationService(functions, worker, records, admission=admission, meter=meter)
         events = EventService(functions, store, store, writer)
         # recover: the data dir lock proves no other dispatcher holds these events' leases
         dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
@@ -178,7 +202,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         services = Services(functions, invocations, records, uploads, tenancy,
                             _stats(worker, records, events, dispatcher, *s3_stats),
                             events=events, queues=QueueService(store, events, functions, writer), objects=objects,
-                            audit=audit, admission=admission)
+                            audit=audit, admission=admission, billing=BillingService(meter, store))  # fmt: skip
         if s3_server is not None:
             await s3_server.start()
             print(f"S3 endpoint at {s3_server.url}", flush=True)
@@ -189,7 +213,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
-        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission)
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
+                                     meter, meter.ledger)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -237,6 +262,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await worker.stop()
         await audit.stop()
         await tenancy.stop()
+        if meter is not None:
+            await meter.stop()
         writer.close()
         store.close()
         sock.close()

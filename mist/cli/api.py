@@ -247,3 +247,37 @@ class Api:
         if follow:
             params["follow"] = "true"
         return self._open_stream("GET", f"/v1/functions/{name}/logs", params=params, timeout=NO_READ_TIMEOUT)
+
+    # -- billing (docs/billing.md) ---------------------------------------------------------
+
+    def _text(self, path: str, params: dict[str, Any]) -> str:
+        response = self._send("GET", path, params=params)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response.text
+
+    def usage(self, params: dict[str, Any], *, csv: bool = False) -> Any:
+        """The usage report (a dict), or its CSV text."""
+        if csv:
+            return self._text("/v1/usage", {**params, "format": "csv"})
+        return dict(self._json("GET", "/v1/usage", params=params))
+
+    def usage_records(self, params: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/usage/records", params=params))
+
+    def invoice(self, tenant: str, month: str, *, csv: bool = False) -> Any:
+        if csv:
+            return self._text(f"/v1/invoices/{tenant}/{month}", {"format": "csv"})
+        return dict(self._json("GET", f"/v1/invoices/{tenant}/{month}"))
+
+    def plans(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/plans"))
+
+    def billing_tenants(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/billing/tenants").get("tenants", []))
+
+    def billing_tenant(self, tenant: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/billing/tenants/{tenant}"))
+
+    def set_billing_tenant(self, tenant: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/v1/billing/tenants/{tenant}", json=changes))

@@ -11,7 +11,7 @@ import typer
 
 from mist.cli import output
 from mist.cli.api import Api, ApiError, parse_body
-from mist.cli.output import EXIT_ERROR, EXIT_FAILED, fail, say
+from mist.cli.output import EXIT_ERROR, EXIT_FAILED, say
 from mist.control import packaging
 from mist.errors import InvalidRequest
 

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, tenancy, triggers, up, update
+from mist.cli import (
+    deploy,
+    events,
+    functions,
+    invoke,
+    logs,
+    s3,
+    simulate,
+    tenancy,
+    triggers,
+    up,
+    update,
+    usage,
+)
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -51,6 +64,9 @@ app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
 app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
+app.command("usage", help=help_text(usage.USAGE_HELP))(usage.usage)
+app.command("invoice", help=help_text(usage.INVOICE_HELP))(usage.invoice)
+app.add_typer(usage.commands(), name="billing")
 app.add_typer(s3.commands(), name="s3")
 _tenant, _key = tenancy.commands()
 app.add_typer(_tenant, name="tenant")

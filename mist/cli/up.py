@@ -22,6 +22,7 @@ Examples:
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
   sudo mist up --s3-port 9100
   sudo mist up --egress-deny 10.0.0.0/8 --sandbox-network 100.80.0.0/20
+  sudo mist up --plans /etc/mist/plans.toml
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -71,6 +72,15 @@ def up(
         str | None, typer.Option(metavar="URL", envvar="MIST_LIMITS_REDIS", help="redis://... : keep the rate "
                                  "limits' token buckets there, shared by every gateway (default: in this process).")
     ] = None,
+    plans: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Price plans (TOML; default: DATA_DIR/plans.toml if it "
+                                  "exists, else one built-in plan). See docs/billing.md.")
+    ] = None,
+    usage_fsync: Annotated[
+        bool, typer.Option("--usage-fsync", help="Also sync each invocation's usage record to disk before answering "
+                           "(msync, group committed): a power cut loses none; costs the disk's sync latency per "
+                           "request. Without it usage survives any crash of mist. See docs/billing.md.")
+    ] = False,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -88,7 +98,8 @@ def up(
     if trigger_broker:
         extra["trigger_brokers"] = tuple(trigger_broker)
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
-                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **extra)
+                            keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
+                            usage_fsync=usage_fsync, **extra)
     try:
         run(options)
     except KeyboardInterrupt:

@@ -37,9 +37,23 @@ from mist.control.batching import GroupCommit, SerialWriter
 from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService, new_invocation_id
-from mist.control.store import ClaimedEvent, EventIndex, EventQueue, Message, NewEvent, Settlement
+from mist.control.store import (
+    ClaimedEvent,
+    EventIndex,
+    EventQueue,
+    Message,
+    NewEvent,
+    Settlement,
+)
 from mist.core.retry import Backoff
-from mist.errors import InvalidRequest, NoCapacity, NotFound, PlatformError
+from mist.errors import (
+    InvalidRequest,
+    NoCapacity,
+    NotFound,
+    PlatformError,
+    SpendCapReached,
+)
+from mist.metering.usage import UsageRecord
 from mist.models import FunctionVersion
 
 log = logging.getLogger(__name__)
@@ -293,13 +307,15 @@ class Dispatcher:
         record_id = f"{event.id}-{event.attempt}"
         try:
             out = await self._invocations.invoke(
-                fv, event.payload, trigger=event.trigger, invocation_id=record_id, request_id=event.id
+                fv, event.payload, trigger=event.trigger, invocation_id=record_id, request_id=event.id,
+                settle_usage=True,
             )
-        except PlatformError as exc:
+        except (PlatformError, SpendCapReached) as exc:  # it did not run: retried until max_event_age_s
             retry_after = exc.retry_after if isinstance(exc, NoCapacity) else 0.0
             decision = policy.decide(rules, progress, policy.ERROR, self._wall(), draw=self._draw(),
                                      retry_after=retry_after)  # fmt: skip
-            return self._settlement(event, fv, decision, policy.ERROR, started, self._wall(), record_id,
+            ran_record = None if isinstance(exc, SpendCapReached) else record_id
+            return self._settlement(event, fv, decision, policy.ERROR, started, self._wall(), ran_record,
                                     error=(exc.code, exc.message))  # fmt: skip
         r = out.result
         outcome = policy.SUCCEEDED if r.ok else policy.FAILED
@@ -308,7 +324,7 @@ class Dispatcher:
                                    str((r.error or {}).get("errorMessage", "")))  # fmt: skip
         response = r.payload if r.ok else json.dumps(r.error or {}).encode()
         return self._settlement(event, fv, decision, outcome, started, self._wall(), record_id, error=error,
-                                response=response)  # fmt: skip
+                                response=response, usage=out.usage)  # fmt: skip
 
     def _settlement(
         self,
@@ -322,13 +338,14 @@ class Dispatcher:
         *,
         error: tuple[str, str] | None = None,
         response: bytes | None = None,
+        usage: UsageRecord | None = None,
     ) -> Settlement:
         ran = outcome in (policy.SUCCEEDED, policy.FAILED)
         base = dict(
             event_id=event.id, owner=self.owner, attempt=event.attempt, started_at=started, ended_at=ended,
             outcome=outcome, error_type=error[0] if error else None, error_message=error[1] if error else None,
             record_id=record_id, version=fv.version if fv else None,
-            function_errors=decision.function_errors,
+            function_errors=decision.function_errors, usage=usage,
         )  # fmt: skip
         if decision.action == "retry":
             return Settlement(**base, status="queued", due_at=decision.due_at)
@@ -369,6 +386,8 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._counts["attempts"] += 1
+        if applied and settlement.usage is not None and self._invocations.meter is not None:
+            self._invocations.meter.settled(settlement.usage)  # stored with the settlement
         if not applied:
             self._counts["leases_lost"] += 1
             log.warning("asynchronous invocation %s was taken over by another dispatcher during attempt %d",

@@ -23,7 +23,13 @@ from mist.control import packaging
 from mist.control.layers import LayerStore, Progress
 from mist.control.store import FunctionStore, NewVersion
 from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
-from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion, split_id
+from mist.models import (
+    DEFAULT_HANDLER,
+    FunctionConfig,
+    FunctionSummary,
+    FunctionVersion,
+    split_id,
+)
 from mist.worker.types import SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -117,6 +123,7 @@ class FunctionService:
             min_instances=fv.min_instances,
             max_instances=fv.max_instances,
             egress=fv.network,
+            tenant=fv.tenant,
         )
 
     # -- reads -----------------------------------------------------------------------------

@@ -6,6 +6,11 @@ The record is buffered in the InvocationLog before the caller answers, so the id
 answer's `X-Mist-Invocation-Id` can be looked up at once. A platform error (no capacity, a
 sandbox that could not be built) is recorded too, with status "error", and re-raised for the
 edge to map to a status code.
+
+With a Meter (mist/metering): a tenant over its spend cap is refused before anything runs
+(SpendCapReached), and the usage of an attempt that ran is in the ledger's journal before
+`invoke` returns, so before any answer is sent; with `settle_usage` (asynchronous attempts) it is
+returned in the Outcome instead, for the dispatcher to store with the attempt's settlement.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from mist.control.functions import FunctionService
 from mist.control.records import InvocationLog
 from mist.core.billing import billed_ms
 from mist.errors import PlatformError
+from mist.metering.meter import Meter
+from mist.metering.usage import UsageRecord, from_invocation
 from mist.models import FunctionVersion, InvocationRecord, LogRecord
 from mist.worker.types import InvokeResult, SandboxSpec
 
@@ -34,6 +41,7 @@ class Outcome:
     invocation_id: str
     version: FunctionVersion
     result: InvokeResult
+    usage: UsageRecord | None = None  # with settle_usage: the attempt's usage, not stored yet
 
 
 _last_micros = 0
@@ -63,12 +71,14 @@ class InvocationService:
         records: InvocationLog,
         *,
         admission: Admission | None = None,
+        meter: Meter | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._functions = functions
         self._invoker = invoker
         self._records = records
         self._admission = admission
+        self.meter = meter
         self._wall = wall
 
     async def invoke(
@@ -79,10 +89,14 @@ class InvocationService:
         trigger: str,
         invocation_id: str | None = None,
         request_id: str | None = None,
+        settle_usage: bool = False,
     ) -> Outcome:
         """`invocation_id` names the record; `request_id` is what the function sees as
         context.aws_request_id (default: the invocation id; the attempts of an asynchronous
         invocation each have a record of their own and share the event's id, as on Lambda)."""
+        meter = self.meter
+        if meter is not None:
+            meter.check(fv)
         inv_id = invocation_id or new_invocation_id()
         spec = self._functions.spec(fv)
         started = self._wall()
@@ -117,7 +131,7 @@ class InvocationService:
             cold_start=result.cold_start,
             init_ms=result.init_ms,
             duration_ms=result.duration_ms,
-            billed_ms=billed_ms(result.duration_ms),
+            billed_ms=billed_ms(result.init_ms + result.duration_ms),
             memory_mb=fv.memory_mb,
             max_memory_used_mb=result.max_memory_used_mb,
             started_at=result.started_at or started,
@@ -127,4 +141,10 @@ class InvocationService:
             LogRecord(inv_id, fv.name, fv.version, line.ts, line.stream, line.text) for line in result.logs
         ]
         self._records.add(record, logs)
+        if meter is None:
+            return Outcome(inv_id, fv, result)
+        usage = from_invocation(record, fv.tenant)
+        if settle_usage:
+            return Outcome(inv_id, fv, result, usage)
+        await meter.record(usage)
         return Outcome(inv_id, fv, result)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mist.errors import DeployRejected, InvalidRequest
-from mist.models import split_id, NAME_RE, NAME_RULE
+from mist.models import NAME_RE, NAME_RULE, split_id
 
 MAX_FILES = 10_000
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024

@@ -18,7 +18,7 @@ that every event passes through three times.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
@@ -37,6 +37,7 @@ from mist.control.store import (
     QueueSummary,
     Settlement,
 )
+from mist.metering.usage import UsageRecord
 
 _SQL = {
     "insert_event": (
@@ -82,6 +83,7 @@ class SqlEvents:
     engine: sa.Engine  # reads
     writes: sa.Engine  # leases and outcomes (see the module docstring)
     durable_writes: sa.Engine  # new events
+    _insert_usage: Callable[[sa.Connection, Sequence[UsageRecord]], int]  # SqlUsage's, in settle
 
     @property
     def _pg(self) -> bool:
@@ -176,6 +178,9 @@ class SqlEvents:
             chained = [_event_row(ev, now) for st in done for ev in st.events]
             if chained:
                 conn.exec_driver_sql(self._sql("insert_event"), chained)
+            billed = [st.usage for st in done if st.usage is not None]
+            if billed:
+                self._insert_usage(conn, billed)
         return applied
 
     def release(self, now: float, owner: str | None = None) -> int:

@@ -195,3 +195,41 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_tenant_ts", "tenant", "ts"),
     sa.Index("ix_audit_log_ts", "ts"),
 )
+
+
+# -- metering (docs/billing.md) ---------------------------------------------------------------------
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),  # the attempt's record id: never counted twice
+    sa.Column("kind", sa.String(16), nullable=False),  # "invocation" | "provisioned"
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("function", FID, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("started_us", sa.BigInteger, nullable=False),  # wall clock, microseconds since the epoch
+    sa.Column("ended_us", sa.BigInteger, nullable=False),
+    sa.Column("hour", sa.Integer, nullable=False),  # UTC hours since the epoch at started_us
+    sa.Column("init_us", sa.BigInteger, nullable=False),
+    sa.Column("duration_us", sa.BigInteger, nullable=False),
+    sa.Column("billed_ms", sa.BigInteger, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("instances", sa.Integer, nullable=False),
+    sa.Column("mb_ms", sa.BigInteger, nullable=False),  # memory_mb x billed_ms x instances
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("cold_start", sa.Boolean, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(255)),
+    sa.Index("ix_usage_tenant_started", "tenant", "started_us"),
+    sa.Index("ix_usage_started", "started_us"),
+)
+
+tenant_billing = sa.Table(
+    "tenant_billing",
+    metadata,
+    sa.Column("tenant", sa.String(128), primary_key=True),
+    sa.Column("plan", sa.String(63)),  # NULL: the default plan
+    sa.Column("monthly_spend_cap", sa.String(40)),  # an exact decimal amount; NULL: the plan's cap
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

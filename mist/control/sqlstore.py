@@ -1,7 +1,7 @@
 """SqlStore: every store of mist/control/store.py over SQLAlchemy Core (SQLite or PostgreSQL).
 
-The functions and records are here; the event queue and mist queues in sqlevents.py; the tables
-in sqlschema.py.
+The functions and records are here; the event queue and mist queues in sqlevents.py; the usage
+ledger in mist/metering/sqlusage.py; the tables in sqlschema.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from mist.control.sqlevents import SqlEvents
 from mist.control.sqlschema import functions, invocations, log_lines, metadata, versions
 from mist.control.store import NewVersion
+from mist.metering.sqlusage import SqlUsage
 from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord
 
 
@@ -47,7 +48,7 @@ def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> sa.Engine:
     return engine
 
 
-class SqlStore(SqlEvents):
+class SqlStore(SqlEvents, SqlUsage):
     """Every store over SQLAlchemy. `url` e.g. sqlite:////path/mist.db or
     postgresql+psycopg://user@host/db."""
 

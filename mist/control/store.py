@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord, epoch, iso, split_id
+from mist.metering.usage import UsageRecord
+from mist.models import (
+    FunctionSummary,
+    FunctionVersion,
+    InvocationRecord,
+    LogRecord,
+    epoch,
+    iso,
+    split_id,
+)
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,8 @@ class Settlement:
 
     Applied only if `owner` still holds the event's lease for this attempt; then, in the same
     transaction, the attempt is recorded, the event takes `status` (and `due_at` if it is to be
-    retried), and `messages` and `events` (destinations) are stored.
+    retried), `messages` and `events` (destinations) are stored, and so is the attempt's
+    `usage` (if it ran): an attempt is billed exactly when its outcome is recorded.
     """
 
     event_id: str
@@ -163,6 +173,7 @@ class Settlement:
     destination: str | None = None  # where the record went: "function:x", "queue:y", "dlq"
     messages: tuple[Message, ...] = ()
     events: tuple[NewEvent, ...] = ()
+    usage: UsageRecord | None = None  # the attempt's, when it ran (docs/billing.md)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class LineItem:
     def as_json(self, currency: str) -> dict[str, object]:
         return {
             "kind": self.kind, "quantity": _qty(self.quantity), "unit": self.unit,
-            "unit_price": str(self.unit_price), "amount": format_money(self.amount_micros, None),
+            "unit_price": format(self.unit_price, "f"), "amount": format_money(self.amount_micros, None),
             "amount_micros": self.amount_micros, "currency": currency,
         }
 

@@ -22,6 +22,7 @@ A request goes, outermost first:
        /v1/triggers, /v1/functions/{n}/triggers  mist/gateway/triggers.py -> control/triggers.py
        /v1/whoami, /v1/tenants, /v1/keys, /v1/audit   mist/gateway/tenancy.py -> tenancy/
        /fn/{n}[.{tenant}]/{path}  (HTTP trigger, public or key)  mist/gateway/invoke.py -> core/httpevent.py
+       /v1/usage, /v1/invoices, /v1/plans, /v1/billing  mist/gateway/usage.py -> metering/service.py
 There is no other middleware: nothing runs on the hot path that is not listed here.
 """
 
@@ -36,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs, queues, s3keys, tenancy, triggers
+from mist.gateway import functions, invoke, logs, queues, s3keys, tenancy, triggers, usage
 from mist.gateway.auth import EdgeAuth, allow
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
@@ -71,6 +72,7 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.include_router(s3keys.router)
     app.include_router(triggers.router)
     app.include_router(tenancy.router)
+    app.include_router(usage.router)
 
     # 1b. the invocation fast path
     inner = InvokeFastPath(app, services) if fast_path else app

@@ -21,6 +21,7 @@ STATUS: list[tuple[type[errors.MistError], int]] = [
     (errors.Forbidden, 403),
     (errors.LimitExceeded, 429),
     (errors.Conflict, 409),
+    (errors.SpendCapReached, 402),  # Payment Required: the month's spend cap is reached
     (errors.DeployRejected, 422),
     (errors.UserError, 400),
     (errors.NoCapacity, 503),  # 429 when the queue was full, see status_for

@@ -99,6 +99,8 @@ async def accept_event(
     event is committed. A repeated idempotency key answers the first invocation's id."""
     if services.events is None:
         raise PlatformError("asynchronous invocations are not served here; this server has no event queue")
+    if services.billing is not None:  # a tenant over its spend cap is refused now, not when the event runs
+        services.billing.check(await services.functions.resolve(name, version))  # type: ignore[attr-defined]
     got = await services.events.accept(name, payload, trigger="event", idempotency_key=idempotency_key,
                                        version=version)  # fmt: skip
     headers = {"X-Mist-Invocation-Id": got.invocation_id}

@@ -29,3 +29,4 @@ class Services:
     triggers: object = None  # mist.control.triggers.TriggerManager (None: not served)
     audit: AuditLog | None = None  # the audit log (None: requests are not audited)
     admission: Admission | None = None  # rate and concurrency limits (None: no limits)
+    billing: object = None  # mist.metering.service.BillingService (None: no metering)

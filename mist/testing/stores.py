@@ -1,4 +1,5 @@
-"""MemoryStore: every store of mist/control/store.py in memory (passes the same contract tests)."""
+"""MemoryStore: every store of mist/control/store.py in memory (passes the same contract tests);
+the usage ledger's part is in usage.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from mist.control.store import (
     Settlement,
 )
 from mist.models import FunctionSummary, FunctionVersion, InvocationRecord, LogRecord
+from mist.testing.usage import MemoryUsage
 
 @dataclass
 class _Event:
@@ -50,8 +52,9 @@ class _Message:
         return QueueMessage(self.id, self.queue, self.body, self.sent_at, self.receive_count)
 
 
-class MemoryStore:
+class MemoryStore(MemoryUsage):
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._versions: dict[str, list[FunctionVersion]] = {}
         self._created: dict[str, tuple[datetime, datetime]] = {}
@@ -211,6 +214,8 @@ class MemoryStore:
                     self._messages[mid] = _Message(mid, m.queue, m.body, now, now)
                 for ev in s.events:
                     self._events[ev.id] = _Event(ev, now, due_at=now)
+                if s.usage is not None:
+                    self._store_usage([s.usage])
         return applied
 
     def release(self, now: float, owner: str | None = None) -> int:

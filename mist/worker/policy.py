@@ -118,3 +118,31 @@ def pool_target(recent_cold_starts: Sequence[int], *, minimum: int, maximum: int
     after the other in the zygote); a quiet minute shrinks it back to `minimum`."""
     peak = max(recent_cold_starts, default=0)
     return max(minimum, min(maximum, peak))
+
+
+@dataclass(frozen=True)
+class OpenSpan:
+    """Provisioned instances being accrued for billing: `instances` ready since `since_ms`."""
+
+    instances: int
+    since_ms: int
+
+
+def accrue(open_span: OpenSpan | None, instances: int, now_ms: int) -> tuple[tuple[int, int, int] | None, OpenSpan | None]:
+    """A function version's provisioned instances are `instances` from `now_ms` on: the closed
+    span to bill `(instances, start_ms, end_ms)` (None when nothing accrued) and the span now open
+    (None when no instance is provisioned). Called when the count changes and on every tick, so
+    billed time never waits for a change; the spans of one version tile time without overlap.
+
+    >>> accrue(OpenSpan(2, 1_000), 2, 3_000)   # a tick: bill 2 instances for 2 s, go on
+    ((2, 1000, 3000), OpenSpan(instances=2, since_ms=3000))
+    >>> accrue(OpenSpan(2, 3_000), 0, 3_000)   # gone within the same ms: nothing to bill
+    (None, None)
+    """
+    closed = None
+    since = now_ms
+    if open_span is not None:
+        since = max(now_ms, open_span.since_ms)  # a wall clock set back never bills time twice
+        if since > open_span.since_ms and open_span.instances > 0:
+            closed = (open_span.instances, open_span.since_ms, since)
+    return closed, (OpenSpan(instances, since) if instances > 0 else None)

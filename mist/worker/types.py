@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mist.models import DEFAULT_TENANT
+
 
 @dataclass(frozen=True)
 class SandboxSpec:
@@ -27,6 +29,7 @@ class SandboxSpec:
     # no inet sockets); else the egress allowlist (models.egress_rule; docs/network.md)
     min_instances: int = 0  # instances kept warm at all times (provisioned)
     max_instances: int | None = None  # at most this many instances at once; None: no limit
+    tenant: str = DEFAULT_TENANT  # who is billed for its provisioned instances
 
     @property
     def network(self) -> bool:
@@ -36,6 +39,20 @@ class SandboxSpec:
     @property
     def key(self) -> tuple[str, int]:
         return (self.function_name, self.version)
+
+
+@dataclass(frozen=True)
+class ProvisionedSpan:
+    """`instances` provisioned (min) instances of one function version were ready from
+    `start_ms` to `end_ms` (wall clock, ms since the epoch): what the Worker reports for billing."""
+
+    function_name: str
+    version: int
+    tenant: str
+    memory_mb: int
+    instances: int
+    start_ms: int
+    end_ms: int
 
 
 @dataclass(frozen=True)

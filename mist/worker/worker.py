@@ -4,6 +4,7 @@
     await worker.start()          zygote up, a crashed predecessor's leftovers removed, pool filling
     await worker.invoke(spec, invocation_id, payload) -> InvokeResult
     await worker.retire(name, keep_version=None)
+    worker.on_provisioned = f      f(ProvisionedSpan): provisioned instances' time, for billing
     worker.statistics()           frozen WorkerStatistics
     await worker.stop()           every sandbox and the zygote killed, every cgroup removed
 
@@ -42,7 +43,7 @@ from mist.worker.lifecycle import State
 from mist.worker.network import NetworkStatistics, SandboxNetwork
 from mist.worker.sandbox import Sandbox
 from mist.worker.spawner import Spawner, SpawnerStatistics, kill_stale_zygote, layer_settings
-from mist.worker.types import InvokeResult, SandboxSpec
+from mist.worker.types import InvokeResult, ProvisionedSpan, SandboxSpec
 from mist.worker.uids import UidRange
 
 log = logging.getLogger("mist.worker")
@@ -162,11 +163,14 @@ _ERROR_COUNTERS = {"Sandbox.Timedout": "timeouts", "Runtime.OutOfMemory": "out_o
 class Worker:
     def __init__(self, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic,
                  keepalive_policy: keepalive.KeepAlivePolicy | None = None,
-                 network: SandboxNetwork | None = None) -> None:
+                 network: SandboxNetwork | None = None, wall: Callable[[], float] = time.time) -> None:
         """`network`: the egress network of sandboxes (default: from the config; tests pass one
-        with another upstream resolver)."""
+        with another upstream resolver). `wall`: the clock of provisioned spans (billing)."""
         self.config = config.validate()
         self._clock = clock
+        self._wall = wall  # provisioned spans are reported in wall-clock time
+        self.on_provisioned: Callable[[ProvisionedSpan], None] | None = None
+        self._spans: dict[tuple[str, int], tuple[SandboxSpec, policy.OpenSpan]] = {}  # billed provisioning
         data_dir = config.data_dir
         self._root_dir = data_dir / "sandbox-root"
         self._spawner = Spawner(config.python, self._root_dir, data_dir / "zygote.pid", layers=layer_settings(config))
@@ -226,6 +230,8 @@ class Worker:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        for key in list(self._spans):
+            self._account(key)  # provisioned time ends now
         for task in (self._reaper, self._refill):
             if task is not None:
                 task.cancel()
@@ -682,6 +688,8 @@ class Worker:
                 if not same:
                     del self._by_key[key]
             self._drop_slots(key)
+            if key in self._spans:
+                self._account(key)
 
     async def _destroy(self, sb: Sandbox) -> None:
         sb.kill()
@@ -779,6 +787,7 @@ class Worker:
                     await self._keep_provisioned(spec)
                 except MistError as exc:
                     log.warning("could not keep %s:%s provisioned: %s", *spec.key, exc.message)
+            self.bill_provisioned()
 
     def scale_tick(self) -> ScaleTick:
         """One autoscaler tick: for every function version, decide its target instance count
@@ -890,8 +899,10 @@ class Worker:
             self._spawner.prepare_layer(str(spec.layer_dir))  # its first cold start is fast too
         if spec.min_instances <= 0:
             self._provisioned.pop(spec.function_name, None)
+            self._account_function(spec.function_name)
             return 0
         self._provisioned[spec.function_name] = spec
+        self._account_function(spec.function_name)  # a previous version's provisioning ends
         return await self._keep_provisioned(spec)
 
     async def _keep_provisioned(self, spec: SandboxSpec) -> int:
@@ -910,7 +921,44 @@ class Worker:
             self._released(sb)
             if ok:
                 started += 1
+        self._account(spec.key)
         return started
+
+    def _account(self, key: tuple[str, int]) -> None:
+        """Report the provisioned time of a function version up to now (docs/billing.md): its
+        ready instances, at most its min_instances, while it is the provisioned version."""
+        if self.on_provisioned is None:
+            return
+        spec = self._provisioned.get(key[0])
+        ready = 0
+        if spec is not None and spec.key == key and not self._stopping:
+            ready = min(spec.min_instances, sum(
+                1 for sb in self._by_key.get(key, {}).values()
+                if sb.alive and not sb.retiring and sb.state in (State.IDLE, State.BUSY)))  # fmt: skip
+        held = self._spans.get(key)
+        if held is None and ready == 0:
+            return
+        billed_spec = held[0] if held is not None else spec
+        assert billed_spec is not None
+        closed, open_span = policy.accrue(held[1] if held else None, ready, int(self._wall() * 1000))
+        if open_span is None:
+            del self._spans[key]
+        else:
+            self._spans[key] = (billed_spec, open_span)
+        if closed is not None:
+            n, start_ms, end_ms = closed
+            self.on_provisioned(ProvisionedSpan(key[0], key[1], billed_spec.tenant, billed_spec.memory_mb, n,
+                                                start_ms, end_ms))  # fmt: skip
+
+    def bill_provisioned(self) -> None:
+        """Report every provisioned version's time up to now (each autoscaler tick calls this,
+        so billed time never waits for the provisioning to end)."""
+        for key in list(self._spans):
+            self._account(key)
+
+    def _account_function(self, function_name: str) -> None:
+        for key in [k for k in self._spans if k[0] == function_name]:
+            self._account(key)
 
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         """Stop serving `function_name` (every version but keep_version): idle instances are
@@ -918,6 +966,7 @@ class Worker:
         kept = self._provisioned.get(function_name)
         if kept is not None and kept.version != keep_version:
             del self._provisioned[function_name]
+            self._account_function(function_name)
         for key in [k for k in self._demand if k[0] == function_name and k[1] != keep_version]:
             del self._demand[key]
         if keep_version is None:

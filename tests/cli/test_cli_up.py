@@ -22,6 +22,8 @@ def started(monkeypatch):
         memory_budget_mb: int | None = None
         sandbox_network: str | None = None
         egress_deny: tuple[str, ...] = ()
+        plans: Path | None = None
+        usage_fsync: bool = False
 
     stub = types.ModuleType("mist.server")
     stub.ServerOptions = ServerOptions
@@ -54,6 +56,13 @@ def test_up_passes_the_scaling_options(cli, started):
 
     (options,) = started
     assert (options.keepalive_policy, options.memory_budget_mb, options.keepalive_s) == ("hybrid-histogram", 8192, None)
+
+
+def test_up_passes_the_metering_options(cli, started, tmp_path):
+    cli("up", "--plans", str(tmp_path / "plans.toml"), "--usage-fsync")
+
+    (options,) = started
+    assert (options.plans, options.usage_fsync) == (tmp_path / "plans.toml", True)
 
 
 def test_up_refuses_a_port_out_of_range(cli, started):

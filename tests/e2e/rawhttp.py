@@ -57,3 +57,12 @@ class RawClient:
         if self._conn is not None:
             self._conn[1].close()
             self._conn = None
+
+
+async def get_json(url: str, path: str) -> Any:
+    """One GET on a connection of its own."""
+    client = RawClient(url)
+    try:
+        return await client.json("GET", path)
+    finally:
+        client.close()

@@ -8,11 +8,12 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import start_server, write_function
-from tests.e2e.rawhttp import RawClient
+from tests.e2e.conftest import Server, start_server, write_function
+from tests.e2e.rawhttp import RawClient, get_json
 
 pytestmark = pytest.mark.sandbox
 
@@ -29,27 +30,34 @@ class Target:
         self.up = threading.Event()
         self.up.set()
 
+    async def connect(self, held: tuple[RawClient, int] | None) -> tuple[RawClient, int]:
+        """A client of the server running now (waits while it restarts): `held` if still current."""
+        while not self.up.is_set():
+            await asyncio.sleep(0.02)
+        if held is not None and held[1] == self.generation:
+            return held
+        if held is not None:
+            held[0].close()
+        return RawClient(self.url), self.generation
 
-async def submit(target: Target, accepted: dict[int, str], stats: dict[str, int]) -> None:
-    """Send events 0..EVENTS-1, each with its own idempotency key, until each is answered 202;
+
+async def submit(
+    target: Target, accepted: dict[int, str], stats: dict[str, int], *, function: str = "noop", events: int = EVENTS
+) -> None:
+    """Send events 0..events-1, each with its own idempotency key, until each is answered 202;
     a request cut by a kill is sent again (same key: if it had been stored, the first id comes back)."""
-    todo = list(range(EVENTS - 1, -1, -1))
+    todo = list(range(events - 1, -1, -1))
 
     async def sender() -> None:
-        client, generation = None, -1
+        held = None
         while todo:
             n = todo.pop()
             while True:
-                while not target.up.is_set():
-                    await asyncio.sleep(0.02)
-                if generation != target.generation:
-                    if client is not None:
-                        client.close()
-                    client, generation = RawClient(target.url), target.generation
+                held = await target.connect(held)
                 headers = {"X-Mist-Invocation-Type": "Event", "X-Mist-Idempotency-Key": f"crash-{n}"}
                 try:
-                    status, got, body = await client.request(
-                        "POST", "/v1/functions/noop/invocations", json.dumps({"n": n}).encode(), headers
+                    status, got, body = await held[0].request(
+                        "POST", f"/v1/functions/{function}/invocations", json.dumps({"n": n}).encode(), headers
                     )
                 except OSError:  # ConnectionError included: killed mid-request
                     stats["cut"] += 1
@@ -61,8 +69,8 @@ async def submit(target: Target, accepted: dict[int, str], stats: dict[str, int]
                     break
                 stats["refused"] += 1  # not accepted: send again
                 await asyncio.sleep(0.02)
-        if client is not None:
-            client.close()
+        if held is not None:
+            held[0].close()
 
     await asyncio.gather(*(sender() for _ in range(SENDERS)))
 
@@ -83,11 +91,7 @@ async def statuses(url: str, ids: list[str]) -> dict[str, dict]:
 
 
 async def held(url: str) -> int:
-    client = RawClient(url)
-    try:
-        return int((await client.json("GET", "/v1/statistics"))["Dispatcher"]["held"])
-    finally:
-        client.close()
+    return int((await get_json(url, "/v1/statistics"))["Dispatcher"]["held"])
 
 
 def idle(url: str, deadline: float) -> None:
@@ -96,6 +100,29 @@ def idle(url: str, deadline: float) -> None:
     while calm < 2 and time.monotonic() < deadline:
         calm = calm + 1 if asyncio.run(held(url)) == 0 else 0
         time.sleep(0.2)
+
+
+def kill_and_restart(server: Server, target: Target, data_dir: Path) -> Server:
+    """SIGKILL `mist up` and start it again on the same data dir; clients wait meanwhile."""
+    target.up.clear()
+    server.proc.kill()
+    server.proc.wait()
+    server.proc.stdout.close()
+    server = start_server(data_dir)
+    target.url, target.generation = server.url, target.generation + 1
+    target.up.set()
+    return server
+
+
+def settled(url: str, ids: list[str], done: set[str], timeout: float = 60) -> dict[str, dict]:
+    """The status of each event once all are in `done` (or `timeout` passed), read while idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idle(url, deadline)
+        found = asyncio.run(statuses(url, ids))
+        if all(v["status"] in done for v in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_no_accepted_event_is_lost_when_mist_up_is_killed_again_and_again(tmp_path):
@@ -116,27 +143,15 @@ def test_no_accepted_event_is_lost_when_mist_up_is_killed_again_and_again(tmp_pa
         while True:
             submitter.join(timeout=rng.uniform(0.8, 1.5))
             last = not submitter.is_alive()  # then once more, while the last events are running
-            target.up.clear()
-            server.proc.kill()
-            server.proc.wait()
-            server.proc.stdout.close()
+            server = kill_and_restart(server, target, data_dir)
             kills += 1
-            server = start_server(data_dir)
-            target.url, target.generation = server.url, target.generation + 1
-            target.up.set()
             if last:
                 break
         assert len(accepted) == EVENTS
         ids = list(accepted.values())
         assert len(set(ids)) == EVENTS  # one id per event, however often it was sent
-        deadline = time.monotonic() + 60
-        while True:
-            idle(server.url, deadline)
-            found = asyncio.run(statuses(server.url, ids))
-            unfinished = [i for i, v in found.items() if v["status"] != "succeeded"]
-            if not unfinished or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        found = settled(server.url, ids, {"succeeded"})
+        unfinished = [i for i, v in found.items() if v["status"] != "succeeded"]
     finally:
         server.stop()
     lost = [found[i] for i in unfinished]

@@ -12,6 +12,7 @@ must appear in ROUTES, so a route added without a row here fails this test.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from mist.control.triggers import (
 from mist.core.retry import Backoff
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.metering.journal import Journal
+from mist.metering.ledger import Ledger
+from mist.metering.meter import Meter
+from mist.metering.plans import BillingConfig
+from mist.metering.service import BillingService
 from mist.s3 import ObjectStore
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.roles import ROLE_ACTIONS, Action, Caller, Principal, Role
@@ -45,6 +51,7 @@ from mist.testing.worker import FakeWorker
 from tests.gateway.conftest import make_zip
 
 HELLO = {"main.py": "def handler(event, context):\n    return {'ok': True}\n"}
+MONTH = time.strftime("%Y-%m", time.gmtime())
 A = Action
 
 
@@ -69,6 +76,7 @@ class Route:
     headers: tuple[tuple[str, str], ...] = ()
     files: bool = False  # a deploy (multipart)
     template: str = ""  # the app route's path when `path` differs (for the coverage check)
+    admin_any: bool = False  # an admin reads the other tenant's too (billing: admins see every tenant)
     methods: tuple[str, ...] = ()  # HTTP trigger: every method of the route
 
 
@@ -114,6 +122,19 @@ ROUTES = [
     Route("GET", "/v1/keys", A.KEYS_MANAGE, 200, other=200),
     Route("DELETE", "/v1/keys/{key}", A.KEYS_MANAGE, 200),
     Route("GET", "/v1/audit", A.AUDIT_READ, 200, other=200),
+    Route("GET", "/v1/usage?tenant={tenant}", A.USAGE_READ, 200, admin_any=True, template="/v1/usage"),
+    Route("GET", "/v1/usage/records?tenant={tenant}", A.USAGE_READ, 200, admin_any=True,
+          template="/v1/usage/records"),
+    Route("GET", "/v1/usage/records/{inv}", A.USAGE_READ, 200, admin_any=True,
+          template="/v1/usage/records/{record_id}"),
+    Route("GET", "/v1/invoices/{tenant}/{month}", A.USAGE_READ, 200, admin_any=True,
+          template="/v1/invoices/{tenant}/{month}"),
+    Route("GET", "/v1/plans", A.USAGE_READ, 200, other=200),
+    Route("GET", "/v1/billing/tenants", A.TENANTS_MANAGE, 200, other=200),
+    Route("GET", "/v1/billing/tenants/{tenant}", A.USAGE_READ, 200, admin_any=True,
+          template="/v1/billing/tenants/{tenant}"),
+    Route("PUT", "/v1/billing/tenants/{tenant}", A.TENANT_LIMITS, 200, other=200,
+          body={"monthly_spend_cap": "100.00"}, template="/v1/billing/tenants/{tenant}"),
     Route("DELETE", "/v1/functions/{fn}", A.FUNCTIONS_WRITE, 204),  # near the end: it removes the function
     # last: deploying under the other tenant's name makes a function of one's own, and leaves theirs alone
     Route("POST", "/v1/functions/{fn}/versions", A.FUNCTIONS_WRITE, 201, other=201, files=True),
@@ -131,8 +152,10 @@ async def world(tmp_path) -> tuple[World, list]:
     functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire)
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    invocations = InvocationService(functions, worker, records)
     writer = SerialWriter()
+    meter = Meter(Ledger(store, Journal(tmp_path / "journal"), writer), store, BillingConfig())
+    await meter.start()
+    invocations = InvocationService(functions, worker, records, meter=meter)
     events = EventService(functions, store, store, writer)
     dispatcher = Dispatcher(store, store, events, functions, invocations, writer, DispatcherConfig(
         backoff=Backoff(base_s=0.01, cap_s=0.05), poll_s=0.05, heartbeat_s=0.1, lease_s=1.0))  # fmt: skip
@@ -148,7 +171,8 @@ async def world(tmp_path) -> tuple[World, list]:
                               dead_letter=dead_letter_queue(queues), function_exists=functions.get)
     audit = AuditLog(tenant_store)
     services = Services(functions, invocations, records, uploads, tenancy, lambda: {}, events=events,
-                        queues=queues, objects=objects, triggers=triggers, audit=audit)  # fmt: skip
+                        queues=queues, objects=objects, triggers=triggers, audit=audit,
+                        billing=BillingService(meter, store))  # fmt: skip
     app = build_app(services)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist")
     keys = {"default-admin": admin_key}
@@ -161,7 +185,7 @@ async def world(tmp_path) -> tuple[World, list]:
     w = World(client, keys, tmp_path)
     for tenant in ("acme", "globex"):
         w.ids[tenant] = await _resources(w, tenant, admin_key, functions, queues, objects, tenancy)
-    return w, [dispatcher, records, tenancy, writer, objects]
+    return w, [dispatcher, records, tenancy, writer, objects, meter]
 
 
 async def _resources(w, tenant, admin_key, functions, queues, objects, tenancy) -> dict[str, str]:
@@ -187,7 +211,7 @@ async def _resources(w, tenant, admin_key, functions, queues, objects, tenancy) 
 
 
 def _fill(route: Route, ids: dict[str, str], n: int) -> str:
-    return route.path.format(**ids, newtenant=f"new{n}", emptytenant=f"empty{n}")
+    return route.path.format(**ids, newtenant=f"new{n}", emptytenant=f"empty{n}", month=MONTH)
 
 
 def expected(route: Route, role: str | None, side: str) -> int:
@@ -197,8 +221,8 @@ def expected(route: Route, role: str | None, side: str) -> int:
         return 401
     if route.action not in ROLE_ACTIONS[Role(role)]:
         return 403
-    if role == "admin" and route.action in (A.TENANTS_MANAGE, A.TENANT_LIMITS):
-        return route.ok  # tenant routes name tenants, not resources inside one
+    if role == "admin" and (route.action in (A.TENANTS_MANAGE, A.TENANT_LIMITS) or route.admin_any):
+        return route.ok  # tenant routes name tenants, not resources inside one; billing reads any tenant
     return route.ok if side == "own" else route.other
 
 
@@ -279,9 +303,10 @@ def test_every_route_of_the_app_is_in_the_matrix(tmp_path):
     app = build_app(services).app.app  # EdgeAuth -> InvokeFastPath -> FastAPI
     covered = {(r.method, r.template or _template(r.path)) for r in ROUTES}
     missing = []
-    for route in app.routes:
-        path = getattr(route, "path", "")
-        for method in getattr(route, "methods", None) or ():
+    routes = list(_walk(app.routes))
+    assert len(routes) >= 45, f"found only {len(routes)} routes: the walk missed the included routers"
+    for path, methods in routes:
+        for method in methods:
             if method == "HEAD" and ("GET", path) in covered | {("GET", "/docs/oauth2-redirect")}:
                 continue  # Starlette answers HEAD wherever GET is served
             if path in HTTP_TRIGGER or path == "/docs/oauth2-redirect":
@@ -289,6 +314,16 @@ def test_every_route_of_the_app_is_in_the_matrix(tmp_path):
             if (method, path) not in covered:
                 missing.append(f"{method} {path}")
     assert not missing, f"routes without a row in the matrix: {missing}"
+
+
+def _walk(routes: list, prefix: str = ""):
+    """(path, methods) of every route, through routers included with include_router."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _walk(included.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "methods", None):
+            yield prefix + route.path, route.methods
 
 
 def _template(path: str) -> str:
@@ -301,7 +336,8 @@ def _template(path: str) -> str:
 
 async def _close(w: World, closing: list) -> None:
     await w.client.aclose()
-    dispatcher, records, tenancy, writer, objects = closing
+    dispatcher, records, tenancy, writer, objects, meter = closing
+    await meter.stop()
     await dispatcher.stop()
     await records.stop()
     await tenancy.stop()
