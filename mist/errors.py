@@ -17,7 +17,8 @@
     │   └── FunctionCrashed        the runtime exited (os._exit, signal, ...)
     └── PlatformError              mist itself could not serve the request; retry later
         ├── NoCapacity             no sandbox could be had in time (the caller may retry)
-        └── SandboxFailed          a sandbox could not be built (setup failed on the host)
+        ├── SandboxFailed          a sandbox could not be built (setup failed on the host)
+        └── SecretsUnavailable     a function's secrets do not open with this server's key
 
 HTTP status codes are chosen only at the edge (`mist.gateway.errors`), never here.
 Every message says what was wrong and, where it can, what to do about it.
@@ -153,6 +154,13 @@ class NoCapacity(PlatformError):
 
 class SandboxFailed(PlatformError):
     code = "SandboxFailed"
+
+
+class SecretsUnavailable(PlatformError):
+    """The function has secrets that do not open with the secrets key mist was started with
+    (docs/secrets.md): it is not run without them."""
+
+    code = "SecretsUnavailable"
 
 
 class DependencyInstallFailed(DeployRejected):

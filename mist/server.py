@@ -1,8 +1,8 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
-Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
--> SQLite store -> worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer ->
-event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
+Start order: data dir lock -> the secrets key (docs/secrets.md) -> listening socket (so a busy
+port fails before anything starts) -> SQLite store -> worker (zygote, stale-sandbox cleanup,
+prewarm pool) -> record writer -> secrets (opened into memory) -> event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
 port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
 200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
@@ -39,6 +39,7 @@ from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.s3 import ObjectStore, S3Server
+from mist.secrets import SecretService, SqlSecretStore, load_keyring
 from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
@@ -64,6 +65,8 @@ class ServerOptions:
     s3_port: int = 9000  # the S3-compatible endpoint (docs/s3.md); 0: not served
     sandbox_network: str | None = None  # the sandboxes' egress network; None: derived (docs/network.md)
     egress_deny: tuple[str, ...] = ()  # networks no function may reach
+    secrets_key_file: Path | None = None  # None: MIST_SECRETS_KEY, else DATA/secrets.key (docs/secrets.md)
+    secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -109,6 +112,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock_data_dir(data_dir)
+    try:  # first: MIST_SECRETS_KEY leaves the environment before any process is started
+        keyring = load_keyring(data_dir, key_file=opts.secrets_key_file, old_key_files=opts.secrets_old_key_files)
+    except MistError as exc:
+        os.close(lock_fd)
+        raise StartupError(exc.message) from None
     sock = _listen(opts.host, opts.port)
     s3_sock = _listen(opts.host, opts.s3_port, "--s3-port") if opts.s3_port else None
     host, port = sock.getsockname()[:2]
@@ -149,8 +157,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await audit.start()
         await worker.start()
         await records.start()
+        secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
+        await secrets.start()
         functions = FunctionService(
-            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
+            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision,
+            secrets=secrets, restart=worker.restart,
         )
         await functions.provision_all()  # min instances are warm before the first request
         invocations = InvocationService(functions, worker, records)
@@ -176,7 +187,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
-        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit)
+        services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, secrets)
         app = build_app(services)
         config = uvicorn.Config(
             app,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, tenancy, triggers, up, update
+from mist.cli import deploy, events, functions, invoke, logs, s3, secrets, simulate, tenancy, triggers, up, update
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
 app.add_typer(s3.commands(), name="s3")
+app.add_typer(secrets.commands(), name="secret")
 _tenant, _key = tenancy.commands()
 app.add_typer(_tenant, name="tenant")
 app.add_typer(_key, name="key")

@@ -22,6 +22,7 @@ Examples:
   sudo mist up --keepalive-policy hybrid-histogram --memory-budget 8192
   sudo mist up --s3-port 9100
   sudo mist up --egress-deny 10.0.0.0/8 --sandbox-network 100.80.0.0/20
+  sudo mist up --secrets-key-file /etc/mist/secrets.key
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -59,6 +60,15 @@ def up(
         list[str] | None, typer.Option(metavar="CIDR", help="A network no function may reach whatever its egress "
                                        "rules say (e.g. your LAN); repeat for more.")
     ] = None,
+    secrets_key_file: Annotated[
+        Path | None, typer.Option(metavar="FILE", envvar="MIST_SECRETS_KEY_FILE", help="The key that seals "
+                                  "functions' secrets (32 bytes, or their base64). Default: MIST_SECRETS_KEY, else "
+                                  "DATA_DIR/secrets.key (made on first start). See docs/secrets.md.")
+    ] = None,
+    secrets_old_key_file: Annotated[
+        list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
+                                        "sealed again with the current key at start; repeat for more.")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -69,6 +79,10 @@ def up(
         extra["sandbox_network"] = sandbox_network
     if egress_deny:
         extra["egress_deny"] = tuple(egress_deny)
+    if secrets_key_file is not None:
+        extra["secrets_key_file"] = secrets_key_file
+    if secrets_old_key_file:
+        extra["secrets_old_key_files"] = tuple(secrets_old_key_file)
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, **extra)
     try:

@@ -191,3 +191,15 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_tenant_ts", "tenant", "ts"),
     sa.Index("ix_audit_log_ts", "ts"),
 )
+
+
+# -- secrets (mist/secrets/, docs/secrets.md) -----------------------------------------------------
+
+function_secrets = sa.Table(
+    "function_secrets",
+    metadata,
+    sa.Column("function", FID, primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("sealed", sa.Text, nullable=False),  # mist/sealing.py, context "FUNCTION:NAME"; never the value
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
