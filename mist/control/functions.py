@@ -35,6 +35,7 @@ from mist.worker.types import SandboxSpec
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+VERSION_MAX = 2**31 - 1
 Retire = Callable[[str, int | None], Awaitable[None]]
 Provision = Callable[[SandboxSpec], Awaitable[int]]
 Restart = Callable[[str, int], Awaitable[None]]  # (function id, its secrets' new revision): Worker.restart
@@ -97,7 +98,8 @@ class FunctionService:
             return fv
         fv = self._versions.get((name, version))
         if fv is None:
-            found = await asyncio.to_thread(self._store.get_versions, name, version)
+            # beyond any version a database column holds (a 32-bit integer): none such (not an overflow)
+            found = await asyncio.to_thread(self._store.get_versions, name, version) if 0 < version <= VERSION_MAX else []
             if not found:
                 if await asyncio.to_thread(self._store.get_function, name) is None:
                     raise _missing(name)

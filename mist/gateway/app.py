@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs, queues, s3keys, secrets, tenancy, triggers
+from mist.gateway import functions, invoke, logs, openapi, queues, s3keys, secrets, tenancy, triggers
 from mist.gateway.auth import EdgeAuth, allow
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
@@ -73,6 +73,7 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.include_router(secrets.router)
     app.include_router(triggers.router)
     app.include_router(tenancy.router)
+    openapi.install(app)  # /openapi.json says what the routes really take and answer
 
     # 1b. the invocation fast path
     inner = InvokeFastPath(app, services) if fast_path else app

@@ -6,14 +6,11 @@ body: never in a path or a query string, which the audit log and proxies record.
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
-from mist.errors import InvalidRequest
 from mist.gateway.auth import allow
-from mist.gateway.invoke import read_body
+from mist.gateway.bodies import json_body
 from mist.gateway.services import Services
 from mist.secrets.model import PER_FUNCTION_MAX, VALUE_MAX
 from mist.secrets.redact import MIN_LENGTH
@@ -61,11 +58,7 @@ async def list_secrets(name: str, request: Request, caller: Caller = READ) -> Re
 async def change_secrets(name: str, request: Request, caller: Caller = WRITE) -> Response:
     services: Services = request.app.state.services
     fid = caller.fid(name)
-    raw = await read_body(request, BODY_MAX)
-    try:
-        patch = json.loads(raw)
-    except ValueError as exc:  # the message names a position, never the text
-        raise InvalidRequest(f'the body is not JSON ({exc}); send {{"NAME": "value", ...}}') from None
+    patch = await json_body(request, '{"NAME": "value", ...}', limit=BODY_MAX)
     found = await services.functions.change_secrets(fid, patch)
     assert isinstance(patch, dict)  # change_secrets refused anything else
     short = sorted(n for n, v in patch.items() if isinstance(v, str) and len(v) < MIN_LENGTH)
