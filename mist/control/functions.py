@@ -33,9 +33,9 @@ from mist.secrets.service import SecretService
 from mist.worker.types import SandboxSpec
 
 log = logging.getLogger(__name__)
+VERSION_MAX = 2**31 - 1  # function_versions.version is an INTEGER column
 
 Clock = Callable[[], datetime]
-VERSION_MAX = 2**31 - 1
 Retire = Callable[[str, int | None], Awaitable[None]]
 Provision = Callable[[SandboxSpec], Awaitable[int]]
 Restart = Callable[[str, int], Awaitable[None]]  # (function id, its secrets' new revision): Worker.restart
@@ -98,8 +98,9 @@ class FunctionService:
             return fv
         fv = self._versions.get((name, version))
         if fv is None:
-            # beyond any version a database column holds (a 32-bit integer): none such (not an overflow)
-            found = await asyncio.to_thread(self._store.get_versions, name, version) if 0 < version <= VERSION_MAX else []
+            found = []  # beyond what a database column holds (a 32-bit integer): none such, not an overflow
+            if 0 < version <= VERSION_MAX:
+                found = await asyncio.to_thread(self._store.get_versions, name, version)
             if not found:
                 if await asyncio.to_thread(self._store.get_function, name) is None:
                     raise _missing(name)

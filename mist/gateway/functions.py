@@ -37,7 +37,8 @@ CONFIG_SCHEMA = {  # FunctionConfig.from_json (mist/models.py) is what checks it
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "handler": {"type": ["string", "null"], "pattern": r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$", "examples": ["main.handler"]},
+        "handler": {"type": ["string", "null"], "pattern": r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$",
+                    "examples": ["main.handler"]},
         "memory_mb": {"type": "integer", "minimum": MEMORY_MIN_MB, "maximum": MEMORY_MAX_MB},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": TIMEOUT_MAX_S},
         "concurrency": {"type": "integer", "minimum": 1, "maximum": CONCURRENCY_MAX},
