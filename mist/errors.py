@@ -20,7 +20,8 @@
         ├── NoCapacity             no sandbox could be had in time (the caller may retry)
         ├── SandboxFailed          a sandbox could not be built (setup failed on the host)
         ├── StaleEpoch             an order carried a shard lease epoch that is no longer current
-        └── CoordinationUnavailable  the cluster's coordination store (PostgreSQL) cannot be reached
+        ├── CoordinationUnavailable  the cluster's coordination store (PostgreSQL) cannot be reached
+        └── SecretsUnavailable     a function's secrets do not open with this server's key
 
 HTTP status codes are chosen only at the edge (`mist.gateway.errors`), never here.
 Every message says what was wrong and, where it can, what to do about it.
@@ -183,6 +184,11 @@ class CoordinationUnavailable(PlatformError):
     took effect is unknown. A lease holder keeps acting only until its local deadline."""
 
     code = "CoordinationUnavailable"
+class SecretsUnavailable(PlatformError):
+    """The function has secrets that do not open with the secrets key mist was started with
+    (docs/secrets.md): it is not run without them."""
+
+    code = "SecretsUnavailable"
 
 
 class DependencyInstallFailed(DeployRejected):

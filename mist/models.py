@@ -252,19 +252,26 @@ def _handler(value: Any) -> str:
     return value
 
 
+def env_name(name: Any, what: str = "env") -> str:
+    """An environment variable's name as a function may set it (in `env`, or as a secret):
+    letters, digits and _, not starting with a digit, not one of mist's reserved prefixes."""
+    if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or not all(
+        c.isalnum() or c == "_" for c in name
+    ):
+        raise InvalidRequest(f"{what} name {name!r} is not valid: use letters, digits and _, not starting with a digit")
+    if name.upper().startswith(ENV_RESERVED_PREFIXES):
+        raise InvalidRequest(
+            f"{what} name {name!r} is reserved (names starting with {', '.join(ENV_RESERVED_PREFIXES)} are set by mist)"
+        )
+    return name
+
+
 def _env(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"env must be an object of names to strings, got {type(value).__name__}")
     out: dict[str, str] = {}
     for k, v in value.items():
-        if not isinstance(k, str) or not k or not (k[0].isalpha() or k[0] == "_") or not all(
-            c.isalnum() or c == "_" for c in k
-        ):
-            raise InvalidRequest(f"env name {k!r} is not valid: use letters, digits and _, not starting with a digit")
-        if k.upper().startswith(ENV_RESERVED_PREFIXES):
-            raise InvalidRequest(
-                f"env name {k!r} is reserved (names starting with {', '.join(ENV_RESERVED_PREFIXES)} are set by mist)"
-            )
+        env_name(k)
         if not isinstance(v, str):
             raise InvalidRequest(f"env value of {k} must be a string, got {v!r}")
         if "\x00" in v:

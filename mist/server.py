@@ -1,9 +1,10 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
-Start order: data dir lock -> listening socket (so a busy port fails before anything starts)
--> price plans (a bad plans file fails here) -> SQLite store -> worker (zygote, stale-sandbox
-cleanup, prewarm pool) -> record writer -> usage ledger (journal segments a crash left are
-imported) -> tenants and keys (the first start makes the admin key) -> provisioned instances ->
+Start order: data dir lock -> the secrets key (docs/secrets.md) -> listening socket (so a busy
+port fails before anything starts) -> price plans (a bad plans file fails here) -> SQLite store ->
+worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer -> usage ledger (journal
+segments a crash left are imported) -> secrets (opened into memory) -> tenants and keys (the first
+start makes the admin key) -> provisioned instances ->
 event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
 port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
@@ -54,6 +55,7 @@ from mist.metering.ledger import Ledger
 from mist.metering.meter import Meter
 from mist.metering.service import BillingService
 from mist.s3 import ObjectStore, S3Server
+from mist.secrets import SecretService, SqlSecretStore, load_keyring
 from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
@@ -84,6 +86,8 @@ class ServerOptions:
     trigger_brokers: tuple[str, ...] = ()  # HOST[:PORT] of brokers non-default tenants' queue triggers may read
     plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
     usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
+    secrets_key_file: Path | None = None  # None: MIST_SECRETS_KEY, else DATA/secrets.key (docs/secrets.md)
+    secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -129,6 +133,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock_data_dir(data_dir)
+    try:  # first: MIST_SECRETS_KEY leaves the environment before any process is started
+        keyring = load_keyring(data_dir, key_file=opts.secrets_key_file, old_key_files=opts.secrets_old_key_files)
+    except MistError as exc:
+        os.close(lock_fd)
+        raise StartupError(exc.message) from None
     sock = _listen(opts.host, opts.port)
     s3_sock = _listen(opts.host, opts.s3_port, "--s3-port") if opts.s3_port else None
     host, port = sock.getsockname()[:2]
@@ -178,8 +187,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         meter = Meter(Ledger(store, journal, writer), store, billing_config)
         await meter.start()
         worker.on_provisioned = meter.provisioned
+        secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
+        await secrets.start()
         functions = FunctionService(
-            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision
+            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision,
+            secrets=secrets, restart=worker.restart,
         )
         limits_of = tenant_limits(tenancy)
         admission = Admission(limits_of, node_limit=opts.max_inflight,
@@ -214,7 +226,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await triggers.start()
         services.triggers = triggers
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
-                                     meter, meter.ledger)
+                                     meter, meter.ledger, secrets)
         app = build_app(services)
         config = uvicorn.Config(
             app,

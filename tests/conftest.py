@@ -1,5 +1,6 @@
 """Fixtures shared by every test directory."""
 
+import contextlib
 import os
 import secrets
 
@@ -20,3 +21,22 @@ def pg_url():
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
+
+
+@contextlib.contextmanager
+def control_database(request, tmp_path, kind: str):
+    """A SqlStore on an empty control database: SQLite in tmp_path, or the session's PostgreSQL
+    schema (emptied) — for store contract tests parametrized over ["sqlite", "postgresql", ...]."""
+    from mist.control.sqlschema import metadata
+    from mist.control.sqlstore import SqlStore
+
+    if kind == "postgresql":
+        s = SqlStore(request.getfixturevalue("pg_url"))
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)}")
+    else:
+        s = SqlStore(f"sqlite:///{tmp_path / 'mist.db'}")
+    try:
+        yield s
+    finally:
+        s.close()

@@ -14,6 +14,7 @@ from mist.cli import (
     invoke,
     logs,
     s3,
+    secrets,
     simulate,
     tenancy,
     triggers,
@@ -68,6 +69,7 @@ app.command("usage", help=help_text(usage.USAGE_HELP))(usage.usage)
 app.command("invoice", help=help_text(usage.INVOICE_HELP))(usage.invoice)
 app.add_typer(usage.commands(), name="billing")
 app.add_typer(s3.commands(), name="s3")
+app.add_typer(secrets.commands(), name="secret")
 _tenant, _key = tenancy.commands()
 app.add_typer(_tenant, name="tenant")
 app.add_typer(_key, name="key")

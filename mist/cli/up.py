@@ -23,6 +23,7 @@ Examples:
   sudo mist up --s3-port 9100
   sudo mist up --egress-deny 10.0.0.0/8 --sandbox-network 100.80.0.0/20
   sudo mist up --plans /etc/mist/plans.toml
+  sudo mist up --secrets-key-file /etc/mist/secrets.key
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -81,6 +82,15 @@ def up(
                            "(msync, group committed): a power cut loses none; costs the disk's sync latency per "
                            "request. Without it usage survives any crash of mist. See docs/billing.md.")
     ] = False,
+    secrets_key_file: Annotated[
+        Path | None, typer.Option(metavar="FILE", envvar="MIST_SECRETS_KEY_FILE", help="The key that seals "
+                                  "functions' secrets (32 bytes, or their base64). Default: MIST_SECRETS_KEY, else "
+                                  "DATA_DIR/secrets.key (made on first start). See docs/secrets.md.")
+    ] = None,
+    secrets_old_key_file: Annotated[
+        list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
+                                        "sealed again with the current key at start; repeat for more.")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -97,6 +107,10 @@ def up(
         extra["limits_redis"] = limits_redis
     if trigger_broker:
         extra["trigger_brokers"] = tuple(trigger_broker)
+    if secrets_key_file is not None:
+        extra["secrets_key_file"] = secrets_key_file
+    if secrets_old_key_file:
+        extra["secrets_old_key_files"] = tuple(secrets_old_key_file)
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
                             usage_fsync=usage_fsync, **extra)

@@ -8,6 +8,10 @@ A deploy, step by step (each step reported to `progress` for `mist deploy`'s liv
   4. a top-level requirements.txt is installed into a shared dependency layer (layers.py);
   5. a new immutable FunctionVersion is stored; the name now resolves to it and idle instances of
      older versions are retired (busy ones finish their invocation first).
+
+A function's secrets (mist/secrets/) are not part of its versions: `spec()` adds them to the
+environment of every instance it describes (over `env` of the same name), and changing them
+(`change_secrets`) restarts the function's instances, every version's.
 """
 
 from __future__ import annotations
@@ -22,21 +26,19 @@ from pathlib import Path
 from mist.control import packaging
 from mist.control.layers import LayerStore, Progress
 from mist.control.store import FunctionStore, NewVersion
-from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound
-from mist.models import (
-    DEFAULT_HANDLER,
-    FunctionConfig,
-    FunctionSummary,
-    FunctionVersion,
-    split_id,
-)
+from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound, PlatformError
+from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion, split_id
+from mist.secrets.model import SecretInfo
+from mist.secrets.service import SecretService
 from mist.worker.types import SandboxSpec
 
 log = logging.getLogger(__name__)
+VERSION_MAX = 2**31 - 1  # function_versions.version is an INTEGER column
 
 Clock = Callable[[], datetime]
 Retire = Callable[[str, int | None], Awaitable[None]]
 Provision = Callable[[SandboxSpec], Awaitable[int]]
+Restart = Callable[[str, int], Awaitable[None]]  # (function id, its secrets' new revision): Worker.restart
 
 
 async def _no_provision(_: SandboxSpec) -> int:
@@ -65,7 +67,11 @@ class FunctionService:
         *,
         provision: Provision = _no_provision,
         clock: Clock = _utcnow,
+        secrets: SecretService | None = None,
+        restart: Restart | None = None,
     ) -> None:
+        """`secrets`: None serves no secrets; `restart`: how instances are replaced when a
+        function's secrets change (default: retired like a deleted function's)."""
         self.code_root = data_dir / "code"
         self.code_root.mkdir(parents=True, exist_ok=True)
         self._store = store
@@ -73,6 +79,8 @@ class FunctionService:
         self._retire = retire
         self._provision = provision
         self._clock = clock
+        self.secrets = secrets
+        self._restart = restart
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
         self._extract_locks: dict[str, asyncio.Lock] = {}
@@ -100,7 +108,9 @@ class FunctionService:
             return fv
         fv = self._versions.get((name, version))
         if fv is None:
-            found = await asyncio.to_thread(self._store.get_versions, name, version)
+            found = []  # beyond what a database column holds (a 32-bit integer): none such, not an overflow
+            if 0 < version <= VERSION_MAX:
+                found = await asyncio.to_thread(self._store.get_versions, name, version)
             if not found:
                 if await asyncio.to_thread(self._store.get_function, name) is None:
                     raise _missing(name)
@@ -110,6 +120,15 @@ class FunctionService:
         return fv
 
     def spec(self, fv: FunctionVersion) -> SandboxSpec:
+        """What an instance of `fv` runs with. SecretsUnavailable if the function has secrets
+        this server's key does not open."""
+        env, revision, redactor = fv.env, 0, None
+        if self.secrets is not None:
+            secret_env = self.secrets.environment(fv.name)
+            if secret_env:
+                env = {**env, **secret_env}
+                redactor = self.secrets.redactor(fv.name)
+            revision = self.secrets.revision(fv.name)
         return SandboxSpec(
             function_name=fv.name,
             version=fv.version,
@@ -118,12 +137,14 @@ class FunctionService:
             memory_mb=fv.memory_mb,
             timeout_s=fv.timeout_s,
             concurrency=fv.concurrency,
-            env=tuple(sorted(fv.env.items())),
+            env=tuple(sorted(env.items())),
             layer_dir=(self._layers.path(fv.layer_sha256) / "python") if fv.layer_sha256 else None,
             min_instances=fv.min_instances,
             max_instances=fv.max_instances,
             egress=fv.network,
             tenant=fv.tenant,
+            revision=revision,
+            redactor=redactor,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -172,6 +193,8 @@ class FunctionService:
         for listener in self._listeners:
             listener(name, None)
         await self._retire(name, None)
+        if self.secrets is not None:
+            await self.secrets.forget(name)
         in_use = await asyncio.to_thread(self._store.code_in_use)
         for entry in self.code_root.iterdir():
             if entry.is_dir() and entry.name not in in_use and not entry.name.startswith("."):
@@ -231,6 +254,38 @@ class FunctionService:
         await self.provision(fv)
         await progress({"event": "created", "version": fv.to_json()})
         return fv
+
+    # -- secrets -------------------------------------------------------------------------------
+
+    async def list_secrets(self, name: str) -> list[SecretInfo]:
+        await self.get(name)
+        return self._secret_service().list(name)
+
+    async def change_secrets(self, name: str, patch: object) -> list[SecretInfo]:
+        """Set (a string) and remove (null) secrets of the function in one change, then restart
+        its instances: calls from now on get new instances with the new values; calls running
+        finish with the old ones."""
+        await self.get(name)
+        secrets = self._secret_service()
+        out = await secrets.change(name, patch)
+        await self.restart(name)
+        return out
+
+    async def restart(self, name: str) -> None:
+        """Replace every instance of the function (and start its provisioned ones again)."""
+        revision = self.secrets.revision(name) if self.secrets is not None else 0
+        if self._restart is not None:
+            await self._restart(name, revision)
+        else:
+            await self._retire(name, None)
+        latest = self._latest.get(name) or (await self.get(name)).latest
+        if latest.min_instances > 0:
+            await self.provision(latest)
+
+    def _secret_service(self) -> SecretService:
+        if self.secrets is None:
+            raise PlatformError("secrets are not served here; this server was started without a secrets key")
+        return self.secrets
 
     async def provision(self, fv: FunctionVersion) -> None:
         """Start the version's min_instances (a short budget only delays them: the worker keeps

@@ -233,3 +233,15 @@ tenant_billing = sa.Table(
     sa.Column("monthly_spend_cap", sa.String(40)),  # an exact decimal amount; NULL: the plan's cap
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# -- secrets (mist/secrets/, docs/secrets.md) -----------------------------------------------------
+
+function_secrets = sa.Table(
+    "function_secrets",
+    metadata,
+    sa.Column("function", FID, primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("sealed", sa.Text, nullable=False),  # mist/sealing.py, context "FUNCTION:NAME"; never the value
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

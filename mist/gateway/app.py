@@ -18,6 +18,7 @@ A request goes, outermost first:
        /v1/invocations/{id}              mist/gateway/invoke.py    -> control/events.py, records.py
        /v1/functions/{n}/dlq, /v1/queues mist/gateway/queues.py    -> control/queues.py
        /v1/functions/{n}/logs            mist/gateway/logs.py      -> control/records.py
+       /v1/functions/{n}/secrets         mist/gateway/secrets.py   -> control/functions.py -> secrets/
        /v1/s3/keys                       mist/gateway/s3keys.py    -> s3/keys.py
        /v1/triggers, /v1/functions/{n}/triggers  mist/gateway/triggers.py -> control/triggers.py
        /v1/whoami, /v1/tenants, /v1/keys, /v1/audit   mist/gateway/tenancy.py -> tenancy/
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 
 from mist import __version__
 from mist.errors import MistError
-from mist.gateway import functions, invoke, logs, queues, s3keys, tenancy, triggers, usage
+from mist.gateway import functions, invoke, logs, openapi, queues, s3keys, secrets, tenancy, triggers, usage
 from mist.gateway.auth import EdgeAuth, allow
 from mist.gateway.errors import error_response, plain_error
 from mist.gateway.fastpath import InvokeFastPath
@@ -70,9 +71,11 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.include_router(logs.router)
     app.include_router(queues.router)
     app.include_router(s3keys.router)
+    app.include_router(secrets.router)
     app.include_router(triggers.router)
     app.include_router(tenancy.router)
     app.include_router(usage.router)
+    openapi.install(app)  # /openapi.json says what the routes really take and answer
 
     # 1b. the invocation fast path
     inner = InvokeFastPath(app, services) if fast_path else app

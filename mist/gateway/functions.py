@@ -13,12 +13,50 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mist.errors import InvalidRequest, MistError
+from mist.errors import MistError
 from mist.gateway.auth import allow
+from mist.gateway.bodies import json_body, parse_json
 from mist.gateway.errors import error_body, status_for
 from mist.gateway.services import Services
+from mist.models import (
+    CONCURRENCY_MAX,
+    EGRESS_MAX_RULES,
+    EVENT_AGE_MAX_S,
+    EVENT_AGE_MIN_S,
+    HTTP_AUTH_MODES,
+    INSTANCES_MAX,
+    MEMORY_MAX_MB,
+    MEMORY_MIN_MB,
+    RETRIES_MAX,
+    TIMEOUT_MAX_S,
+)
 from mist.tenancy.roles import Action, Caller
 
+_DESTINATION = {"type": ["string", "null"], "pattern": "^(function|queue):[a-z0-9][a-z0-9-]{0,62}$"}
+CONFIG_SCHEMA = {  # FunctionConfig.from_json (mist/models.py) is what checks it
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "handler": {"type": ["string", "null"], "pattern": r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$",
+                    "examples": ["main.handler"]},
+        "memory_mb": {"type": "integer", "minimum": MEMORY_MIN_MB, "maximum": MEMORY_MAX_MB},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": TIMEOUT_MAX_S},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": CONCURRENCY_MAX},
+        "env": {"type": "object", "additionalProperties": {"type": "string"},
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}},
+        "min_instances": {"type": "integer", "minimum": 0, "maximum": INSTANCES_MAX},
+        "max_instances": {"type": ["integer", "null"], "minimum": 1, "maximum": INSTANCES_MAX},
+        "retries": {"type": "integer", "minimum": 0, "maximum": RETRIES_MAX},
+        "max_event_age_s": {"type": "integer", "minimum": EVENT_AGE_MIN_S, "maximum": EVENT_AGE_MAX_S},
+        "on_success": _DESTINATION,
+        "on_failure": _DESTINATION,
+        "http_auth": {"enum": list(HTTP_AUTH_MODES)},
+        "network": {"anyOf": [{"const": "none"}, {"type": "null"}, {
+            "type": "object", "required": ["egress"], "additionalProperties": False,
+            "properties": {"egress": {"type": "array", "minItems": 1, "maxItems": EGRESS_MAX_RULES,
+                                      "items": {"type": "string", "examples": ["api.example.com:443"]}}}}]},
+    },
+}
 READ = Depends(allow(Action.FUNCTIONS_READ))
 WRITE = Depends(allow(Action.FUNCTIONS_WRITE))
 
@@ -28,22 +66,23 @@ router = APIRouter()
 def _parse_config(raw: str | None) -> object:
     if raw is None or not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"the config part is not JSON ({exc})") from None
+    return parse_json(raw, '{"memory_mb": 256}', "the config part")
 
 
 @router.post(
     "/v1/functions/{name}/versions",
     status_code=201,
     summary="Deploy: create the function if needed and a new version from a zip",
+    responses={422: {"description": "DeployRejected (unsafe zip, syntax error, missing handler) or "
+                                    "DependencyInstallFailed; error.detail says what",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
 )
 async def deploy(
     name: str,
     request: Request,
     code: Annotated[UploadFile, File(description="zip of the function's directory")],
-    config: Annotated[str | None, Form(description="JSON object: handler, memory_mb, timeout_s, concurrency, env")] = None,
+    config: Annotated[str | None, Form(description="the configuration as a JSON object (the keys of PATCH "
+                                               "/v1/functions/{name}'s body); default {}")] = None,
     stream: bool = False,
     caller: Caller = WRITE,
 ) -> Response:
@@ -92,14 +131,13 @@ async def deploy(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.patch("/v1/functions/{name}", status_code=201, summary="Change configuration (creates a new version)")
+@router.patch("/v1/functions/{name}", status_code=201, summary="Change configuration (creates a new version)",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": CONFIG_SCHEMA, "example": {"memory_mb": 256, "env": {"LOG_LEVEL": "debug"}}}}}})
 async def update(name: str, request: Request, caller: Caller = WRITE) -> Response:
     services: Services = request.app.state.services
     name = caller.fid(name)
-    try:
-        cfg = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON ({exc})") from None
+    cfg = await json_body(request, '{"memory_mb": 256}', empty={})
     fv = await services.functions.update_config(name, cfg)
     return JSONResponse(fv.to_json(), status_code=201)
 

@@ -26,10 +26,10 @@ HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 router = APIRouter()
 
 
-def too_large_message(size: int | None) -> str:
-    said = f"is {size:,} bytes" if size is not None else f"is over {MAX_PAYLOAD:,} bytes"
+def too_large_message(size: int | None, limit: int = MAX_PAYLOAD) -> str:
+    said = f"is {size:,} bytes" if size is not None else f"is over {limit:,} bytes"
     return (
-        f"the payload {said}; the limit is {MAX_PAYLOAD:,} bytes (6 MB). "
+        f"the payload {said}; the limit is {limit:,} bytes ({limit / 1024 / 1024:g} MB). "
         "Pass large data by reference (e.g. an object-store key) instead"
     )
 
@@ -38,13 +38,13 @@ async def read_body(request: Request, limit: int = MAX_PAYLOAD) -> bytes:
     """The request body, refused with PayloadTooLarge as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(too_large_message(int(declared)))
+        raise PayloadTooLarge(too_large_message(int(declared), limit))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(too_large_message(None))
+            raise PayloadTooLarge(too_large_message(None, limit))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -129,6 +129,17 @@ def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) ->
         413: {"description": "Payload over 6 MB"},
         429: {"description": "Queue full; retry after Retry-After"},
         503: {"description": "No capacity in time; retry after Retry-After"},
+    },
+    openapi_extra={  # the route (and the fast path) read these themselves
+        "parameters": [
+            {"name": "version", "in": "query", "required": False, "description": "a version number, or latest",
+             "schema": {"anyOf": [{"type": "integer", "minimum": 1}, {"enum": ["latest", "$LATEST"]}]}},
+            {"name": TYPE_HEADER, "in": "header", "required": False, "schema": {"enum": list(INVOCATION_TYPES)}},
+            {"name": KEY_HEADER, "in": "header", "required": False, "description": "asynchronous invocations only",
+             "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"}},
+        ],
+        "requestBody": {"required": False, "description": "the event: any JSON (none: null)",
+                        "content": {"application/json": {"schema": {}, "example": {"name": "x"}}}},
     },
 )
 async def invoke(name: str, request: Request, caller: Caller = Depends(allow(Action.FUNCTIONS_INVOKE))) -> Response:
@@ -257,4 +268,7 @@ for _method in HTTP_METHODS:
             methods=[_method],
             operation_id=f"http_trigger_{_suffix}_{_method.lower()}",
             summary="HTTP trigger: the request as an API Gateway payload 2.0 event",
+            responses={200: {"description": "the function's response (statusCode, headers, body)"},
+                       502: {"description": "the function failed, or its response is malformed (Lambda's error "
+                                            "body, header X-Mist-Function-Error)"}},
         )

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from mist.control.queues import QueueService, dlq_entry, message_json
 from mist.errors import InvalidRequest, NotFound, PlatformError
 from mist.gateway.auth import allow
+from mist.gateway.bodies import json_body
 from mist.gateway.services import Services
 from mist.tenancy.roles import Action, Caller
 
@@ -45,14 +44,14 @@ async def get_dead_letter(name: str, message_id: str, request: Request, caller: 
 @router.post(
     "/v1/functions/{name}/dlq/redrive",
     summary="Run dead-lettered events again as new asynchronous invocations",
+    openapi_extra={"requestBody": {"required": False, "description": "the messages to redrive; none: all",
+                                   "content": {"application/json": {"schema": {
+                                       "type": "object", "additionalProperties": False,
+                                       "properties": {"ids": {"type": "array", "items": {"type": "string"}}}}}}}},
 )
 async def redrive(name: str, request: Request, caller: Caller = WRITE) -> Response:
     name = caller.fid(name)
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON ({exc}); send {{\"ids\": [...]}} or nothing for all") from None
+    body = await json_body(request, '{"ids": [...]} (or nothing, for every message)', empty={})
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(body, dict) or (ids is not None and not (
         isinstance(ids, list) and all(isinstance(i, str) for i in ids)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from mist.errors import Forbidden, InvalidRequest
 from mist.gateway.auth import allow
+from mist.gateway.bodies import json_object
 from mist.gateway.services import Services
-from mist.tenancy.roles import Action, Caller
+from mist.tenancy.roles import Action, Caller, Role
 from mist.tenancy.service import Tenancy
 
 router = APIRouter()
@@ -23,18 +24,26 @@ def _tenancy(request: Request) -> Tenancy:
     return services.tenancy
 
 
+TIME_MAX = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()  # what a datetime can show
+
+
 def _time(key: str, value: object) -> float | None:
-    """An ISO 8601 time or seconds since the epoch, as epoch seconds."""
+    """An ISO 8601 time or seconds since the epoch, as epoch seconds (from 1970 to 9999: a time
+    mist stores must convert back to a date, or every listing that shows it would fail)."""
     if value is None:
         return None
+    ts: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    if isinstance(value, str):
+        ts = float(value)
+    elif isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):
             pass
-    raise InvalidRequest(f"{key} must be an ISO 8601 time (e.g. 2026-12-31T00:00:00Z) or epoch seconds, got {value!r}")
+    if ts is not None and 0 <= ts <= TIME_MAX:
+        return ts
+    raise InvalidRequest(f"{key} must be an ISO 8601 time (e.g. 2026-12-31T00:00:00Z) or epoch seconds, "
+                         f"from 1970 to 9999, got {value[:80] if isinstance(value, str) else value!r}")
 
 
 @router.get("/v1/whoami", summary="The caller: its key id, tenant, role, and the tenant's limits")
@@ -57,9 +66,29 @@ async def list_tenants(request: Request, caller: Caller = MANAGE_TENANTS) -> Res
     return JSONResponse({"tenants": [t.to_json() for t in tenants]})
 
 
-@router.post("/v1/tenants", status_code=201, summary="Create a tenant (admin)")
-async def create_tenant(request: Request, body: dict = Body(..., examples=[{"name": "acme", "limits": {  # noqa: B008
-        "rate_per_s": 100, "burst": 200, "max_concurrency": 50}}]), caller: Caller = MANAGE_TENANTS) -> Response:
+_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}
+_LIMITS = {  # TenantLimits.from_json (mist/tenancy/model.py) checks them; null clears one
+    "type": "object", "additionalProperties": False,
+    "properties": {"rate_per_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                   "burst": {"type": ["integer", "null"], "minimum": 1},
+                   "max_concurrency": {"type": ["integer", "null"], "minimum": 1},
+                   "max_queued": {"type": ["integer", "null"], "minimum": 0},
+                   "weight": {"type": "integer", "minimum": 1}},
+}
+
+
+def _body(schema: dict, example: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
+
+
+_TENANT_EXAMPLE = {"name": "acme", "limits": {"rate_per_s": 100, "burst": 200, "max_concurrency": 50}}
+
+
+@router.post("/v1/tenants", status_code=201, summary="Create a tenant (admin)", openapi_extra=_body({
+    "type": "object", "required": ["name"], "additionalProperties": False,
+    "properties": {"name": _NAME, "limits": _LIMITS}}, _TENANT_EXAMPLE))
+async def create_tenant(request: Request, caller: Caller = MANAGE_TENANTS) -> Response:
+    body = await json_object(request, '{"name": "acme"}')
     unknown = sorted(set(body) - {"name", "limits"})
     if unknown:
         raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send name and optionally limits")
@@ -72,9 +101,10 @@ async def get_tenant(name: str, request: Request, caller: Caller = MANAGE_TENANT
     return JSONResponse(_tenancy(request).require_tenant(name).to_json())
 
 
-@router.patch("/v1/tenants/{name}/limits", summary="Change a tenant's limits; null clears one (admin)")
-async def set_limits(name: str, request: Request, body: dict = Body(...),  # noqa: B008
-                     caller: Caller = Depends(allow(Action.TENANT_LIMITS))) -> Response:
+@router.patch("/v1/tenants/{name}/limits", summary="Change a tenant's limits; null clears one (admin)",
+              openapi_extra=_body(_LIMITS, {"rate_per_s": 50, "max_queued": None}))
+async def set_limits(name: str, request: Request, caller: Caller = Depends(allow(Action.TENANT_LIMITS))) -> Response:
+    body = await json_object(request, '{"rate_per_s": 50}')
     return JSONResponse((await _tenancy(request).set_limits(name, body)).to_json())
 
 
@@ -95,10 +125,14 @@ async def delete_tenant(name: str, request: Request, caller: Caller = MANAGE_TEN
 MANAGE_KEYS = Depends(allow(Action.KEYS_MANAGE))
 
 
-@router.post("/v1/keys", status_code=201, summary="Create an API key in the tenant; the key is shown only now")
-async def create_key(request: Request, body: dict = Body(..., examples=[{  # noqa: B008
-        "role": "developer", "name": "ci deploys", "expires_at": "2027-06-30T00:00:00Z"}]),
-        caller: Caller = MANAGE_KEYS) -> Response:
+@router.post("/v1/keys", status_code=201, summary="Create an API key in the tenant; the key is shown only now",
+             openapi_extra=_body({"type": "object", "required": ["role"], "additionalProperties": False, "properties": {
+                 "role": {"enum": [r.value for r in Role]}, "name": {"type": "string", "maxLength": 200},
+                 "expires_at": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"},
+                                          {"type": "null"}]}}},
+                 {"role": "developer", "name": "ci deploys", "expires_at": "2027-06-30T00:00:00Z"}))
+async def create_key(request: Request, caller: Caller = MANAGE_KEYS) -> Response:
+    body = await json_object(request, '{"role": "developer"}')
     unknown = sorted(set(body) - {"role", "name", "expires_at"})
     if unknown:
         raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send role, and optionally name and expires_at")
@@ -132,11 +166,11 @@ async def audit(request: Request, since: str | None = None, until: str | None = 
     services: Services = request.app.state.services
     if all and not (caller.principal and caller.principal.is_admin):
         raise Forbidden("only admin keys may read every tenant's audit log; leave out all=true")
+    start, end = _time("since", _number_or_text(since)), _time("until", _number_or_text(until))
     if services.audit is None:
         return JSONResponse({"entries": []})
     entries = await services.audit.query(
-        tenant=None if all else caller.tenant, since=_time("since", _number_or_text(since)),
-        until=_time("until", _number_or_text(until)), limit=max(1, min(limit, AUDIT_MAX)),
+        tenant=None if all else caller.tenant, since=start, until=end, limit=max(1, min(limit, AUDIT_MAX)),
     )  # fmt: skip
     return JSONResponse({"entries": [e.to_json() for e in entries]})
 

@@ -6,14 +6,15 @@ schedule, or messages on a broker (mist/control/triggers.py, docs/triggers.md).
 
 from __future__ import annotations
 
-from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
-from mist.control.triggers import TriggerManager
+from mist.control.triggers import S3_EVENTS, TriggerManager
+from mist.triggers.schedule import MISSED_POLICIES
 from mist.errors import PlatformError
 from mist.gateway.auth import allow
+from mist.gateway.bodies import json_object
 from mist.gateway.services import Services
 from mist.tenancy.roles import Action, Caller
 
@@ -37,10 +38,27 @@ def _triggers(request: Request) -> TriggerManager:
     return services.triggers  # type: ignore[return-value]
 
 
-@router.post("/v1/functions/{name}/triggers", status_code=201, summary="Add a trigger to a function")
-async def add_trigger(name: str, request: Request,
-                      body: dict[str, Any] = Body(..., openapi_examples=_EXAMPLES),  # noqa: B008
-                      caller: Caller = WRITE) -> Response:
+_TRIGGER = {  # mist/control/triggers.py `parse` checks it (docs/triggers.md)
+    "oneOf": [
+        {"type": "object", "required": ["kind", "bucket"], "additionalProperties": False, "properties": {
+            "kind": {"const": "s3"}, "bucket": {"type": "string"}, "prefix": {"type": "string"},
+            "suffix": {"type": "string"}, "events": {"type": "array", "items": {"enum": list(S3_EVENTS)}}}},
+        {"type": "object", "required": ["kind"], "additionalProperties": False, "properties": {
+            "kind": {"const": "cron"}, "cron": {"type": "string"}, "rate": {"type": "string"},
+            "missed": {"enum": list(MISSED_POLICIES)}}},
+        {"type": "object", "required": ["kind", "source"], "properties": {
+            "kind": {"const": "queue"}, "source": {"type": "string", "format": "uri"},
+            "batch_size": {"type": "integer", "minimum": 1}, "batch_window_s": {"type": "number", "minimum": 0},
+            "max_attempts": {"type": "integer", "minimum": 1}, "format": {"enum": ["lambda", "cloudevents"]}}},
+    ],
+}
+
+
+@router.post("/v1/functions/{name}/triggers", status_code=201, summary="Add a trigger to a function",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": _TRIGGER, "examples": _EXAMPLES}}}})
+async def add_trigger(name: str, request: Request, caller: Caller = WRITE) -> Response:
+    body = await json_object(request, '{"kind": "cron", "rate": "1 day"}')
     view = await _triggers(request).add(caller.fid(name), body)
     return JSONResponse(view.to_json(), status_code=201)
 

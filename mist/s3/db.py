@@ -84,7 +84,7 @@ access_keys = sa.Table(
     metadata,
     sa.Column("access_key_id", sa.String(32), primary_key=True),
     sa.Column("owner", OWNER, nullable=False, server_default="default"),
-    sa.Column("secret", sa.Text, nullable=False),  # sealed, see sealing.py
+    sa.Column("secret", sa.Text, nullable=False),  # sealed, see mist/sealing.py
     sa.Column("created_at", sa.Float, nullable=False),
 )
 

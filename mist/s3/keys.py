@@ -1,6 +1,7 @@
 """Access keys: an id the client sends in the clear, a secret it signs with; each has an owner.
 
-The secret is shown once, when the key is created, and stored sealed (sealing.py). Lookups are
+The secret is shown once, when the key is created, and stored sealed (mist/sealing.py, with the
+key file DATA/s3/secret.key: back it up with the database). Lookups are
 cached for `cache_s` seconds; deleting a key through this object forgets it at once (another
 process sharing the database stops accepting it within `cache_s`).
 """
@@ -13,13 +14,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from mist.errors import NotFound
 from mist.s3 import db as tables
 from mist.s3.db import Database
-from mist.s3.sealing import SecretBox
+from mist.sealing import SecretBox
 
 DEFAULT_OWNER = "default"
 _ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -38,6 +40,15 @@ class AccessKey:
         if self.secret_access_key is not None:
             out["secret_access_key"] = self.secret_access_key
         return out
+
+
+def sealing_box(key_file: Path) -> SecretBox:
+    """The box sealing access keys' secrets (the key file is created on first use, mode 0600)."""
+    return SecretBox.from_file(key_file, damaged="restore it from a backup, or delete it and create new access keys "
+                               "(mist s3 keys create)", broken=lambda key_id: (
+        f"the stored secret of S3 access key {key_id} does not open with this data dir's key file "
+        "(s3/secret.key replaced, or the row altered); restore the key file, or delete the access key "
+        "and create a new one"))
 
 
 class AccessKeys:

@@ -26,13 +26,12 @@ from mist.s3 import db as tables
 from mist.s3 import events
 from mist.s3.blobs import BlobStore, BlobWriter, SegmentReader
 from mist.s3.db import Database
-from mist.s3.keys import AccessKeys
+from mist.s3.keys import AccessKeys, sealing_box
 from mist.s3.listing import Page, list_page, prefix_upper
 from mist.s3.model import Bucket, Caller, ListEntry, ObjectInfo, ObjectMeta, no_such_bucket, no_such_key
 from mist.s3.multipart import Uploads
 from mist.s3.outbox import SqlOutbox, Wakeup
 from mist.s3.rules import Precondition, validate_bucket_name, validate_key
-from mist.s3.sealing import SecretBox
 
 RETRIES = 5  # an object changed between its lookup and opening its data is looked up again
 
@@ -101,7 +100,7 @@ class ObjectStore:
         self.db = Database(db_url, schema=schema)
         self.blobs = BlobStore(self.root, self.db, clock)
         self.recovered = self.blobs.recover()
-        self.keys = AccessKeys(self.db, SecretBox.from_file(self.root / "secret.key"), clock)
+        self.keys = AccessKeys(self.db, sealing_box(self.root / "secret.key"), clock)
         self._wakeup = Wakeup()
         self.outbox = SqlOutbox(self.db, self._wakeup, region=region)
         self.uploads = Uploads(self)

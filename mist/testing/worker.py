@@ -48,6 +48,7 @@ class FakeWorker:
     calls: list[tuple[SandboxSpec, str, bytes]] = field(default_factory=list)
     retired: list[tuple[str, int | None]] = field(default_factory=list)
     provisioned: list[SandboxSpec] = field(default_factory=list)
+    restarted: list[tuple[str, int]] = field(default_factory=list)  # (function, revision): secrets changed
     _warm: set[tuple[str, int]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -59,6 +60,8 @@ class FakeWorker:
     async def invoke(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
         self.calls.append((spec, invocation_id, payload))
         result = self.behaviour(spec, payload)
+        if spec.redactor is not None:  # as the Worker does: the instance's secret values masked
+            spec.redactor.result(result)
         result.cold_start = spec.key not in self._warm
         self._warm.add(spec.key)
         return result
@@ -66,6 +69,10 @@ class FakeWorker:
     async def provision(self, spec: SandboxSpec) -> int:
         self.provisioned.append(spec)
         return spec.min_instances
+
+    async def restart(self, function_name: str, revision: int) -> None:
+        self.restarted.append((function_name, revision))
+        self._warm = {k for k in self._warm if k[0] != function_name}
 
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         self.retired.append((function_name, keep_version))

@@ -242,7 +242,7 @@ class Sandbox:
         if self._cold_cid is None:
             self._cold_cid = ""  # no invocation will be reported as this instance's cold start
             for line in self._init_logs:
-                log.info("sandbox %s init [%s] %s", self.id, line.stream, line.text)
+                log.info("sandbox %s init [%s] %s", self.id, line.stream, self._masked(line.text))
             self._init_logs = []
         return self.alive
 
@@ -424,6 +424,11 @@ class Sandbox:
         if isinstance(faults, int):
             self.init_steps["page_faults"] = float(faults)
 
+    def _masked(self, text: str) -> str:
+        """Output of the function for mist's own log: its secret values masked."""
+        redactor = self.spec.redactor if self.spec is not None else None
+        return redactor.text(text) if redactor is not None else text
+
     def _on_log(self, cid: str, stream: str, ts: float, text: str) -> None:
         """cid "" = not attributed by the runtime, "?" = OS-level output from the pipe."""
         call = self.calls.get(cid) if cid not in ("", "?") else None
@@ -433,7 +438,7 @@ class Sandbox:
         if call is None and len(self.calls) == 1:
             call = next(iter(self.calls.values()))
         if call is None:
-            log.info("sandbox %s [%s] %s", self.id, stream, text)
+            log.info("sandbox %s [%s] %s", self.id, stream, self._masked(text))
         elif len(call.logs) >= self._max_log_lines:
             call.dropped += 1
         else:

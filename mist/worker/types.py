@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mist.secrets.redact import Redactor
 
 from mist.models import DEFAULT_TENANT
 
@@ -13,7 +17,8 @@ class SandboxSpec:
     """Everything a sandbox needs to load one FunctionVersion.
 
     Two specs that compare equal may share instances (a warm instance of one version serves
-    the next invocation of the same version).
+    the next invocation of the same version); the worker keys instances by `key`, and replaces
+    the instances of an older `revision` (the function's secrets changed).
     """
 
     function_name: str
@@ -23,13 +28,18 @@ class SandboxSpec:
     memory_mb: int = 128
     timeout_s: float = 30.0
     concurrency: int = 1  # invocations one instance serves at once
-    env: tuple[tuple[str, str], ...] = ()  # from --env, sorted
+    # from --env and the function's secrets, sorted; never in a repr (a spec may be logged)
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     layer_dir: Path | None = None  # host path of the dependency layer (pip --target); /opt/python inside
     egress: tuple[str, ...] = ()  # the network policy: () = none (an empty network namespace,
     # no inet sockets); else the egress allowlist (models.egress_rule; docs/network.md)
     min_instances: int = 0  # instances kept warm at all times (provisioned)
     max_instances: int | None = None  # at most this many instances at once; None: no limit
     tenant: str = DEFAULT_TENANT  # who is billed for its provisioned instances
+    # the function's secrets' revision: an instance of an older one is replaced (Worker.restart)
+    revision: int = 0
+    # masks the secret values of `env` in what an instance of this spec prints (mist/secrets/redact.py)
+    redactor: Redactor | None = field(default=None, compare=False, repr=False)
 
     @property
     def network(self) -> bool:

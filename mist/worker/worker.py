@@ -5,6 +5,7 @@
     await worker.invoke(spec, invocation_id, payload) -> InvokeResult
     await worker.retire(name, keep_version=None)
     worker.on_provisioned = f      f(ProvisionedSpan): provisioned instances' time, for billing
+    await worker.restart(name, revision)   every instance replaced (the function's secrets changed)
     worker.statistics()           frozen WorkerStatistics
     await worker.stop()           every sandbox and the zygote killed, every cgroup removed
 
@@ -191,6 +192,7 @@ class Worker:
         self._demand: dict[tuple[str, int], _Demand] = {}
         self._keepalive = keepalive_policy or self._keepalive_policy(config)
         self._keepalive_state: dict[str, object] = {}  # function name -> the policy's state
+        self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._invocations = 0
         self._last_cold_start: dict[str, float] = {}
@@ -287,6 +289,9 @@ class Worker:
                 result = await sb.invoke(invocation_id, payload, init_timeout_s=self.config.init_timeout_s)
             finally:
                 self._released(sb)
+            redactor = sb.spec.redactor  # the instance's: it masks exactly the values it was given
+            if redactor is not None:
+                redactor.result(result)
         except MistError:
             raise
         except Exception as exc:  # a bug here must still reach the caller as a platform error
@@ -568,13 +573,17 @@ class Worker:
             raise SandboxFailed(f"could not set the memory limit or the network of sandbox {sb.id}: {exc}") from None
         sb.assign(spec, f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{sb.id}")
         sb.last_used = self._clock()
+        # a spec made before the function's secrets changed (the call was on its way meanwhile):
+        # the instance serves that call only, then goes
+        if spec.revision < self._revisions.get(spec.function_name, 0):
+            sb.retiring = True
         self._functions[sb.id] = sb
         self._by_key.setdefault(spec.key, {})[sb.id] = sb
         slots = self._slots.get(spec.key)
         if slots is None:
             slots = self._slots[spec.key] = _Slots()
         sb.acquire()
-        while slots.waiters and sb.slots < sb.concurrency:  # concurrency > 1: queued calls join
+        while slots.waiters and sb.slots < sb.concurrency and not sb.retiring:  # concurrency > 1: calls join
             fut = slots.waiters.popleft()
             if not fut.done():
                 sb.acquire()
@@ -959,6 +968,18 @@ class Worker:
     def _account_function(self, function_name: str) -> None:
         for key in [k for k in self._spans if k[0] == function_name]:
             self._account(key)
+    async def restart(self, function_name: str, revision: int) -> None:
+        """Replace every instance of `function_name`: its secrets changed, and `revision` is the
+        new SandboxSpec.revision. Idle instances are killed now, busy ones when their
+        invocations end (those finish with the old values); an instance still starting from an
+        older spec serves only the call that started it. Later calls start new instances. The
+        function's keep-alive history stays; its provisioned instances are the caller's to
+        start again (FunctionService.restart)."""
+        self._revisions[function_name] = max(revision, self._revisions.get(function_name, 0))
+        history = self._keepalive_state.get(function_name)
+        await self.retire(function_name, None)
+        if history is not None:
+            self._keepalive_state[function_name] = history
 
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         """Stop serving `function_name` (every version but keep_version): idle instances are

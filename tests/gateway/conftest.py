@@ -17,6 +17,7 @@ from mist.core.retry import Backoff
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.tenancy.service import Tenancy
+from mist.testing.secrets import memory_secrets
 from mist.testing.stores import MemoryStore
 from mist.testing.tenancy import MemoryTenantStore
 from mist.testing.worker import FakeWorker
@@ -32,8 +33,11 @@ async def client(request, tmp_path, worker):
     store = MemoryStore()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()
+    secrets = memory_secrets()
+    await secrets.start()
     functions = FunctionService(
-        tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire, provision=worker.provision
+        tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire, provision=worker.provision,
+        secrets=secrets, restart=worker.restart,
     )
     uploads = tmp_path / "uploads"
     uploads.mkdir()

@@ -45,6 +45,7 @@ from mist.s3 import ObjectStore
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.roles import ROLE_ACTIONS, Action, Caller, Principal, Role
 from mist.tenancy.service import Tenancy
+from mist.testing.secrets import memory_secrets
 from mist.testing.stores import MemoryStore
 from mist.testing.tenancy import MemoryTenantStore
 from mist.testing.worker import FakeWorker
@@ -135,6 +136,10 @@ ROUTES = [
           template="/v1/billing/tenants/{tenant}"),
     Route("PUT", "/v1/billing/tenants/{tenant}", A.TENANT_LIMITS, 200, other=200,
           body={"monthly_spend_cap": "100.00"}, template="/v1/billing/tenants/{tenant}"),
+    Route("GET", "/v1/functions/{fn}/secrets", A.SECRETS_READ, 200),
+    Route("PATCH", "/v1/functions/{fn}/secrets", A.SECRETS_WRITE, 200, body={"API_TOKEN": "tok-0123456789"}),
+    Route("DELETE", "/v1/functions/{fn}/secrets/DB_PASSWORD", A.SECRETS_WRITE, 204,
+          template="/v1/functions/{name}/secrets/{secret}"),
     Route("DELETE", "/v1/functions/{fn}", A.FUNCTIONS_WRITE, 204),  # near the end: it removes the function
     # last: deploying under the other tenant's name makes a function of one's own, and leaves theirs alone
     Route("POST", "/v1/functions/{fn}/versions", A.FUNCTIONS_WRITE, 201, other=201, files=True),
@@ -149,7 +154,9 @@ async def world(tmp_path) -> tuple[World, list]:
     store, worker = MemoryStore(), FakeWorker()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()
-    functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire)
+    secrets = memory_secrets()
+    await secrets.start()
+    functions = FunctionService(tmp_path, store, LayerStore(tmp_path / "layers"), worker.retire, secrets=secrets)
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     writer = SerialWriter()
@@ -189,8 +196,8 @@ async def world(tmp_path) -> tuple[World, list]:
 
 
 async def _resources(w, tenant, admin_key, functions, queues, objects, tenancy) -> dict[str, str]:
-    """A function with an invocation, a dead letter, a queue message, a trigger, an S3 key and an
-    API key, in `tenant`, made by the admin acting there."""
+    """A function with an invocation, a dead letter, a queue message, a trigger, an S3 key, an
+    API key and a secret, in `tenant`, made by the admin acting there."""
     h = {"Authorization": f"Bearer {admin_key}", "X-Mist-Tenant": tenant}
     fn = f"fn-{tenant}"
     files = {"code": ("code.zip", make_zip(w.tmp, HELLO), "application/zip")}
@@ -206,6 +213,8 @@ async def _resources(w, tenant, admin_key, functions, queues, objects, tenancy) 
     trigger = (await w.client.post(f"/v1/functions/{fn}/triggers", json=TRIGGER_BODY, headers=h)).json()["id"]
     s3key = (await w.client.post("/v1/s3/keys", headers=h)).json()["access_key_id"]
     key = (await w.client.post("/v1/keys", json={"role": "viewer"}, headers=h)).json()["key_id"]
+    r = await w.client.patch(f"/v1/functions/{fn}/secrets", json={"DB_PASSWORD": "pw-0123456789"}, headers=h)
+    assert r.status_code == 200, r.text
     return {"fn": fn, "inv": inv, "msg": msg, "queue": queue, "qmsg": qmsg, "trigger": trigger, "s3key": s3key,
             "key": key, "tenant": tenant}
 
@@ -255,9 +264,11 @@ async def test_every_route_answers_every_role_exactly(tmp_path, role):
             if r.status_code != want:
                 failures.append(f"{route.method} {path} as {role} ({side}): {r.status_code} != {want}: {r.text[:200]}")
         # the other tenant's function kept its single version and its invocation whatever was tried
-        gx = await w.client.get("/v1/functions/fn-globex", headers={"Authorization": f"Bearer {w.keys['admin']}",
-                                                                     "X-Mist-Tenant": "globex"})
+        as_globex = {"Authorization": f"Bearer {w.keys['admin']}", "X-Mist-Tenant": "globex"}
+        gx = await w.client.get("/v1/functions/fn-globex", headers=as_globex)
         assert gx.status_code == 200 and gx.json()["latest_version"] == 1
+        gs = await w.client.get("/v1/functions/fn-globex/secrets", headers=as_globex)  # and its secret, alone
+        assert [s["name"] for s in gs.json()["secrets"]] == ["DB_PASSWORD"]
         await _close(w, closing)
         assert not failures, "\n".join(failures)
 

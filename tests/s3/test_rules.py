@@ -10,7 +10,7 @@ import pytest
 from mist.errors import MistError, PlatformError
 from mist.s3 import events, rules
 from mist.s3.listing import list_page, successor
-from mist.s3.sealing import SecretBox
+from mist.sealing import SecretBox
 
 
 @dataclass(frozen=True)
