@@ -35,7 +35,7 @@ from mist.control.dispatcher import Dispatcher
 from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
-from mist.control.layers import LayerStore
+from mist.control.layers import BuildJail, LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.redislimits import RedisRateLimiter
@@ -132,6 +132,7 @@ def _stats(*components: object) -> Callable[[], dict[str, object]]:
 async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None = None) -> None:
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # mist.db, keys, other tenants' code: nobody's but mist's (and root's)
     lock_fd = _lock_data_dir(data_dir)
     try:  # first: MIST_SECRETS_KEY leaves the environment before any process is started
         keyring = load_keyring(data_dir, key_file=opts.secrets_key_file, old_key_files=opts.secrets_old_key_files)
@@ -166,6 +167,9 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     worker_cfg.egress_deny = opts.egress_deny
     worker_cfg.validate()
     worker = Worker(worker_cfg)
+    # pip runs tenants' packages' build code: jailed, as its own uid (mist/control/buildjail.py)
+    build_jail = BuildJail(worker_cfg.build_uid, f"mist_build_{worker_cfg.instance_tag}",
+                           deny=tuple(opts.egress_deny))
     writer = SerialWriter()  # every database write of the process, one at a time (control/batching.py)
     records = InvocationLog(store, writer=writer)
     dispatcher: Dispatcher | None = None
@@ -190,7 +194,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
         await secrets.start()
         functions = FunctionService(
-            data_dir, store, LayerStore(data_dir / "layers"), worker.retire, provision=worker.provision,
+            data_dir, store, LayerStore(data_dir / "layers", jail=build_jail), worker.retire,
+            provision=worker.provision,
             secrets=secrets, restart=worker.restart,
         )
         limits_of = tenant_limits(tenancy)
@@ -274,6 +279,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await worker.stop()
         await audit.stop()
         await tenancy.stop()
+        build_jail.close()
         if meter is not None:
             await meter.stop()
         writer.close()

@@ -85,6 +85,12 @@ class WorkerConfig:
         return 200_000 + (int(self.instance_tag[:6], 16) % 1024) * 65_536
 
     @property
+    def build_uid(self) -> int:
+        """The uid pip runs as when it installs dependency layers (mist/control/buildjail.py):
+        right after the layer zygotes' uids."""
+        return self.first_uid + self.uid_count + 2 * self.layer_zygotes_max
+
+    @property
     def network_layout(self):
         """The sandbox network's names and addresses (`netrules.Layout`)."""
         from mist.worker.netrules import Layout
@@ -154,7 +160,7 @@ class WorkerConfig:
             keepalive.from_name(self.keepalive_policy)
         except InvalidRequest as exc:
             raise InvalidRequest(f"worker config: keepalive_policy: {exc.message}") from None
-        if self.first_uid + self.uid_count + 2 * self.layer_zygotes_max > 2**31 - 2:
+        if self.build_uid > 2**31 - 2:
             raise InvalidRequest("worker config: uid_base + uid_count (+ 2 uids per layer zygote) must stay "
                                  f"below 2**31, got {self.first_uid}")
         return self

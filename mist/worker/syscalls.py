@@ -111,13 +111,14 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def clone_tree_readonly(path: str) -> int:
+def clone_tree_readonly(path: str, *, writable: bool = False) -> int:
     """A detached, private, read-only (nosuid, nodev) bind mount of `path`, as an fd
-    (open_tree + mount_setattr) to attach with `move_mount_to`."""
+    (open_tree + mount_setattr) to attach with `move_mount_to`; `writable`: not read-only."""
     fd = _check(_libc.syscall(SYS_OPEN_TREE, -100, _b(path), OPEN_TREE_CLONE | os.O_CLOEXEC),
                 f"open_tree({path!r})")
     try:
-        attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, MS_PRIVATE, 0)
+        readonly = 0 if writable else MOUNT_ATTR_RDONLY
+        attr = _MountAttr(readonly | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, MS_PRIVATE, 0)
         _check(_libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH, ctypes.byref(attr),
                              ctypes.sizeof(attr)), f"mount_setattr({path!r})")
     except BaseException:
