@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mist.cli import deploy, events, functions, invoke, logs, s3, simulate, tenancy, triggers, up, update
+from mist.cli import deploy, events, functions, invoke, logs, s3, simshards, simulate, tenancy, triggers, up, update
 from mist.cli.output import help_text
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ app.command("show", help=help_text(functions.SHOW_HELP))(functions.show)
 app.command("rm", help=help_text(functions.RM_HELP))(functions.rm)
 app.command("logs", help=help_text(logs.HELP))(logs.logs)
 app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
+app.command("simulate-shards", help=help_text(simshards.HELP))(simshards.simulate_shards)
 app.add_typer(s3.commands(), name="s3")
 _tenant, _key = tenancy.commands()
 app.add_typer(_tenant, name="tenant")
