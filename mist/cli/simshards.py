@@ -40,7 +40,7 @@ def simulate_shards(
     functions: Annotated[int, typer.Option(help="Functions.")] = 100_000,
     zipf: Annotated[float, typer.Option(help="Zipf exponent of popularity.")] = 1.0,
     hours: Annotated[float, typer.Option(help="Simulated hours.")] = 4.0,
-    round_s: Annotated[float, typer.Option("--round-s", help="Seconds between manager rounds.")] = 10.0,
+    round_s: Annotated[float, typer.Option("--round-s", help="Seconds between manager rounds.")] = 5.0,
     rotate_every_s: Annotated[float, typer.Option("--rotate-every-s", help="Seconds between rotations of the hot set (0: none).")] = 1800.0,
     rotate_top: Annotated[int, typer.Option(help="Ranks dealt anew at each rotation.")] = 1000,
     rotate_ramp_s: Annotated[float, typer.Option("--rotate-ramp-s", help="Seconds a rotation takes to fade in.")] = 300.0,

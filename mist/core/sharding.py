@@ -40,6 +40,7 @@ the first quarter is split in two, then merged again, and the function is cut in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -51,8 +52,10 @@ from mist.errors import InvalidRequest
 SPACE = 1 << 64  # points are in [0, SPACE)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def point(function: str, part: int = 0) -> int:
-    """A function's point in the hash space (part > 0: the point of its part-th sub-key)."""
+    """A function's point in the hash space (part > 0: the point of its part-th sub-key).
+    Memoized: gateways and the shard manager ask for the same few thousand hot ones."""
     key = function if part == 0 else f"{function}#{part}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 

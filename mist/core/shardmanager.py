@@ -26,7 +26,8 @@ and merging cold neighbours, with a budget on churn. One round of `rebalance`, i
    they carried `max_moved` of the total load (Slicer's churn budget).
 5. **Splits**: a shard carrying more than `split_above` x the mean owner load is cut at its
    midpoint (both halves stay with its owner; a later round may move one), while there are
-   fewer than `max_shards_per_owner` shards per owner.
+   fewer than `max_shards_per_owner` shards per owner, unless half its load or more is one
+   reported function part: halving the range would not halve the load.
 
 Merging needs 15x less load than splitting (`merge_below` 0.02 vs `split_above` 0.3), so a
 shard does not flip between the two.
@@ -151,7 +152,7 @@ def rebalance(load: Load, smap: ShardMap, now: float, state: ManagerState = Mana
     before = r.imbalance()
     merges = r.merge_cold(now) if len(starts) > config.min_shards_per_owner * len(live) else 0
     moves, moved = r.move(now) if before > config.trigger else (0, 0.0)
-    splits = r.split_hot()
+    splits = r.split_hot(load.key_rates)
     plan = Plan(tuple(r.actions), r.reported, r.imbalance(), orphans, moves,
                 moved / r.total if r.total else 0.0, splits, merges, parts)
     return plan, ManagerState(MappingProxyType(moved_at), MappingProxyType(parts_at))
@@ -185,6 +186,7 @@ class _Round:
         self.reported = self.imbalance()
         self.touched: set[int] = set()
         self.actions: list[Action] = []
+        self.parts = dict(smap.parts)  # as this round's cuts leave them
 
     def imbalance(self) -> float:
         return max(self.load.values()) / self.mean if self.mean > 0 else 1.0
@@ -232,6 +234,7 @@ class _Round:
             else:
                 continue
             self.actions.append(Parts(fn, new))
+            self.parts[fn] = new
             parts_at[fn] = now
             changed += 1
             if reported and rate > 0:  # expect each part to carry rate / parts from now on
@@ -316,19 +319,27 @@ class _Round:
             heapq.heappush(coldest, (self.load[hot], hot))
         return moves, moved
 
-    def split_hot(self) -> int:
+    def split_hot(self, key_rates: Mapping[str, float]) -> int:
         cfg = self.config
         room = min(cfg.max_splits, cfg.max_shards_per_owner * len(self.load) - len(self.starts))
         limit = cfg.split_above * self.mean
         hot = sorted((i for i, rate in enumerate(self.rates) if rate > limit and i not in self.touched),
                      key=lambda i: (-self.rates[i], i))
+        if not hot or room <= 0:
+            return 0
+        biggest: dict[int, float] = {}  # shard -> its heaviest reported function part
+        for fn, rate in key_rates.items():
+            k = self.parts.get(fn, 1)
+            for p in range(k):
+                i = self.smap.index(point(fn, p))
+                biggest[i] = max(biggest.get(i, 0.0), rate / k)
         splits = 0
         for i in hot:
             if splits >= room:
                 break
             start, end = self.starts[i], self.smap.end(i)
-            if end - start < 2 * cfg.min_width:
-                continue
+            if end - start < 2 * cfg.min_width or biggest.get(i, 0.0) >= self.rates[i] / 2:
+                continue  # too narrow, or mostly one key: halving the range would not halve the load
             self.actions.append(Split(start, start + (end - start) // 2))
             self.touched.add(i)
             splits += 1

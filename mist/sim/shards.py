@@ -24,7 +24,7 @@ manager has seen any load, is the worst):
 
     >>> h = simulate(Scenario(owners=20, functions=2000, hours=1, seed=3))[0]
     >>> h.rounds, h.worst_imbalance > h.p99_imbalance > h.mean_imbalance > 1.0, h.moves > 0
-    (360, True, True)
+    (720, True, True)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Scenario:
     zipf: float = 1.0
     total_rate: float = 1_000_000.0  # requests/s over the whole cluster
     hours: float = 4.0
-    round_s: float = 10.0
+    round_s: float = 5.0
     shards_per_owner: int = 16  # at the start
     rotate_every_s: float = 1800.0
     rotate_top: int = 1000

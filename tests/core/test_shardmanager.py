@@ -105,6 +105,16 @@ def test_a_hot_shard_is_split_at_its_midpoint_and_keeps_its_owner():
     assert [s.owner for s in m.apply(plan.actions).shards()][:2] == ["a", "a"]
 
 
+@pytest.mark.parametrize(("reported", "splits"), [({}, 1), ({"one": 9.0}, 1), ({"one": 10.0}, 0)])
+def test_a_shard_hot_because_of_one_function_part_is_not_split(reported, splits):
+    m = ShardMap.uniform(4, ["a", "b"])
+    i = m.index(point("one"))
+    rates = [20.0 if j == i else 2.0 for j in range(4)]  # only 20 > 0.3 x 13; "one" is in it
+    config = ManagerConfig(max_parts=1, merge_below=0.0, trigger=2.0, goal=2.0)  # no cut: look at splits alone
+    plan, _ = rebalance(Load(dict(zip(m.starts, rates)), ["a", "b"], reported), m, now=0.0, config=config)
+    assert plan.splits == splits
+
+
 @pytest.mark.parametrize(
     ("config", "splits"),
     [

@@ -88,7 +88,7 @@ def test_simulate_shards_prints_one_json_object_per_hour_with_the_sustained_rate
                                       "--owner-rate", "10000", "--json"])
     assert result.exit_code == 0, result.output
     hours = json.loads(result.stdout)
-    assert len(hours) == 1 and hours[0]["rounds"] == 360
+    assert len(hours) == 1 and hours[0]["rounds"] == 720
     assert hours[0]["sustained_rate"] == pytest.approx(20 * 10000 / hours[0]["p99_imbalance"])
 
 
