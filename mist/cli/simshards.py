@@ -49,6 +49,8 @@ def simulate_shards(
     fail_every_s: Annotated[float, typer.Option("--fail-every-s", help="Mean seconds between owner losses (0: none).")] = 1800.0,
     static: Annotated[bool, typer.Option("--static", help="No shard manager: the initial map stays.")] = False,
     no_parts: Annotated[bool, typer.Option("--no-parts", help="Never cut a hot function into parts.")] = False,
+    trigger: Annotated[float, typer.Option(help="The manager moves shards when the most loaded owner is above this x mean ...")] = ManagerConfig().trigger,
+    goal: Annotated[float, typer.Option(help="... until it is at most this x mean.")] = ManagerConfig().goal,
     owner_rate: Annotated[float | None, typer.Option("--owner-rate", metavar="N", help="Requests/s one owner schedules.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -57,7 +59,7 @@ def simulate_shards(
         owners=owners, functions=functions, zipf=zipf, hours=hours, round_s=round_s, rotate_every_s=rotate_every_s,
         rotate_top=rotate_top, rotate_ramp_s=rotate_ramp_s, flash_every_s=flash_every_s, flash_share=flash_share,
         fail_every_s=fail_every_s, manager=not static, seed=seed,
-        config=ManagerConfig(max_parts=1) if no_parts else ManagerConfig())
+        config=ManagerConfig(trigger=trigger, goal=goal, **({"max_parts": 1} if no_parts else {})))
     hours_out = simulate(scenario, timer=time.perf_counter)
     rows = []
     for h in hours_out:

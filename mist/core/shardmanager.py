@@ -12,9 +12,8 @@ and merging cold neighbours, with a budget on churn. One round of `rebalance`, i
    in different shards. The count is a power of two that leaves each part at most half of that
    limit, so a growing function is cut again only when it has doubled. Parts grow at once, as
    soon as one is over the limit; they shrink, no sooner than `parts_dwell_s` after the last
-   change, once a quarter of the limit or less each, back to half full. A cut
-   function the owners no longer report is taken at the load of the shards its parts are in,
-   an upper bound: a lost report never piles a hot function onto one owner.
+   change, once a quarter of the limit or less each, back to half full. `key_rates` must list
+   every function above `report_floor`: one it does not list is taken to be at the floor.
 3. **Merges**: while there are more than `min_shards_per_owner` shards per owner, neighbours
    that together carry less than `merge_below` x the mean owner load are merged (under the
    owner of the busier one: the colder keys move, which costs next to nothing).
@@ -115,6 +114,7 @@ class Load:
     shard_rates: Mapping[int, float]  # shard start -> requests/s (a shard not listed: 0)
     owners: Sequence[str]  # the owners holding a lease now
     key_rates: Mapping[str, float] = field(default_factory=dict)  # the hottest functions' requests/s, all parts together
+    report_floor: float = 0.0  # key_rates lists every function above this many requests/s
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def rebalance(load: Load, smap: ShardMap, now: float, state: ManagerState = Mana
         return Plan((), math.inf, math.inf), ManagerState(MappingProxyType(moved_at), MappingProxyType(parts_at))
     r = _Round(smap, load, live, moved_at, config)
     orphans = r.adopt_orphans(now)
-    parts = r.cut_hot_functions(load.key_rates, parts_at, now)
+    parts = r.cut_hot_functions(load.key_rates, load.report_floor, parts_at, now)
     before = r.imbalance()
     merges = r.merge_cold(now) if len(starts) > config.min_shards_per_owner * len(live) else 0
     moves, moved = r.move(now) if before > config.trigger else (0, 0.0)
@@ -212,7 +212,8 @@ class _Round:
             heapq.heappush(coldest, (self.load[o], o))
         return len(self.orphaned)
 
-    def cut_hot_functions(self, key_rates: Mapping[str, float], parts_at: dict[str, float], now: float) -> int:
+    def cut_hot_functions(self, key_rates: Mapping[str, float], report_floor: float, parts_at: dict[str, float],
+                          now: float) -> int:
         if self.mean <= 0:
             return 0
         changed = 0
@@ -220,12 +221,7 @@ class _Round:
         for fn in sorted(set(key_rates) | set(self.smap.parts)):
             have = self.smap.parts_of(fn)
             reported = fn in key_rates
-            if reported:
-                rate = max(0.0, key_rates[fn])
-            elif fn in parts_at:
-                continue  # not reported, and changed too recently to shrink anyway
-            else:  # the load of the shards its parts are in: an upper bound, never too low
-                rate = sum(self.rates[self.smap.index(point(fn, p))] for p in range(have))
+            rate = max(0.0, key_rates[fn]) if reported else report_floor  # unreported: below the floor
             half_full = _parts_for(2 * rate, unit, self.config.max_parts)
             if _parts_for(rate, unit, self.config.max_parts) > have and reported:
                 new = half_full  # a part is over the limit: cut to half-full parts, room to grow

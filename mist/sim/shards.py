@@ -211,7 +211,7 @@ class _Run:
         hours: list[Hour] = []
         ratios: list[float] = []
         counts = _zero()
-        seen: tuple[list[float], dict[str, float]] | None = None  # the last round's load and report
+        seen: tuple[list[float], tuple[dict[str, float], float]] | None = None  # the last round's load and report
         for k in range(total):
             t = k * sc.round_s
             for f in self.pop.advance(t):
@@ -236,15 +236,16 @@ class _Run:
                 ratios, counts = [], _zero()
         return hours
 
-    def _report(self, shard_rate: list[float], live: list[str], overrides: Mapping[int, float]) -> dict[str, float]:
-        """The functions the owners report: those above `report_above` x the mean owner load."""
-        threshold = self.sc.report_above * sum(shard_rate) / len(live)
-        return {self.names[f]: rate for f, rate in self.pop.above(threshold, overrides).items()}
+    def _report(self, shard_rate: list[float], live: list[str], overrides: Mapping[int, float]) -> tuple[dict[str, float], float]:
+        """The functions the owners report, those above `report_above` x the mean owner load,
+        and that floor."""
+        floor = self.sc.report_above * sum(shard_rate) / len(live)
+        return {self.names[f]: rate for f, rate in self.pop.above(floor, overrides).items()}, floor
 
-    def _manage(self, t: float, live: list[str], seen: tuple[list[float], dict[str, float]],
+    def _manage(self, t: float, live: list[str], seen: tuple[list[float], tuple[dict[str, float], float]],
                 counts: dict[str, float]) -> None:
-        shard_rate, hot = seen
-        load = Load(dict(zip(self.smap.starts, shard_rate)), live, hot)
+        shard_rate, (hot, floor) = seen
+        load = Load(dict(zip(self.smap.starts, shard_rate)), live, hot, floor)
         began = self.timer() if self.timer else 0.0
         plan, self.state = rebalance(load, self.smap, t, self.state, self.sc.config)
         if self.timer:

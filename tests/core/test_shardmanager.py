@@ -194,18 +194,19 @@ def test_parts_shrink_to_as_few_as_keep_each_half_full_and_only_after_the_dwell(
 
 
 @pytest.mark.parametrize(
-    ("shard_rate", "expected"),
+    ("floor", "expected"),
     [
-        (15.0, None),  # its parts' shards carry 8 x 15 = 120 between them: it may be that hot, kept
-        (0.5, 1),  # they carry 4 between them: it cannot be hot, back to one part
+        (0.0, 1),  # owners report every function with any load: an unlisted one is idle, back to one part
+        (5.0, 1),  # at most 5 req/s: one part would be a quarter full (the limit is 0.2 x 100)
+        (30.0, 4),  # up to 30 req/s: 4 parts keep each at most half full
+        (45.0, None),  # up to 45: 8 parts may still be needed, kept
     ],
 )
-def test_a_cut_function_no_longer_reported_is_judged_by_the_shards_its_parts_are_in(shard_rate, expected):
+def test_a_cut_function_not_reported_is_taken_at_the_report_floor(floor, expected):
     owners = [f"s{i}" for i in range(10)]
     m = ShardMap.uniform(64, owners).apply([Parts("f", 8)])
-    part_shards = {m.starts[m.index(point("f", p))] for p in range(8)}
-    rates = {s: (shard_rate if s in part_shards else 1000.0 / 64) for s in m.starts}
-    plan, _ = rebalance(Load(rates, owners), m, now=1000.0)
+    load = Load(dict.fromkeys(m.starts, 1000.0 / 64), owners, report_floor=floor)
+    plan, _ = rebalance(load, m, now=1000.0)
     assert [a for a in plan.actions if isinstance(a, Parts)] == ([Parts("f", expected)] if expected else [])
 
 
