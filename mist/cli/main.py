@@ -15,6 +15,7 @@ from mist.cli import (
     logs,
     s3,
     secrets,
+    simshards,
     simulate,
     tenancy,
     triggers,
@@ -68,6 +69,7 @@ app.command("simulate", help=help_text(simulate.HELP))(simulate.simulate)
 app.command("usage", help=help_text(usage.USAGE_HELP))(usage.usage)
 app.command("invoice", help=help_text(usage.INVOICE_HELP))(usage.invoice)
 app.add_typer(usage.commands(), name="billing")
+app.command("simulate-shards", help=help_text(simshards.HELP))(simshards.simulate_shards)
 app.add_typer(s3.commands(), name="s3")
 app.add_typer(secrets.commands(), name="secret")
 _tenant, _key = tenancy.commands()
