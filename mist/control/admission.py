@@ -162,7 +162,9 @@ class Admission:
             raise LimitExceeded(
                 f"function {fv.local_name} has reserved concurrency 0: it is stopped; raise it to run it",
                 retry_after=60.0, limit=f"function {fv.local_name}: reserved concurrency 0")
-        if self._queue or self._blocking(ask) is not None:
+        # `_wake` admits every waiter that may run as soon as it may, so waiters left in the queue
+        # are all held by a limit: a newcomer that no limit holds takes nothing from them
+        if self._blocking(ask) is not None:
             await self._wait(ask, fv, timeout_s)  # returns holding the slot `_wake` took for it
         else:
             self._enter(ask)
@@ -247,7 +249,14 @@ class Admission:
             else:
                 if self.node_limit is not None and self._running >= self.node_limit:
                     return  # the machine is full: nobody can run
-                chosen = next(((t, w) for t, w in self._queue.in_order() if self._blocking(w.ask) is None), None)
+                held: dict[flow.Ask, bool] = {}  # what holds a waiter is the same for its peers in one pass
+                chosen = None
+                for t, w in self._queue.in_order():
+                    if w.ask not in held:
+                        held[w.ask] = self._blocking(w.ask) is not None
+                    if not held[w.ask]:
+                        chosen = (t, w)
+                        break
                 if chosen is None:
                     return
                 tenant, waiter = chosen
