@@ -5,10 +5,11 @@ This is the only place in mist that chooses a status code for an error.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from mist import errors
 
@@ -61,11 +62,17 @@ def error_headers(exc: errors.MistError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: errors.MistError) -> JSONResponse:
+def error_answer(exc: errors.MistError) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, JSON body) of an error; platform errors (5xx but no capacity) are logged."""
     status = status_for(exc)
     if status >= 500 and not isinstance(exc, errors.NoCapacity):
         log.error("platform error: %s", exc.message)
-    return JSONResponse(error_body(exc), status_code=status, headers=error_headers(exc))
+    return status, error_headers(exc), json.dumps(error_body(exc)).encode()
+
+
+def error_response(exc: errors.MistError) -> Response:
+    status, headers, body = error_answer(exc)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def plain_error(status: int, code: str, message: str) -> JSONResponse:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from mist.errors import MistError, PayloadTooLarge
 from mist.gateway import invoke
 from mist.gateway.auth import authorize_scope
-from mist.gateway.errors import error_response
+from mist.gateway.errors import error_answer
 from mist.gateway.services import Services
 from mist.tenancy.roles import Action
 
@@ -47,8 +47,9 @@ class InvokeFastPath:
                 if name and "/" not in name:
                     try:
                         await self._invoke(name, scope, receive, send)
-                    except MistError as exc:
-                        await error_response(exc)(scope, receive, send)
+                    except MistError as exc:  # raw, as the answers: a refused flood costs little
+                        status, headers, body = error_answer(exc)
+                        await _answer(send, status, _encode(headers), body)
                     return
         await self.app(scope, receive, send)
 

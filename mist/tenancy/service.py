@@ -40,6 +40,7 @@ class Tenancy:
         self._clock = clock
         self._refresh_s = refresh_s
         self._keys: dict[str, ApiKey] = {}
+        self._verified: dict[str, tuple[ApiKey, Principal]] = {}  # presented key -> verified key (a cache)
         self._tenants: dict[str, Tenant] = {}
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -66,6 +67,7 @@ class Tenancy:
     async def refresh(self) -> None:
         keys, tenants = await asyncio.to_thread(lambda: (self._store.list_keys(), self._store.list_tenants()))
         self._keys = {k.key_id: k for k in keys}
+        self._verified = {}  # revocations and changed roles take effect: keys are verified again
         self._tenants = {t.name: t for t in tenants}
         for listener in self._listeners:
             listener()
@@ -100,6 +102,11 @@ class Tenancy:
     # -- authentication (memory only: the request path) -----------------------------------------
 
     def authenticate(self, token: str) -> Principal:
+        hit = self._verified.get(token)  # a key seen before: no parsing, no hashing
+        if hit is not None:
+            key, principal = hit
+            if key.expires_at is None or self._clock() < key.expires_at:
+                return principal
         key_id = model.key_id_of(token)
         key = self._keys.get(key_id) if key_id else None
         if key is None or not model.same_digest(key.digest, model.digest(token)):
@@ -110,7 +117,11 @@ class Tenancy:
         if not key.usable(self._clock()):
             raise Unauthenticated(f"the API key {key.key_id} is {key.state(self._clock())}; ask for a new one "
                                   "(mist key create)")
-        return Principal(key.key_id, key.tenant, key.role, key.name)
+        principal = Principal(key.key_id, key.tenant, key.role, key.name)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[token] = (key, principal)
+        return principal
 
     def tenant(self, name: str) -> Tenant | None:
         return self._tenants.get(name)
