@@ -39,6 +39,7 @@ from mist.control.layers import BuildJail, LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.redislimits import RedisRateLimiter
+from mist.control.redispermits import RedisPermits
 from mist.control.sqlstore import SqlStore
 from mist.control.triggers import (
     SqlTriggerStore,
@@ -82,7 +83,7 @@ class ServerOptions:
     sandbox_network: str | None = None  # the sandboxes' egress network; None: derived (docs/network.md)
     egress_deny: tuple[str, ...] = ()  # networks no function may reach
     max_inflight: int | None = None  # executions at once on this machine; past it, fair queuing by tenant
-    limits_redis: str | None = None  # redis://... : token buckets shared by the gateways of a cluster
+    limits_redis: str | None = None  # redis://... : rate and concurrency limits shared by the gateways of a cluster
     trigger_brokers: tuple[str, ...] = ()  # HOST[:PORT] of brokers non-default tenants' queue triggers may read
     plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
     usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
@@ -181,6 +182,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     audit = AuditLog(tenant_store, writer)
     registered = False
     meter: Meter | None = None
+    shared_limits: tuple[RedisRateLimiter, RedisPermits] | None = None
     try:
         await tenancy.start()
         new_admin_key = await tenancy.bootstrap(data_dir)
@@ -199,8 +201,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             secrets=secrets, restart=worker.restart,
         )
         limits_of = tenant_limits(tenancy)
+        if opts.limits_redis:  # the gateways of a cluster share rate and concurrency limits
+            shared_limits = (RedisRateLimiter(opts.limits_redis), RedisPermits(opts.limits_redis))
         admission = Admission(limits_of, node_limit=opts.max_inflight,
-                              rates=RedisRateLimiter(opts.limits_redis) if opts.limits_redis else None)
+                              rates=shared_limits[0] if shared_limits else None,
+                              permits=shared_limits[1] if shared_limits else None)
         worker.tenant_weight = lambda t: limits_of(t).weight  # tenants share the CPU by weight
         functions.add_check(admission.check_config)
         functions.on_change(admission.function_changed)
@@ -282,6 +287,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         build_jail.close()
         if meter is not None:
             await meter.stop()
+        for shared in shared_limits or ():
+            await shared.close()
         writer.close()
         store.close()
         sock.close()

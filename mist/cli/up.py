@@ -71,7 +71,8 @@ def up(
     ] = None,
     limits_redis: Annotated[
         str | None, typer.Option(metavar="URL", envvar="MIST_LIMITS_REDIS", help="redis://... : keep the rate "
-                                 "limits' token buckets there, shared by every gateway (default: in this process).")
+                                 "limits' token buckets and the tenants' and functions' concurrency permits there, "
+                                 "shared by every gateway (default: in this process; concurrency per machine).")
     ] = None,
     plans: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Price plans (TOML; default: DATA_DIR/plans.toml if it "

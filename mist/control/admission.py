@@ -16,7 +16,11 @@ Two checks, at two places:
 When a slot frees, the waiter with the smallest start tag *that may now run* goes next, so a
 tenant flooding up to its limits only lengthens its own line. The token buckets live in a
 `RateLimiter`: in memory for one process, or in Redis (mist/control/redislimits.py) so that the
-gateways of a cluster share them. Concurrency is counted per node.
+gateways of a cluster share them. Concurrency is counted per node and, when Admission is given
+`ConcurrencyPermits` (mist/control/permits.py; Redis in a cluster), the tenant's and the
+function's concurrency limits are also counted over every node: an invocation those limits apply
+to holds a shared permit while it runs; refused one, it gives its node slot back and waits for a
+permit of its tenant to be released anywhere. `max_queued` and the node limit stay per node.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from mist.control.permits import ConcurrencyPermits, Permit, PermitsStats
 from mist.core import flow
 from mist.core.ratelimit import Bucket, FairQueue, RateLimit, take
 from mist.errors import InvalidRequest, LimitExceeded, NoCapacity
@@ -87,14 +92,19 @@ class AdmissionStats:
     refused_queue: int
     timed_out: int
     by_tenant: dict[str, dict[str, int]]
+    permits: PermitsStats | None  # the cluster's concurrency permits, when shared
 
 
 class Admission:
     def __init__(self, tenant_limits: Callable[[str], TenantLimits], *, node_limit: int | None = None,
-                 rates: RateLimiter | None = None, loop_time: Callable[[], float] | None = None) -> None:
+                 rates: RateLimiter | None = None, permits: ConcurrencyPermits | None = None,
+                 permit_margin_s: float = 30.0, poll_s: float = 0.25) -> None:
         self._tenant_limits = tenant_limits
         self.node_limit = node_limit
         self._rates = rates or MemoryRateLimiter()
+        self._permits = permits
+        self._permit_margin_s = permit_margin_s  # a permit outlives its execution's timeout by this
+        self._poll_s = poll_s  # a waiter for a permit asks again at least this often
         self._reserved: dict[str, int] = {}  # function id -> reserved concurrency
         self._reserved_total: dict[str, int] = {}  # tenant -> sum of its functions' reservations
         self._running = 0
@@ -162,16 +172,53 @@ class Admission:
             raise LimitExceeded(
                 f"function {fv.local_name} has reserved concurrency 0: it is stopped; raise it to run it",
                 retry_after=60.0, limit=f"function {fv.local_name}: reserved concurrency 0")
+        tenant_max = self._tenant_limits(ask.tenant).max_concurrency
+        if self._permits is None or (ask.reserved is None and tenant_max is None):
+            await self._take_node_slot(ask, fv, timeout_s)
+            try:
+                yield
+            finally:
+                self._leave(ask)
+            return
+        permit = await self._take_node_slot_and_permit(ask, fv, timeout_s)
+        try:
+            yield
+        finally:
+            self._leave(ask)
+            await asyncio.shield(self._permits.release(permit))
+
+    async def _take_node_slot(self, ask: flow.Ask, fv: FunctionVersion, timeout_s: float) -> None:
         # `_wake` admits every waiter that may run as soon as it may, so waiters left in the queue
         # are all held by a limit: a newcomer that no limit holds takes nothing from them
         if self._blocking(ask) is not None:
             await self._wait(ask, fv, timeout_s)  # returns holding the slot `_wake` took for it
         else:
             self._enter(ask)
-        try:
-            yield
-        finally:
+
+    async def _take_node_slot_and_permit(self, ask: flow.Ask, fv: FunctionVersion, timeout_s: float) -> Permit:
+        """A node slot, then the cluster's permit; refused the permit, give the slot back (it
+        holds nothing others on this node could use meanwhile), wait for a release, ask again."""
+        assert self._permits is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            await self._take_node_slot(ask, fv, max(0.0, deadline - loop.time()))
+            try:
+                got = await self._permits.acquire(
+                    ask, tenant_max=self._tenant_limits(ask.tenant).max_concurrency,
+                    reserved_total=self._reserved_total.get(ask.tenant, 0), ttl_s=timeout_s + self._permit_margin_s)
+            except BaseException:
+                self._leave(ask)
+                raise
+            if isinstance(got, Permit):
+                return got
             self._leave(ask)
+            left = deadline - loop.time()
+            if left <= 0:
+                self._timed_out += 1
+                raise NoCapacity(f"{fv.local_name} waited {timeout_s:.2f} s to run while {got}; retry later",
+                                 retry_after=min(timeout_s, 5.0))
+            await self._permits.wait_released(ask.tenant, min(left, self._poll_s))
 
     def _blocking(self, ask: flow.Ask) -> str | None:
         limits = self._tenant_limits(ask.tenant)
@@ -268,4 +315,5 @@ class Admission:
         return AdmissionStats(
             self._running, len(self._queue), self._refused_rate, self._refused_queue, self._timed_out,
             {t: {"running": s.running, "waiting": self._queue.waiting(t)} for t, s in self._by_tenant.items()},
+            self._permits.statistics() if self._permits is not None else None,
         )

@@ -76,3 +76,27 @@ def test_a_reservation_over_the_tenants_limit_is_refused_at_deploy(server):
         r = c.post("/v1/functions/big/versions", files={"code": ("c.zip", buf.getvalue(), "application/zip")},
                    data={"config": json.dumps({"reserved_concurrency": 3})}, headers={"X-Mist-Tenant": "small"})
     assert r.status_code == 400 and "over its limit of 2" in r.json()["error"]["message"]
+
+
+def test_with_limits_in_redis_concurrency_is_counted_by_shared_permits(tmp_path):
+    """`mist up --limits-redis`: a function's reserved concurrency is taken as a permit in Redis
+    (so every gateway sharing that Redis counts the same executions); one runs at a time."""
+    import secrets as _secrets
+
+    from tests.e2e.conftest import start_server
+
+    server = start_server(tmp_path / "data", "--limits-redis", "redis://127.0.0.1:6379/0")
+    try:
+        name = f"slow{_secrets.token_hex(3)}"  # its permits' keys are its own in a shared Redis
+        deploy(server, name, SLOW, {"reserved_concurrency": 1})
+        with ThreadPoolExecutor(2) as pool:
+            t0 = time.monotonic()
+            answers = [f.result() for f in [pool.submit(invoke, server, name) for _ in range(2)]]
+            elapsed = time.monotonic() - t0
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert elapsed >= 0.8  # one at a time
+        with server.client() as c:
+            permits = c.get("/v1/statistics").json()["Admission"]["permits"]
+        assert permits["taken"] == 2 and permits["unreachable"] == 0
+    finally:
+        server.stop()
