@@ -42,6 +42,8 @@ class WorkerConfig:
     target_utilisation: float = 0.7  # instances are sized for 70 % of their concurrency
     stable_window_s: float = 60.0  # the autoscaler's windows (mist.core.autoscale, docs/scaling.md)
     panic_window_s: float = 6.0
+    reclaim_idle_s: float = 6.0  # while a function serves, its instances used within this many
+    # seconds are not reclaimed above the autoscaler's target (policy.reclaimable)
     prewarm_memory_mb: int = 128  # budget reserved by (and initial limit of) a prewarmed sandbox
     prefault: str = "touched"  # what prewarmed sandboxes copy up front (breaking copy-on-write
     # with the zygote before the cold start needs it): "touched" = the pages a cold start
@@ -117,6 +119,7 @@ class WorkerConfig:
             ("target_utilisation", self.target_utilisation, 0 < self.target_utilisation <= 1,
              "must be in (0, 1]"),
             ("panic_window_s", self.panic_window_s, self.panic_window_s >= 1, "must be >= 1"),
+            ("reclaim_idle_s", self.reclaim_idle_s, self.reclaim_idle_s >= 0, "must be >= 0"),
             ("stable_window_s", self.stable_window_s, self.stable_window_s >= self.panic_window_s,
              f"must be >= panic_window_s ({self.panic_window_s})"),
             ("prewarm_memory_mb", self.prewarm_memory_mb, self.prewarm_memory_mb >= 16, "must be >= 16"),

@@ -95,11 +95,18 @@ def place(
     return Placement("wait")
 
 
-def reclaimable(idle: Sequence[InstanceView], live: int, min_instances: int) -> list[str]:
-    """Which of a function's idle, expired instances may go while keeping `min_instances` of
-    its `live` instances: the least recently used go first."""
+def reclaimable(idle: Sequence[InstanceView], live: int, min_instances: int, *, now: float = 0.0,
+                min_idle_s: float = 0.0) -> list[str]:
+    """Which of a function's idle instances may go while keeping `min_instances` of its `live`
+    instances: the least recently used go first, and none used within `min_idle_s` of `now`.
+
+    `min_idle_s` is for a function still serving: its instances take turns being idle, and
+    one used a moment ago is one its next request needs (reclaimed, it would be started again
+    at once, a cold start per reclaim). With 64 callers on 64 instances and a target of 48
+    (in-flight average 34 / 0.7), none goes while all 64 keep being used."""
     spare = max(0, live - min_instances)
-    return [i.id for i in sorted(idle, key=lambda i: i.last_used)[:spare]]
+    cold = [i for i in idle if now - i.last_used >= min_idle_s] if min_idle_s > 0 else list(idle)
+    return [i.id for i in sorted(cold, key=lambda i: i.last_used)[:spare]]
 
 
 def pool_deficit(target: int, have: int, *, free_mb: int, pool_mb: int, waiting: int) -> int:

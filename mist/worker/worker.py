@@ -834,7 +834,8 @@ class Worker:
                 started += self._scale_up(d.spec, d.target - len(live) - pending)
             elif d.target < len(live):
                 idle = [sb for sb in live if sb.state is State.IDLE and sb.in_flight == 0]
-                ids = set(policy.reclaimable([self._view(sb) for sb in idle], len(live), d.target))
+                ids = set(policy.reclaimable([self._view(sb) for sb in idle], len(live), d.target, now=now,
+                                             min_idle_s=self.config.reclaim_idle_s if d.count else 0.0))
                 victims.extend(sb for sb in idle if sb.id in ids)
             prewarm_ahead = (d.idle_window is not None and d.idle_window.prewarm_delay_s > 0
                              and now < d.idle_window.idle_since + d.idle_window.prewarm_delay_s

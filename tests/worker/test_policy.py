@@ -103,6 +103,21 @@ def test_reclaiming_keeps_min_instances(idle, live, min_instances, gone):
 
 
 @pytest.mark.parametrize(
+    ("last_used", "min_idle_s", "gone"),
+    [
+        ({"a": 99.0, "b": 99.5}, 6.0, []),  # a serving function's instances, used a moment ago, stay
+        ({"a": 90.0, "b": 99.5}, 6.0, ["a"]),  # one idle for 10 s goes
+        ({"a": 99.0, "b": 99.5}, 0.0, ["a", "b"]),  # no protection (the function is idle): target rules
+    ],
+)
+def test_instances_a_serving_function_used_just_now_are_not_reclaimed(last_used, min_idle_s, gone):
+    from mist.worker.policy import reclaimable
+
+    views = [inst(i, last_used=t) for i, t in last_used.items()]
+    assert reclaimable(views, 4, 2, now=100.0, min_idle_s=min_idle_s) == gone
+
+
+@pytest.mark.parametrize(
     ("recent", "minimum", "maximum", "expected"),
     [
         ([], 2, 32, 2),  # nothing recent: the configured minimum
