@@ -63,12 +63,18 @@ def check_payload(body: bytes) -> bytes:
     if not body.strip():
         return b"null"
     try:
-        json.loads(body)
+        json.loads(body, parse_constant=_not_json)
     except ValueError as exc:
         raise InvalidRequest(
             f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"
         ) from None
     return body
+
+
+def _not_json(name: str) -> object:
+    """NaN and Infinity: Python's json reads them, JSON (RFC 8259) has no such values, and a
+    handler in another language or the Lambda runtime would refuse the event."""
+    raise ValueError(f"{name} is not a JSON value; send null or a string instead")
 
 
 def error_json(error: dict[str, object] | None) -> bytes:

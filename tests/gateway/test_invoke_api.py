@@ -61,6 +61,13 @@ async def test_body_that_is_not_json_is_400(client, hello):
     assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("body", [b'{"x": NaN}', b"Infinity", b'[-Infinity]'])
+async def test_nan_and_infinity_are_refused_as_not_json(client, hello, body):
+    r = await client.post("/v1/functions/hello/invocations", content=body)
+    assert r.status_code == 400 and "is not a JSON value" in r.json()["error"]["message"]
+
+
+
 async def test_payload_over_6mb_is_413(client, hello, worker):
     body = json.dumps("x" * (6 * 1024 * 1024)).encode()
     r = await client.post("/v1/functions/hello/invocations", content=body)
