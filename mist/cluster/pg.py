@@ -38,14 +38,15 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
 
 
 @contextmanager
-def reachable() -> Iterator[None]:
+def reachable(what: str = "the coordination database") -> Iterator[None]:
     """Turn a lost or refused connection into CoordinationUnavailable (whether the statement
-    took effect is unknown to the caller). Errors in mist's own SQL are not masked."""
+    took effect is unknown to the caller). Errors in mist's own SQL are not masked. `what`
+    names the database in the message."""
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
         raise CoordinationUnavailable(
-            f"the coordination database could not be reached or failed ({type(exc.orig).__name__}: "
+            f"{what} could not be reached or failed ({type(exc.orig).__name__}: "
             f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else 'no detail'}); "
             "check that PostgreSQL is up and reachable, then retry"
         ) from exc

@@ -235,12 +235,16 @@ _triggers = sa.Table(
 )
 
 
+def create_tables(bind: sa.Engine | sa.Connection) -> None:
+    _meta.create_all(bind)
+
+
 class SqlTriggerStore:
     """Triggers in the control database (SQLite or PostgreSQL), next to the event queue."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        _meta.create_all(engine)
+        create_tables(engine)
 
     def add_trigger(self, trigger: Trigger) -> None:
         with self.engine.begin() as conn:
