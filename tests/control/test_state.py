@@ -2,7 +2,6 @@
 once; blobs (code and layers) and the change feed that cluster mode adds, on real PostgreSQL."""
 
 import asyncio
-import secrets
 import threading
 import time
 
@@ -13,21 +12,6 @@ from mist.control.blobs import MemoryBlobStore, SqlBlobStore, metadata as blob_m
 from mist.control.changes import ChangeFeed, moved
 from mist.control.state import StateError, check_db_url, open_state, redact
 from mist.errors import PlatformError
-
-PG = "postgresql+psycopg://postgres@127.0.0.1/test"
-
-
-@pytest.fixture
-def fresh_pg():
-    """A schema of this test's own (every table created by the code under test), dropped after."""
-    schema = f"mist_state_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def test_without_db_the_state_is_sqlite_in_the_data_dir_and_not_shared(tmp_path):
@@ -65,14 +49,14 @@ def test_an_unreachable_postgresql_is_a_clear_error_that_hides_the_password(tmp_
     assert redact("postgresql://a:b@h/d") == "postgresql://a:***@h/d"
 
 
-def test_processes_starting_at_once_on_an_empty_database_all_start(tmp_path, fresh_pg):
+def test_processes_starting_at_once_on_an_empty_database_all_start(tmp_path, fresh_pg_url):
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
 
     def start():
         try:
             barrier.wait()
-            open_state(tmp_path, fresh_pg).close()
+            open_state(tmp_path, fresh_pg_url).close()
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -82,7 +66,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_start(tmp_path, fre
     for t in threads:
         t.join()
     assert errors == []
-    state = open_state(tmp_path, fresh_pg)
+    state = open_state(tmp_path, fresh_pg_url)
     try:
         tables = set(sa.inspect(state.store.engine).get_table_names())
         assert {"functions", "events", "api_keys", "triggers", "code_blobs", "state_revisions"} <= tables
@@ -95,7 +79,7 @@ def blobs(request, tmp_path):
     if request.param == "memory":
         yield MemoryBlobStore()
         return
-    url = request.getfixturevalue("fresh_pg") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'b.db'}"
+    url = request.getfixturevalue("fresh_pg_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'b.db'}"
     engine = sa.create_engine(url)
     blob_metadata.create_all(engine)
     yield SqlBlobStore(engine)
@@ -116,8 +100,8 @@ def test_putting_a_blob_twice_keeps_the_first(blobs):
     assert blobs.get_blob("code", "k") == b"first"
 
 
-def test_a_damaged_blob_is_refused_not_served(tmp_path, fresh_pg):
-    engine = sa.create_engine(fresh_pg)
+def test_a_damaged_blob_is_refused_not_served(tmp_path, fresh_pg_url):
+    engine = sa.create_engine(fresh_pg_url)
     blob_metadata.create_all(engine)
     store = SqlBlobStore(engine)
     store.put_blob("code", "k", b"good bytes")
@@ -139,9 +123,9 @@ def test_the_topics_that_moved_are_those_whose_revision_differs(before, now, top
     assert moved(before, now) == topics
 
 
-def test_a_change_written_by_another_process_reaches_the_listeners_of_its_topic(tmp_path, fresh_pg):
-    state = open_state(tmp_path, fresh_pg)
-    other = sa.create_engine(fresh_pg)  # "another process": its own connection, plain SQL
+def test_a_change_written_by_another_process_reaches_the_listeners_of_its_topic(tmp_path, fresh_pg_url):
+    state = open_state(tmp_path, fresh_pg_url)
+    other = sa.create_engine(fresh_pg_url)  # "another process": its own connection, plain SQL
 
     async def scenario():
         feed: ChangeFeed = state.changes
@@ -174,8 +158,8 @@ def test_a_change_written_by_another_process_reaches_the_listeners_of_its_topic(
         state.close()
 
 
-def test_a_listener_that_fails_is_tried_again_at_the_next_poll(tmp_path, fresh_pg):
-    state = open_state(tmp_path, fresh_pg)
+def test_a_listener_that_fails_is_tried_again_at_the_next_poll(tmp_path, fresh_pg_url):
+    state = open_state(tmp_path, fresh_pg_url)
     calls = []
 
     async def flaky():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import threading
 import time
@@ -16,27 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
 
 pytestmark = pytest.mark.sandbox
 
-PG = "postgresql+psycopg://postgres@127.0.0.1/test"
 LEASE_S = 4  # --event-lease: how long the survivor waits for the dead process's events
-
-
-@pytest.fixture
-def db_url():
-    """A fresh schema: the cluster's database, empty at start, dropped after."""
-    schema = f"mist_cluster_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def cli(server: Server, key: str, *args: str) -> subprocess.CompletedProcess:
@@ -55,7 +39,7 @@ def until(what: str, check, timeout: float = 30, every: float = 0.1):
         time.sleep(every)
 
 
-def start_both(tmp_path: Path, db_url: str) -> tuple[Server, Server]:
+def start_both(tmp_path: Path, fresh_pg_url: str) -> tuple[Server, Server]:
     """Both processes started at the same moment against the empty database."""
     key_file = tmp_path / "secrets.key"
     key_file.write_bytes(os.urandom(32))
@@ -65,7 +49,7 @@ def start_both(tmp_path: Path, db_url: str) -> tuple[Server, Server]:
 
     def start(name: str) -> None:
         try:
-            started[name] = start_server(tmp_path / name, "--db", db_url, "--secrets-key-file", str(key_file),
+            started[name] = start_server(tmp_path / name, "--db", fresh_pg_url, "--secrets-key-file", str(key_file),
                                          "--event-lease", str(LEASE_S))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -82,8 +66,8 @@ def start_both(tmp_path: Path, db_url: str) -> tuple[Server, Server]:
     return started["a"], started["b"]
 
 
-def test_two_processes_on_one_database_serve_as_one_platform(tmp_path, db_url):
-    a, b = start_both(tmp_path, db_url)
+def test_two_processes_on_one_database_serve_as_one_platform(tmp_path, fresh_pg_url):
+    a, b = start_both(tmp_path, fresh_pg_url)
     try:
         made = [s for s in (a, b) if (s.data_dir / "admin.key").exists()]
         assert len(made) == 1, "the cluster's first start makes the admin key, and only it"
