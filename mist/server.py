@@ -240,6 +240,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await triggers.start()
         services.triggers = triggers
         if state.changes is not None:
+            state.changes.on("triggers", triggers.follow)
             await _follow(state.changes, functions, tenancy, secrets)
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets)

@@ -7,6 +7,7 @@ revision per topic in `state_revisions`, in the same transaction as the change i
     functions, function_versions   -> "functions"   (FunctionService.follow)
     tenants, api_keys              -> "tenancy"     (Tenancy.refresh)
     function_secrets               -> "secrets"     (SecretService.follow)
+    triggers                       -> "triggers"    (TriggerManager.follow)
 
 Each process reads that table (a handful of rows) every `poll_s` (1 s) and runs the listeners of
 every topic whose revision moved: a change made through one process is served by every other
@@ -45,6 +46,7 @@ TOPICS = {  # table -> topic
     "tenants": "tenancy",
     "api_keys": "tenancy",
     "function_secrets": "secrets",
+    "triggers": "triggers",
 }
 
 _BUMP = """
