@@ -1,12 +1,14 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
 Start order: data dir lock -> the secrets key (docs/secrets.md) -> listening socket (so a busy
-port fails before anything starts) -> price plans (a bad plans file fails here) -> SQLite store ->
+port fails before anything starts) -> price plans (a bad plans file fails here) -> the state
+(mist/control/state.py: SQLite in the data dir, or the cluster's PostgreSQL with --db) ->
 worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer -> usage ledger (journal
 segments a crash left are imported) -> secrets (opened into memory) -> tenants and keys (the first
 start makes the admin key) -> provisioned instances ->
 event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
-port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
+port; uploads cut off by a crash are removed) -> with --db, the change feed (other processes'
+changes followed, docs/cluster.md) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
 200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
 get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
