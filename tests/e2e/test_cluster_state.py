@@ -76,16 +76,16 @@ def test_two_processes_on_one_database_serve_as_one_platform(tmp_path, fresh_pg_
         ca, cb = httpx.Client(base_url=a.url, headers=auth, timeout=60), httpx.Client(base_url=b.url, headers=auth,
                                                                                         timeout=60)
         src = write_function(tmp_path / "work", {"main.py": (
-            "import time\n"
+            "import os, time\n"
             "def handler(event, context):\n"
             "    time.sleep(event.get('sleep', 0))\n"
-            "    return {'n': event.get('n')}\n")})  # fmt: skip
+            "    return {'n': event.get('n'), 'token': os.environ.get('TOKEN')}\n")})  # fmt: skip
         r = cli(a, admin, "deploy", "work", str(src), "--concurrency", "4")
         assert r.returncode == 0, r.stderr
 
         # deployed on A, invoked on B: B fetches the code from the database
         sync = cb.post("/v1/functions/work/invocations", json={"n": 1})
-        assert sync.status_code == 200 and sync.json() == {"n": 1}, sync.text
+        assert sync.status_code == 200 and sync.json() == {"n": 1, "token": None}, sync.text
         assert [p.name for p in (b.data_dir / "code").iterdir() if not p.name.startswith(".")] == \
                [p.name for p in (a.data_dir / "code").iterdir() if not p.name.startswith(".")]
         queued = cb.post("/v1/functions/work/invocations", json={"n": 2}, headers={"X-Mist-Invocation-Type": "Event"})
@@ -111,6 +111,12 @@ def test_two_processes_on_one_database_serve_as_one_platform(tmp_path, fresh_pg_
             return until("the record", lambda: ca.get(f"/v1/invocations/{inv}").json().get("version"))
 
         assert until("A runs B's new version", lambda: version_run_on_a() == 2, timeout=5, every=0.3)
+
+        # a secret set through A (sealed with the cluster's key) is what B's instances get
+        r = cli(a, admin, "secret", "set", "work", "TOKEN=shared-by-the-cluster")
+        assert r.returncode == 0, r.stderr
+        until("B runs with A's secret", lambda: cb.post("/v1/functions/work/invocations", json={}).json()["token"]
+              == "shared-by-the-cluster", timeout=5, every=0.3)
 
         # a key made on A works on B; revoked on A, B refuses it within seconds
         made_key = ca.post("/v1/keys", json={"role": "developer", "name": "short-lived"}).json()
