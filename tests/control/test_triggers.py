@@ -121,13 +121,18 @@ def test_a_queue_source_password_is_never_shown():
     assert "pw" not in json.dumps(t.public_config())
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "memory":
-        return MemoryTriggerStore()
+        yield MemoryTriggerStore()
+        return
     import sqlalchemy as sa
 
-    return SqlTriggerStore(sa.create_engine(f"sqlite:///{tmp_path / 'triggers.db'}"))
+    url = request.getfixturevalue("fresh_pg_url") if request.param == "postgresql" else \
+        f"sqlite:///{tmp_path / 'triggers.db'}"
+    engine = sa.create_engine(url)
+    yield SqlTriggerStore(engine)
+    engine.dispose()
 
 
 def test_store_contract(store):
