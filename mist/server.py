@@ -243,6 +243,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         services.triggers = triggers
         if state.changes is not None:
             state.changes.on("triggers", triggers.follow)
+            state.changes.on("billing", meter.follow)
             await _follow(state.changes, functions, tenancy, secrets)
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets)

@@ -8,6 +8,7 @@ revision per topic in `state_revisions`, in the same transaction as the change i
     tenants, api_keys              -> "tenancy"     (Tenancy.refresh)
     function_secrets               -> "secrets"     (SecretService.follow)
     triggers                       -> "triggers"    (TriggerManager.follow)
+    tenant_billing                 -> "billing"     (Meter.follow: plans and spend caps)
 
 Each process reads that table (a handful of rows) every `poll_s` (1 s) and runs the listeners of
 every topic whose revision moved: a change made through one process is served by every other
@@ -47,6 +48,7 @@ TOPICS = {  # table -> topic
     "api_keys": "tenancy",
     "function_secrets": "secrets",
     "triggers": "triggers",
+    "tenant_billing": "billing",
 }
 
 _BUMP = """
