@@ -3,7 +3,8 @@
 Authentication is on every request, so it is answered from memory: every key (its id, tenant,
 role, expiry, revocation and the SHA-256 of the key) is loaded at start and refreshed from the
 store every `refresh_s` seconds; a key created or revoked through this process takes effect
-here at once, and on other gateways of a cluster within `refresh_s`.
+here at once; on the other processes of a cluster (`mist up --db`) within ~1 s, when the
+change feed calls `refresh` (mist/control/changes.py), and within `refresh_s` in any case.
 
     tenancy = Tenancy(store)
     await tenancy.start()
