@@ -109,6 +109,10 @@ def _create_shared(engine: sa.Engine) -> None:
     from mist.control.triggers import create_tables as create_trigger_tables
 
     with schema_transaction(engine) as conn:
+        version = conn.dialect.server_version_info or (0,)
+        if version < (14,):
+            raise StateError(f"--db needs PostgreSQL 14 or newer (CREATE OR REPLACE TRIGGER); this server is "
+                             f"{'.'.join(map(str, version))}")
         blobs.metadata.create_all(conn)
         create_trigger_tables(conn)
         changes.install(conn)
