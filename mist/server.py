@@ -34,6 +34,7 @@ import uvicorn
 
 from mist.control.admission import Admission, tenant_limits
 from mist.control.batching import SerialWriter
+from mist.control.changes import ChangeFeed
 from mist.control.dispatcher import Dispatcher, DispatcherConfig
 from mist.control.events import EventService
 from mist.control.functions import FunctionService
@@ -42,7 +43,6 @@ from mist.control.layers import BuildJail, LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.redislimits import RedisRateLimiter
-from mist.control.changes import ChangeFeed
 from mist.control.state import BOOTSTRAP_LOCK, open_state
 from mist.control.triggers import (
     SqlTriggerStore,
@@ -213,6 +213,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         worker.tenant_weight = lambda t: limits_of(t).weight  # tenants share the CPU by weight
         functions.add_check(admission.check_config)
         functions.on_change(admission.function_changed)
+        if state.shared:
+            await functions.follow()  # the baseline later changes are compared with (just before reading it)
         for summary in await functions.list():
             admission.function_changed(summary.name, summary.latest)
         await functions.provision_all()  # min instances are warm before the first request
@@ -242,9 +244,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await triggers.start()
         services.triggers = triggers
         if state.changes is not None:
-            state.changes.on("triggers", triggers.follow)
-            state.changes.on("billing", meter.follow)
-            await _follow(state.changes, functions, tenancy, secrets)
+            await _follow(state.changes, functions, tenancy, secrets, triggers, meter)
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets)
         app = build_app(services)
@@ -314,7 +314,8 @@ def _dispatcher_config(lease_s: float | None) -> DispatcherConfig:
     return config
 
 
-async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy, secrets: SecretService) -> None:
+async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy, secrets: SecretService,
+                  triggers: TriggerManager, meter: Meter) -> None:
     """What other processes of the cluster change reaches this one's memory (mist/control/changes.py)."""
 
     async def secrets_changed() -> None:
@@ -325,7 +326,8 @@ async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy
     feed.on("functions", functions.follow)
     feed.on("tenancy", tenancy.refresh)
     feed.on("secrets", secrets_changed)
-    await functions.follow()  # what exists now: the baseline
+    feed.on("triggers", triggers.follow)
+    feed.on("billing", meter.follow)
     await feed.start()
 
 

@@ -19,7 +19,7 @@ compare with what they hold and do nothing when it is already current.
 
     feed = ChangeFeed(engine)
     feed.on("tenancy", tenancy.refresh)
-    await feed.start()          # the revisions now are the baseline
+    await feed.start()          # the revisions now (or at feed.mark()) are the baseline
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class ChangeFeed:
         self.poll_s = poll_s
         self._listeners: dict[str, list[Listener]] = {}
         self._seen: dict[str, int] = {}
+        self._marked = False
         self._task: asyncio.Task[None] | None = None
         self.changes = 0  # topics seen moving (statistics)
 
@@ -100,8 +101,15 @@ class ChangeFeed:
         with self._engine.connect() as conn:
             return {r.topic: r.revision for r in conn.execute(sa.select(revisions))}
 
+    def mark(self) -> None:
+        """Take the revisions now as the baseline: what changes after this is followed, even if
+        the listeners are registered and the feed started later (a start takes seconds)."""
+        self._seen = self._read()
+        self._marked = True
+
     async def start(self) -> None:
-        self._seen = await asyncio.to_thread(self._read)
+        if not self._marked:
+            self._seen = await asyncio.to_thread(self._read)
         self._task = asyncio.create_task(self._loop(), name="change-feed")
 
     async def stop(self) -> None:

@@ -102,7 +102,9 @@ def open_state(data_dir: Path, db_url: str | None, *, poll_s: float = 1.0) -> St
                 raise
     except CoordinationUnavailable as exc:
         raise StateError(exc.message.replace("then retry", "then start mist again")) from None
-    return State(store, url, True, SqlBlobStore(store.writes), ChangeFeed(store.engine, poll_s=poll_s))
+    feed = ChangeFeed(store.engine, poll_s=poll_s)
+    feed.mark()  # before any component loads what it holds: a change made meanwhile is followed
+    return State(store, url, True, SqlBlobStore(store.writes), feed)
 
 
 def _create_shared(engine: sa.Engine) -> None:

@@ -158,8 +158,31 @@ def test_a_change_written_by_another_process_reaches_the_listeners_of_its_topic(
         state.close()
 
 
+def add_tenant(state, name="acme"):
+    """A change as another process would make it."""
+    with state.store.engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO tenants (name, created_at, weight) VALUES ('{name}', 1, 1)")
+
+
+def run_feed(state, listener, *, polls, change_after_start=False):
+    """Start the state's feed with `listener` on "tenancy", poll `polls` times, stop; close the state."""
+
+    async def scenario():
+        state.changes.on("tenancy", listener)
+        await state.changes.start()
+        if change_after_start:
+            add_tenant(state)
+        for _ in range(polls):
+            await state.changes.poll()
+        await state.changes.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        state.close()
+
+
 def test_a_listener_that_fails_is_tried_again_at_the_next_poll(tmp_path, fresh_pg_url):
-    state = open_state(tmp_path, fresh_pg_url)
     calls = []
 
     async def flaky():
@@ -167,19 +190,17 @@ def test_a_listener_that_fails_is_tried_again_at_the_next_poll(tmp_path, fresh_p
         if len(calls) == 1:
             raise RuntimeError("database away")
 
-    async def scenario():
-        state.changes.on("tenancy", flaky)
-        await state.changes.start()
-        with state.store.engine.begin() as conn:
-            conn.exec_driver_sql("INSERT INTO tenants (name, created_at, weight) VALUES ('acme', 1, 1)")
-        await state.changes.poll()
-        await state.changes.poll()
-        await state.changes.poll()
-        await state.changes.stop()
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        state.close()
+    run_feed(open_state(tmp_path, fresh_pg_url), flaky, polls=3, change_after_start=True)
     assert len(calls) == 2
 
+
+def test_a_change_made_while_a_process_starts_is_followed_once_its_feed_runs(tmp_path, fresh_pg_url):
+    state = open_state(tmp_path, fresh_pg_url)  # the baseline is taken here...
+    add_tenant(state)  # ...another process changes something meanwhile, and the feed starts later
+    heard = []
+
+    async def on():
+        heard.append("tenancy")
+
+    run_feed(state, on, polls=1)
+    assert heard == ["tenancy"]
