@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import MIST, REPO
+from tests.cluster.proxy import CuttableProxy
+from tests.e2e.conftest import MIST, REPO, start_server
 
 
 def up(tmp_path, *args, env=None):
@@ -40,3 +41,25 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path, key_fil
     r = up(tmp_path, "--secrets-key-file", key_file, "--db", "postgresql://mist:s3cret@127.0.0.1:1/mist")
     assert r.returncode == 1
     assert "could not be reached" in r.stderr and "127.0.0.1:1" in r.stderr and "s3cret" not in r.stderr
+
+
+@pytest.mark.sandbox
+def test_a_lost_database_is_a_503_that_says_so_and_service_comes_back_with_it(tmp_path, key_file, fresh_pg_url):
+    proxy = CuttableProxy()  # the database, as this process reaches it, can be cut
+    url = fresh_pg_url.replace("@127.0.0.1/", f"@127.0.0.1:{proxy.port}/")
+    server = start_server(tmp_path / "data", "--db", url, "--secrets-key-file", key_file)
+    try:
+        with server.client() as c:
+            assert c.get("/v1/functions").status_code == 200
+            proxy.cut()
+            lost = c.get("/v1/functions")
+            assert lost.status_code == 503
+            assert lost.json()["error"]["code"] == "CoordinationUnavailable"
+            assert "state database" in lost.json()["error"]["message"]
+            assert "PostgreSQL is up and reachable" in lost.json()["error"]["message"]
+            proxy.heal()
+            back = [c.get("/v1/functions").status_code for _ in range(3)]
+            assert back[-1] == 200  # a pooled connection the cut broke may fail once more; then served
+    finally:
+        server.stop()
+        proxy.close()
