@@ -1,12 +1,14 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
 Start order: data dir lock -> the secrets key (docs/secrets.md) -> listening socket (so a busy
-port fails before anything starts) -> price plans (a bad plans file fails here) -> SQLite store ->
+port fails before anything starts) -> price plans (a bad plans file fails here) -> the state
+(mist/control/state.py: SQLite in the data dir, or the cluster's PostgreSQL with --db) ->
 worker (zygote, stale-sandbox cleanup, prewarm pool) -> record writer -> usage ledger (journal
 segments a crash left are imported) -> secrets (opened into memory) -> tenants and keys (the first
 start makes the admin key) -> provisioned instances ->
 event dispatcher (events left running by a crash are due again at once) -> S3 endpoint (its own
-port; uploads cut off by a crash are removed) -> HTTP server. "S3 endpoint at URL" and then
+port; uploads cut off by a crash are removed) -> with --db, the change feed (other processes'
+changes followed, docs/cluster.md) -> HTTP server. "S3 endpoint at URL" and then
 "mist is ready at URL" are printed only once each server accepts requests, and /healthz answers
 200 from then on. SIGINT/SIGTERM stop the HTTP and S3 servers, stop the dispatcher (running attempts
 get 5 s, other leases are handed back), write pending records, kill every sandbox and remove
@@ -17,6 +19,7 @@ that order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -31,7 +34,8 @@ import uvicorn
 
 from mist.control.admission import Admission, tenant_limits
 from mist.control.batching import SerialWriter
-from mist.control.dispatcher import Dispatcher
+from mist.control.changes import ChangeFeed
+from mist.control.dispatcher import Dispatcher, DispatcherConfig
 from mist.control.events import EventService
 from mist.control.functions import FunctionService
 from mist.control.invocations import InvocationService
@@ -39,8 +43,9 @@ from mist.control.layers import BuildJail, LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.redislimits import RedisRateLimiter
+from mist.control.changes import ChangeFeed
 from mist.control.redispermits import RedisPermits
-from mist.control.sqlstore import SqlStore
+from mist.control.state import BOOTSTRAP_LOCK, open_state
 from mist.control.triggers import (
     SqlTriggerStore,
     TriggerManager,
@@ -89,6 +94,8 @@ class ServerOptions:
     usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
     secrets_key_file: Path | None = None  # None: MIST_SECRETS_KEY, else DATA/secrets.key (docs/secrets.md)
     secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
+    db_url: str | None = None  # postgresql+psycopg://... : state shared by a cluster (docs/cluster.md); None: SQLite
+    event_lease_s: float | None = None  # async events' lease (another process takes one over once it runs out)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -136,7 +143,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     data_dir.chmod(0o700)  # mist.db, keys, other tenants' code: nobody's but mist's (and root's)
     lock_fd = _lock_data_dir(data_dir)
     try:  # first: MIST_SECRETS_KEY leaves the environment before any process is started
-        keyring = load_keyring(data_dir, key_file=opts.secrets_key_file, old_key_files=opts.secrets_old_key_files)
+        keyring = load_keyring(data_dir, key_file=opts.secrets_key_file, old_key_files=opts.secrets_old_key_files,
+                               shared=opts.db_url is not None)
     except MistError as exc:
         os.close(lock_fd)
         raise StartupError(exc.message) from None
@@ -151,9 +159,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
 
     try:
         billing_config = plans.find(data_dir, opts.plans)
+        state = open_state(data_dir, opts.db_url)  # SQLite in the data dir, or the cluster's PostgreSQL
     except MistError as exc:
         raise StartupError(exc.message) from None
-    store = SqlStore(f"sqlite:///{data_dir / 'mist.db'}")
+    store = state.store
     worker_cfg = WorkerConfig(data_dir=data_dir)
     if opts.keepalive_s is not None:
         worker_cfg.keepalive_s = opts.keepalive_s
@@ -185,7 +194,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     shared_limits: tuple[RedisRateLimiter, RedisPermits] | None = None
     try:
         await tenancy.start()
-        new_admin_key = await tenancy.bootstrap(data_dir)
+        with state.exclusive(BOOTSTRAP_LOCK):  # a cluster's processes starting at once make one admin key
+            new_admin_key = await tenancy.bootstrap(data_dir, shared=state.shared)
         await audit.start()
         await worker.start()
         await records.start()
@@ -198,7 +208,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         functions = FunctionService(
             data_dir, store, LayerStore(data_dir / "layers", jail=build_jail), worker.retire,
             provision=worker.provision,
-            secrets=secrets, restart=worker.restart,
+            secrets=secrets, restart=worker.restart, blobs=state.blobs,
         )
         limits_of = tenant_limits(tenancy)
         if opts.limits_redis:  # the gateways of a cluster share rate and concurrency limits
@@ -209,13 +219,17 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         worker.tenant_weight = lambda t: limits_of(t).weight  # tenants share the CPU by weight
         functions.add_check(admission.check_config)
         functions.on_change(admission.function_changed)
+        if state.shared:
+            await functions.follow()  # the baseline later changes are compared with (just before reading it)
         for summary in await functions.list():
             admission.function_changed(summary.name, summary.latest)
         await functions.provision_all()  # min instances are warm before the first request
         invocations = InvocationService(functions, worker, records, admission=admission, meter=meter)
         events = EventService(functions, store, store, writer)
-        # recover: the data dir lock proves no other dispatcher holds these events' leases
-        dispatcher = Dispatcher(store, store, events, functions, invocations, writer, recover=True)
+        # recover: the data dir lock proves no other dispatcher holds these events' leases; with a
+        # shared database other live processes may, so only leases run out are taken (claims do that)
+        dispatcher = Dispatcher(store, store, events, functions, invocations, writer,
+                                _dispatcher_config(opts.event_lease_s), recover=not state.shared)
         await dispatcher.start()
         if s3_sock is not None:
             objects = ObjectStore(data_dir, f"sqlite:///{data_dir / 's3.db'}")
@@ -235,6 +249,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         )
         await triggers.start()
         services.triggers = triggers
+        if state.changes is not None:
+            await _follow(state.changes, functions, tenancy, secrets, triggers, meter)
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets)
         app = build_app(services)
@@ -270,6 +286,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     finally:
         if registered:
             discovery.unregister(url, data_dir)
+        if state.changes is not None:
+            await state.changes.stop()
         if triggers is not None:
             await triggers.stop()
         if s3_server is not None:
@@ -290,10 +308,35 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         for shared in shared_limits or ():
             await shared.close()
         writer.close()
-        store.close()
+        state.close()
         sock.close()
         os.close(lock_fd)
         log.info("mist stopped")
+
+
+def _dispatcher_config(lease_s: float | None) -> DispatcherConfig:
+    config = DispatcherConfig()
+    if lease_s is not None:
+        config.lease_s = lease_s
+        config.heartbeat_s = min(config.heartbeat_s, lease_s / 3)
+    return config
+
+
+async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy, secrets: SecretService,
+                  triggers: TriggerManager, meter: Meter) -> None:
+    """What other processes of the cluster change reaches this one's memory (mist/control/changes.py)."""
+
+    async def secrets_changed() -> None:
+        for fid in await secrets.follow():
+            with contextlib.suppress(MistError):  # a function deleted meanwhile
+                await functions.restart(fid)
+
+    feed.on("functions", functions.follow)
+    feed.on("tenancy", tenancy.refresh)
+    feed.on("secrets", secrets_changed)
+    feed.on("triggers", triggers.follow)
+    feed.on("billing", meter.follow)
+    await feed.start()
 
 
 def _note_signal(sig: int, _frame: object) -> None:

@@ -11,7 +11,11 @@ from mist.cli import output
 
 HELP = """Start mist: the API, the gateway and the sandboxes, in the foreground until Ctrl-C.
 
-State (functions, code, dependency layers, invocation records) lives in --data-dir.
+State (functions, code, dependency layers, invocation records) lives in --data-dir (SQLite).
+With --db postgresql+psycopg://USER@HOST/DB, state lives in that PostgreSQL database instead,
+shared by every mist up given the same --db and secrets key (each with its own --data-dir and
+port, on one machine or several): a function deployed through one is served by all, and any one
+may stop or die while the others keep serving. See docs/cluster.md.
 Sandboxes need root, namespaces and cgroups.
 
 Examples:
@@ -24,6 +28,7 @@ Examples:
   sudo mist up --egress-deny 10.0.0.0/8 --sandbox-network 100.80.0.0/20
   sudo mist up --plans /etc/mist/plans.toml
   sudo mist up --secrets-key-file /etc/mist/secrets.key
+  sudo mist up --db postgresql+psycopg://mist@db.internal/mist --secrets-key-file /etc/mist/secrets.key
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -92,6 +97,17 @@ def up(
         list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
                                         "sealed again with the current key at start; repeat for more.")
     ] = None,
+    db: Annotated[
+        str | None, typer.Option(metavar="URL", envvar="MIST_DB_URL", help="postgresql+psycopg://USER[:PASS]@HOST"
+                                 "[:PORT]/DB : keep the platform's state there, shared with every mist up given the "
+                                 "same URL (a cluster; needs --secrets-key-file or MIST_SECRETS_KEY, the same on "
+                                 "each). Default: SQLite in --data-dir. See docs/cluster.md.")
+    ] = None,
+    event_lease: Annotated[
+        float | None, typer.Option(metavar="SECONDS", min=1, help="How long an asynchronous invocation stays "
+                                   "leased to the process running it without renewal; after that another process "
+                                   "of the cluster runs it again (default 60).")
+    ] = None,
 ) -> None:
     try:
         from mist.server import ServerOptions, run
@@ -112,6 +128,10 @@ def up(
         extra["secrets_key_file"] = secrets_key_file
     if secrets_old_key_file:
         extra["secrets_old_key_files"] = tuple(secrets_old_key_file)
+    if db:
+        extra["db_url"] = db
+    if event_lease is not None:
+        extra["event_lease_s"] = event_lease
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
                             usage_fsync=usage_fsync, **extra)

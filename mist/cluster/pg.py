@@ -38,14 +38,25 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
 
 
 @contextmanager
-def reachable() -> Iterator[None]:
+def reachable(what: str = "the coordination database") -> Iterator[None]:
     """Turn a lost or refused connection into CoordinationUnavailable (whether the statement
-    took effect is unknown to the caller). Errors in mist's own SQL are not masked."""
+    took effect is unknown to the caller). Errors in mist's own SQL are not masked. `what`
+    names the database in the message."""
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        raise CoordinationUnavailable(
-            f"the coordination database could not be reached or failed ({type(exc.orig).__name__}: "
-            f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else 'no detail'}); "
-            "check that PostgreSQL is up and reachable, then retry"
-        ) from exc
+        raise unavailable(exc, what) from exc
+
+
+def unavailable(exc: OperationalError | InterfaceError, what: str = "the coordination database") -> CoordinationUnavailable:
+    """The CoordinationUnavailable a lost or refused PostgreSQL connection means, naming `what`."""
+    return CoordinationUnavailable(
+        f"{what} could not be reached or failed ({type(exc.orig).__name__}: "
+        f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else 'no detail'}); "
+        "check that PostgreSQL is up and reachable, then retry"
+    )
+
+
+def lost_postgresql(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL unreachable or its connection lost (not an SQL error, not SQLite)."""
+    return isinstance(exc, (OperationalError, InterfaceError)) and type(exc.orig).__module__.startswith("psycopg")

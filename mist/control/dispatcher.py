@@ -14,7 +14,9 @@ At-least-once: an event is leased (owner + lease end) before it runs and settled
 recorded, its next state and destination record stored, in one transaction) only after; the
 leases of running attempts are renewed every `heartbeat_s`. If mist dies in between, the lease
 runs out and the event runs again — at once on the next start of the same data dir
-(`recover=True`: the data dir lock proves the old dispatcher is dead). Settlements are group
+(`recover=True`: the data dir lock proves the old dispatcher is dead), or, with a database
+shared by several processes (`mist up --db`, recover=False), on any of them once the lease end
+has passed. Settlements are group
 committed and retried until the database takes them.
 """
 

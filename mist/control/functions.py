@@ -17,6 +17,8 @@ environment of every instance it describes (over `env` of the same name), and ch
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -24,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mist.control import packaging
-from mist.control.layers import LayerStore, Progress
+from mist.control.blobs import BlobStore
+from mist.control.layers import LayerStore, Progress, layer_key
 from mist.control.store import FunctionStore, NewVersion
 from mist.errors import DeployRejected, InvalidRequest, MistError, NotFound, PlatformError
 from mist.models import DEFAULT_HANDLER, FunctionConfig, FunctionSummary, FunctionVersion, split_id
@@ -69,9 +72,12 @@ class FunctionService:
         clock: Clock = _utcnow,
         secrets: SecretService | None = None,
         restart: Restart | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         """`secrets`: None serves no secrets; `restart`: how instances are replaced when a
-        function's secrets change (default: retired like a deleted function's)."""
+        function's secrets change (default: retired like a deleted function's); `blobs`: where
+        code and layers are shared with the other processes of a cluster (None: one process,
+        its data dir holds them)."""
         self.code_root = data_dir / "code"
         self.code_root.mkdir(parents=True, exist_ok=True)
         self._store = store
@@ -81,6 +87,8 @@ class FunctionService:
         self._clock = clock
         self.secrets = secrets
         self._restart = restart
+        self._blobs = blobs
+        self._followed: dict[str, tuple[int, datetime]] | None = None  # follow(): newest version seen per id
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
         self._extract_locks: dict[str, asyncio.Lock] = {}
@@ -104,6 +112,7 @@ class FunctionService:
                 summary = await asyncio.to_thread(self._store.get_function, name)
                 if summary is None:
                     raise _missing(name)
+                await self.materialise(summary.latest)
                 fv = self._latest[name] = summary.latest
             return fv
         fv = self._versions.get((name, version))
@@ -116,6 +125,7 @@ class FunctionService:
                     raise _missing(name)
                 local = split_id(name)[1]
                 raise NotFound(f"function {local!r} has no version {version}; `mist show {local}` shows its versions")
+            await self.materialise(found[0])
             fv = self._versions[(name, version)] = found[0]
         return fv
 
@@ -174,11 +184,13 @@ class FunctionService:
         cfg = FunctionConfig.from_json(config if config is not None else {})
         await progress({"event": "received", "bytes": zip_path.stat().st_size})
         sha, size, files = await self._extract(zip_path)
+        await self._share("code", sha, zip_path.read_bytes)
         await progress({"event": "validated", "files": files})
         return await self._create(name, cfg, sha, size, progress)
 
     async def update_config(self, name: str, config: object) -> FunctionVersion:
         current = (await self.get(name)).latest
+        await self.materialise(current)  # deployed through another process of a cluster: its code is checked here
         cfg = FunctionConfig.from_json(config, base=current.config())
         return await self._create(name, cfg, current.code_sha256, current.code_size, _no_progress)
 
@@ -190,11 +202,16 @@ class FunctionService:
             del self._versions[key]
         if not existed:
             raise _missing(name)
+        if self._followed is not None:
+            self._followed.pop(name, None)
         for listener in self._listeners:
             listener(name, None)
         await self._retire(name, None)
         if self.secrets is not None:
             await self.secrets.forget(name)
+        await self._remove_unused_code()
+
+    async def _remove_unused_code(self) -> None:
         in_use = await asyncio.to_thread(self._store.code_in_use)
         for entry in self.code_root.iterdir():
             if entry.is_dir() and entry.name not in in_use and not entry.name.startswith("."):
@@ -219,7 +236,9 @@ class FunctionService:
         layer = None
         requirements = code_dir / "requirements.txt"
         if requirements.is_file() and requirements.read_bytes().strip():
+            await self._fetch_layer(layer_key(requirements.read_bytes()))  # another process built it: no pip here
             layer = await self._layers.ensure(requirements.read_bytes(), progress)
+            await self._share("layer", layer, lambda: self._layers.pack(layer))
         new = NewVersion(
             name=name,
             handler=handler,
@@ -247,6 +266,8 @@ class FunctionService:
         latest = self._latest.get(name)
         if latest is None or latest.version < fv.version:
             self._latest[name] = fv
+            if self._followed is not None:
+                self._followed[name] = (fv.version, fv.created_at)
             for listener in self._listeners:
                 listener(name, fv)
         self._versions[(name, fv.version)] = fv
@@ -291,6 +312,7 @@ class FunctionService:
         """Start the version's min_instances (a short budget only delays them: the worker keeps
         trying, and the function still serves on demand meanwhile)."""
         try:
+            await self.materialise(fv)
             await self._provision(self.spec(fv))
         except MistError as exc:
             log.warning("%s:%s: provisioned instances not all started yet: %s", fv.name, fv.version, exc.message)
@@ -299,6 +321,78 @@ class FunctionService:
         for summary in await self.list():
             if summary.latest.min_instances > 0:
                 await self.provision(summary.latest)
+
+    # -- a cluster: code and layers shared, changes followed (mist up --db, docs/cluster.md) ----------
+
+    async def _share(self, kind: str, key: str, read: Callable[[], bytes]) -> None:
+        """Put a code archive or layer in the shared blobs (once per cluster)."""
+        if self._blobs is None or await asyncio.to_thread(self._blobs.has_blob, kind, key):
+            return
+        data = await asyncio.to_thread(read)
+        await asyncio.to_thread(self._blobs.put_blob, kind, key, data)
+
+    async def _fetch_layer(self, key: str) -> bool:
+        """Install the layer `key` from the shared blobs if this process lacks it; whether it is here now."""
+        if self._layers.path(key).is_dir():
+            return True
+        if self._blobs is None:
+            return False
+        lock = self._extract_locks.setdefault(f"layer:{key}", asyncio.Lock())
+        async with lock:
+            if not self._layers.path(key).is_dir():
+                data = await asyncio.to_thread(self._blobs.get_blob, "layer", key)
+                if data is None:
+                    return False
+                await asyncio.to_thread(self._layers.unpack, key, data)
+                log.info("dependency layer %s fetched from the cluster (%d bytes)", key[:12], len(data))
+        return True
+
+    async def materialise(self, fv: FunctionVersion) -> None:
+        """Make sure this process has `fv`'s code and layer on disk: with shared blobs, those
+        another process received are fetched (sha256 checked) and extracted here, once."""
+        if self._blobs is None:
+            return
+        sha = fv.code_sha256
+        dest = self.code_root / sha
+        if not dest.is_dir():
+            async with self._extract_locks.setdefault(sha, asyncio.Lock()):
+                if not dest.is_dir():
+                    data = await asyncio.to_thread(self._blobs.get_blob, "code", sha)
+                    if data is None or hashlib.sha256(data).hexdigest() != sha:
+                        raise PlatformError(
+                            f"the code of {fv.name} version {fv.version} ({sha[:12]}) is not in the cluster's "
+                            "database (deployed before --db was used?); deploy the function again")
+                    await asyncio.to_thread(packaging.extract_zip, io.BytesIO(data), dest)
+                    log.info("code %s of %s fetched from the cluster (%d bytes)", sha[:12], fv.name, len(data))
+        if fv.layer_sha256 and not await self._fetch_layer(fv.layer_sha256):
+            raise PlatformError(f"the dependency layer of {fv.name} version {fv.version} is not in the cluster's "
+                                "database; deploy the function again")
+
+    async def follow(self) -> list[str]:
+        """Catch up with what other processes did to functions (ChangeFeed topic "functions"):
+        a new newest version or a delete is handled as if made here (caches dropped, listeners
+        told, instances of other versions retired, provisioned instances started). The first
+        call only records what exists. Returns the ids that changed."""
+        newest = {s.name: s.latest for s in await self.list()}
+        seen = {name: (fv.version, fv.created_at) for name, fv in newest.items()}
+        if self._followed is None:
+            self._followed = seen
+            return []
+        changed = sorted(n for n in set(seen) | set(self._followed) if seen.get(n) != self._followed.get(n))
+        self._followed = seen
+        for name in changed:
+            self._latest.pop(name, None)
+            for key in [k for k in self._versions if k[0] == name]:
+                del self._versions[key]
+            fv = newest.get(name)
+            for listener in self._listeners:
+                listener(name, fv)
+            await self._retire(name, fv.version if fv is not None else None)
+            if fv is not None and fv.min_instances > 0:
+                await self.provision(fv)
+        if any(n not in newest for n in changed):
+            await self._remove_unused_code()
+        return changed
 
     async def _extract(self, zip_path: Path) -> tuple[str, int, int]:
         """Validate and extract the zip into code/<sha>/; return (sha, zip size, file count)."""

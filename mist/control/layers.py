@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import shutil
 import sys
+import tarfile
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,6 +124,37 @@ class LayerStore:
             os.rename(work, self.path(key))
         except OSError:  # another process installed the same layer meanwhile
             shutil.rmtree(work, ignore_errors=True)
+
+
+    def pack(self, key: str) -> bytes:
+        """The layer's python/ tree as a tar.gz (mist/control/blobs.py: shared with a cluster)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+            tar.add(self.path(key) / "python", arcname="python")
+        return buf.getvalue()
+
+    def unpack(self, key: str, data: bytes) -> None:
+        """Install a layer another process built (`pack`'s output) as this store's layer `key`:
+        extracted aside (regular files and directories only, nothing outside the tree), made
+        read-only and root's, then renamed into place."""
+        if self.path(key).is_dir():
+            return
+        work = self.root / f".tmp-{key}-{os.getpid()}-unpack"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                tar.extractall(work, filter="data")
+            _make_readable(work, owned_by_root=os.geteuid() == 0)
+            os.rename(work, self.path(key))
+        except OSError:
+            if not self.path(key).is_dir():
+                raise
+        finally:
+            if work.exists():
+                for dirpath, _, _ in os.walk(work):
+                    os.chmod(dirpath, 0o755)
+                shutil.rmtree(work, ignore_errors=True)
 
 
 class BuildJail:

@@ -7,6 +7,8 @@ ledger in mist/metering/sqlusage.py; the tables in sqlschema.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -48,6 +50,20 @@ def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> sa.Engine:
     return engine
 
 
+SCHEMA_LOCK = 0x6D697374  # "mist": the advisory lock every start takes while it creates or upgrades tables
+
+
+@contextmanager
+def schema_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction to create or upgrade tables in. On PostgreSQL it first takes the advisory
+    lock SCHEMA_LOCK (released at commit), so processes starting at once against one database
+    create each table once instead of failing on each other's CREATE TABLE."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+        yield conn
+
+
 class SqlStore(SqlEvents, SqlUsage):
     """Every store over SQLAlchemy. `url` e.g. sqlite:////path/mist.db or
     postgresql+psycopg://user@host/db."""
@@ -57,29 +73,29 @@ class SqlStore(SqlEvents, SqlUsage):
             self.engine = _sqlite_engine(url, synchronous="NORMAL", immediate=False)
             self.writes = _sqlite_engine(url, synchronous="NORMAL", immediate=True)
             self.durable_writes = _sqlite_engine(url, synchronous="FULL", immediate=True)
-        else:
-            self.engine = self.writes = self.durable_writes = sa.create_engine(url)
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        else:  # PostgreSQL: a start that cannot connect fails within seconds (mist/control/state.py)
+            self.engine = self.writes = self.durable_writes = sa.create_engine(url, connect_args={"connect_timeout": 5})
+        with schema_transaction(self.engine) as conn:
+            metadata.create_all(conn)
+            self._add_missing_columns(conn)
         self._insert_invocations = self._insert_sql(invocations, _RECORD_COLUMNS)
         self._insert_lines = self._insert_sql(
             log_lines, ["invocation_id", "seq", "function", "version", "ts", "stream", "text"]
         )
 
-    def _add_missing_columns(self) -> None:
+    def _add_missing_columns(self, conn: sa.Connection) -> None:
         """Columns added since a data dir was created are added to it (nullable or defaulted
         columns only), so an upgrade keeps every function and record."""
-        inspector = sa.inspect(self.engine)
-        with self.engine.begin() as conn:
-            for table in metadata.sorted_tables:
-                have = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name in have:
-                        continue
-                    ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
-                    if column.server_default is not None:
-                        ddl += f" NOT NULL DEFAULT {column.server_default.arg}"
-                    conn.exec_driver_sql(ddl)
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
+                if column.server_default is not None:
+                    ddl += f" NOT NULL DEFAULT {column.server_default.arg}"
+                conn.exec_driver_sql(ddl)
 
     def close(self) -> None:
         for engine in {self.engine, self.writes, self.durable_writes}:

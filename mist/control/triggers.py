@@ -235,12 +235,16 @@ _triggers = sa.Table(
 )
 
 
+def create_tables(bind: sa.Engine | sa.Connection) -> None:
+    _meta.create_all(bind)
+
+
 class SqlTriggerStore:
     """Triggers in the control database (SQLite or PostgreSQL), next to the event queue."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        _meta.create_all(engine)
+        create_tables(engine)
 
     def add_trigger(self, trigger: Trigger) -> None:
         with self.engine.begin() as conn:
@@ -476,6 +480,25 @@ class TriggerManager:
             task = asyncio.create_task(connector.run(deliver, lambda m, e, t=t: self._dead_letter_message(t, m, e)),
                                        name=f"mist-trigger-{t.id}")
             self._connectors[t.id] = (connector, task)
+
+    async def follow(self) -> list[str]:
+        """Catch up with triggers added or removed through other processes of a cluster
+        (ChangeFeed topic "triggers"): those are started or stopped here too; a schedule's
+        watermark moved elsewhere is taken. A cron time fired by two processes is enqueued once
+        (its idempotency key); queue triggers consume on every process, as competing consumers
+        where the broker has them (docs/cluster.md). Returns the ids started or stopped."""
+        stored = {t.id: t for t in await asyncio.to_thread(self._store.list_triggers)}
+        changed = sorted(set(stored) ^ set(self._triggers))
+        for trigger_id in changed:
+            if trigger_id in stored:
+                self._activate(stored[trigger_id])
+            else:
+                self._deactivate(trigger_id)
+        for trigger_id, t in stored.items():
+            held = self._triggers.get(trigger_id)
+            if held is not None and (t.last_fired or 0.0) > (held.last_fired or 0.0):
+                self._triggers[trigger_id] = replace(held, last_fired=t.last_fired)
+        return changed
 
     def _deactivate(self, trigger_id: str) -> None:
         self._triggers.pop(trigger_id, None)

@@ -33,10 +33,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from mist import __version__
+from mist.cluster.pg import lost_postgresql, unavailable
 from mist.errors import MistError
 from mist.gateway import functions, invoke, logs, openapi, queues, s3keys, secrets, tenancy, triggers, usage
 from mist.gateway.auth import EdgeAuth, allow
@@ -61,6 +63,8 @@ def build_app(services: Services, *, fast_path: bool = True) -> Any:
     app.add_exception_handler(MistError, _mist_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)  # the cluster's PostgreSQL lost: 503
+    app.add_exception_handler(InterfaceError, _database_error)
 
     # 3. routes
     app.add_api_route("/healthz", _healthz, methods=["GET"], summary="Readiness")
@@ -95,6 +99,13 @@ async def _statistics(request: Request) -> Response:
 async def _mist_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, MistError)
     return error_response(exc)
+
+
+async def _database_error(_: Request, exc: Exception) -> Response:
+    if not lost_postgresql(exc):
+        raise exc  # mist's own SQL, or SQLite: an internal error
+    assert isinstance(exc, (OperationalError, InterfaceError))
+    return error_response(unavailable(exc, "the state database (mist up --db)"))
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

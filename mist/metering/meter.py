@@ -171,6 +171,17 @@ class Meter:
         self._tenants[billing.tenant] = _Tenant(billing.tenant, billing, self.config,
                                                 old.usage() if old else Usage())  # fmt: skip
 
+    async def follow(self) -> list[str]:
+        """Take the plans and caps set through other processes of a cluster (ChangeFeed topic
+        "billing"); usage counted here is kept. Returns the tenants whose settings changed."""
+        changed = []
+        for billing in await asyncio.to_thread(self._store.list_tenant_billing):
+            held = self._tenants.get(billing.tenant)
+            if held is None or held.billing != billing:
+                self.configure(billing)
+                changed.append(billing.tenant)
+        return changed
+
     def spend(self, tenant: str) -> TenantSpend:
         t = self._tenants.get(tenant) or self._tenant(tenant)
         usage = t.usage()

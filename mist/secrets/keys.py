@@ -4,7 +4,8 @@ First match wins (docs/secrets.md):
   1. `mist up --secrets-key-file PATH` (or MIST_SECRETS_KEY_FILE=PATH);
   2. MIST_SECRETS_KEY=KEY, the key as base64 (`openssl rand -base64 32`); mist removes it from
      its own environment once read, so no process it starts (pip, the zygote) inherits it;
-  3. DATA_DIR/secrets.key, created by the first start (mode 0600, the key as base64).
+  3. DATA_DIR/secrets.key, created by the first start (mode 0600, the key as base64) — not
+     with `mist up --db` (a cluster): there 1 or 2 is required, the same key on every process.
 Naming a key both ways (1 and 2) is refused: which one was meant?
 
 Rotating the key: start with the new key and the old one as `--secrets-old-key-file OLD`; the
@@ -48,10 +49,17 @@ class Keyring:
 
 
 def load_keyring(data_dir: Path, *, key_file: Path | None = None, old_key_files: Sequence[Path] = (),
-                 environ: MutableMapping[str, str] = os.environ) -> Keyring:
+                 environ: MutableMapping[str, str] = os.environ, shared: bool = False) -> Keyring:
     """The keyring `mist up` seals secrets with (see the module's docstring). PlatformError when
-    a key is given but unusable, naming what was given and what a key looks like."""
+    a key is given but unusable, naming what was given and what a key looks like. `shared`
+    (`mist up --db`): every process of the cluster must open what any other sealed, so the key
+    must be given (1 or 2): a key made in one process's data dir would be that process's alone."""
     from_env = environ.pop(ENV_KEY, None)
+    if shared and key_file is None and from_env is None:
+        raise PlatformError(
+            f"with --db the secrets key is shared by every mist up of the cluster: give the same key to each, by "
+            f"--secrets-key-file FILE (or MIST_SECRETS_KEY_FILE) or {ENV_KEY}; make one with "
+            "`openssl rand -base64 32 > FILE` (mode 0600) and copy it to each machine")
     if key_file is not None and from_env is not None:
         raise PlatformError(f"the secrets key is given twice, by --secrets-key-file {key_file} and by {ENV_KEY}; "
                             "give one")

@@ -10,9 +10,8 @@
             again or removed, or mist is started with the right key.
 
 Values are never logged, never returned, and never in an error message; the API shows names,
-times and whether each opens (`list`). In a cluster, each gateway would hold its own copy: a
-change made through one is not seen by the others until they restart (cluster mode does not
-share secrets yet).
+times and whether each opens (`list`). In a cluster (`mist up --db`), each process holds its own copy;
+a change made through one reaches the others through the ChangeFeed (`follow`, within ~1 s).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from mist.control.batching import SerialWriter
 from mist.errors import SecretsUnavailable
 from mist.models import split_id
 from mist.secrets.keys import Keyring
-from mist.secrets.model import SecretInfo, parse_patch
+from mist.secrets.model import SecretInfo, StoredSecret, parse_patch
 from mist.secrets.redact import Redactor
 from mist.secrets.store import SecretStore
 
@@ -178,6 +177,32 @@ class SecretService:
             gone = self._functions.pop(fid, None)
             if gone is not None:  # the revision stays: a function made again under the name counts on
                 self._functions[fid] = _Secrets(revision=gone.revision)
+
+    async def follow(self) -> list[str]:
+        """Catch up with secrets changed by other processes of a cluster (ChangeFeed topic
+        "secrets"): every function whose stored secrets differ from what is held here (names or
+        times) is opened again and takes a new revision. Returns those functions' ids (the
+        caller restarts their instances: FunctionService.restart)."""
+        async with self._lock:
+            rows = await asyncio.to_thread(self._store.list_secrets)
+            stored: dict[str, dict[str, StoredSecret]] = {}
+            for row in rows:
+                stored.setdefault(row.function, {})[row.name] = row
+            changed = []
+            for fid in sorted(set(stored) | {f for f, s in self._functions.items() if s.info}):
+                held = self._functions.get(fid) or _Secrets()
+                now = stored.get(fid, {})
+                if {n: i.updated_at for n, i in held.info.items()} == {n: r.updated_at for n, r in now.items()}:
+                    continue
+                values, info = {}, {}
+                for name, row in now.items():
+                    opened = self._keyring.unseal(row.sealed, context(fid, name))
+                    info[name] = SecretInfo(name, row.updated_at, readable=opened is not None)
+                    if opened is not None:
+                        values[name] = opened[0]
+                self._functions[fid] = _Secrets(values, info, next(self._revisions), Redactor(values.values()) or None)
+                changed.append(fid)
+            return changed
 
     def statistics(self) -> SecretStatistics:
         return SecretStatistics(

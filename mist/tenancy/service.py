@@ -3,7 +3,8 @@
 Authentication is on every request, so it is answered from memory: every key (its id, tenant,
 role, expiry, revocation and the SHA-256 of the key) is loaded at start and refreshed from the
 store every `refresh_s` seconds; a key created or revoked through this process takes effect
-here at once, and on other gateways of a cluster within `refresh_s`.
+here at once; on the other processes of a cluster (`mist up --db`) within ~1 s, when the
+change feed calls `refresh` (mist/control/changes.py), and within `refresh_s` in any case.
 
     tenancy = Tenancy(store)
     await tenancy.start()
@@ -80,18 +81,29 @@ class Tenancy:
             except Exception:  # noqa: BLE001 - keep serving with what we have; try again next time
                 log.exception("could not refresh tenants and keys")
 
-    async def bootstrap(self, data_dir: Path) -> str | None:
+    async def bootstrap(self, data_dir: Path, *, shared: bool = False) -> str | None:
         """Make sure the default tenant exists and DATA_DIR/admin.key (mode 0600) holds a usable
-        admin key. Returns the key if one was created now (to print once), else None."""
+        admin key. Returns the key if one was created now (to print once), else None.
+
+        `shared` (`mist up --db`, run under a cluster-wide lock): only the cluster's first start
+        makes an admin key; a later process of the cluster, with a data dir of its own, makes
+        none while any usable admin key of the default tenant exists (its operator copies
+        admin.key from the first one, or uses a key made with `mist key create`)."""
         if DEFAULT_TENANT not in self._tenants:
             with contextlib.suppress(Conflict):
                 await asyncio.to_thread(self._store.add_tenant, Tenant(DEFAULT_TENANT, self._clock()))
-            await self.refresh()
+        await self.refresh()
         path = data_dir / ADMIN_KEY_FILE
         with contextlib.suppress(OSError, Unauthenticated):
             if self.authenticate(path.read_text().strip()).is_admin:
                 return None
-        _, secret = await self._add_key(DEFAULT_TENANT, Role.ADMIN, f"admin key of {data_dir} (created by mist up)", None)
+        now = self._clock()
+        if shared and any(k.tenant == DEFAULT_TENANT and k.role is Role.ADMIN and k.usable(now)
+                          for k in self._keys.values()):
+            log.info("the cluster has an admin key already (made by another mist up): none made here")
+            return None
+        name = "cluster admin key (created by mist up --db)" if shared else f"admin key of {data_dir} (created by mist up)"
+        _, secret = await self._add_key(DEFAULT_TENANT, Role.ADMIN, name, None)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

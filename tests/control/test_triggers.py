@@ -121,13 +121,18 @@ def test_a_queue_source_password_is_never_shown():
     assert "pw" not in json.dumps(t.public_config())
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "memory":
-        return MemoryTriggerStore()
+        yield MemoryTriggerStore()
+        return
     import sqlalchemy as sa
 
-    return SqlTriggerStore(sa.create_engine(f"sqlite:///{tmp_path / 'triggers.db'}"))
+    url = request.getfixturevalue("fresh_pg_url") if request.param == "postgresql" else \
+        f"sqlite:///{tmp_path / 'triggers.db'}"
+    engine = sa.create_engine(url)
+    yield SqlTriggerStore(engine)
+    engine.dispose()
 
 
 def test_store_contract(store):
@@ -231,6 +236,28 @@ async def test_cron_fires_once_per_time_even_across_a_restart():
     await again.stop()
     assert len(enqueue.calls) == 1
     assert again.get(t.id).status["next_fire"] == "2026-01-01T12:10:00Z"
+
+
+async def test_a_process_follows_triggers_added_and_removed_through_another_and_fires_each_time_once():
+    clock = [datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc).timestamp()]
+    store, enqueue = MemoryTriggerStore(), Enqueued()  # one database, one event store (its idempotency keys)
+    a, b = (manager(store, enqueue=enqueue, clock=lambda: clock[0]) for _ in range(2))
+    await a.start()
+    await b.start()
+    try:
+        t = (await a.add("tick", {"kind": "cron", "cron": "*/5 * * * *"})).trigger
+        assert b.list() == []  # b holds its triggers in memory...
+        assert await b.follow() == [t.id]  # ...until it follows
+        assert [v.trigger.id for v in b.list()] == [t.id]
+        clock[0] += 270.5
+        await a.fire_due()
+        await b.fire_due()
+        assert len(enqueue.calls) == 1  # both fired 12:05; the idempotency key made it one event
+        await a.remove(t.id)
+        assert await b.follow() == [t.id] and b.list() == []
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 @pytest.mark.parametrize(("missed", "expected"), [("skip", []), ("once", ["2026-01-01T12:15:00Z"])])

@@ -239,3 +239,15 @@ async def test_a_restarted_meter_knows_the_month_so_far_and_the_caps(mist):
         assert spend.usage.requests == 3 and spend.cap_micros == 5_000_000
     finally:
         await successor.stop()
+
+
+async def test_a_cap_set_through_another_process_of_a_cluster_is_followed_and_usage_kept(mist):
+    for _ in range(2):
+        await mist.invocations.invoke(await mist.version("acme"), b"{}", trigger="api")
+    mist.store.set_tenant_billing(TenantBilling("acme", monthly_spend_cap=Decimal("0")), time.time())  # by another
+    await mist.invocations.invoke(await mist.version("acme"), b"{}", trigger="api")  # not yet followed: served
+    assert await mist.meter.follow() == ["acme"]
+    with pytest.raises(SpendCapReached):
+        await mist.invocations.invoke(await mist.version("acme"), b"{}", trigger="api")
+    assert mist.meter.spend("acme").usage.requests == 3
+    assert await mist.meter.follow() == []

@@ -95,3 +95,13 @@ def test_an_old_key_opens_what_it_sealed_and_says_so(tmp_path):
     assert load_keyring(tmp_path, key_file=new, environ={}).unseal(sealed, "f:K") is None
     with pytest.raises(PlatformError, match="names the current secrets key"):
         load_keyring(tmp_path, key_file=new, old_key_files=[new], environ={})
+
+
+def test_a_cluster_needs_the_key_given_not_made_in_one_data_dir(tmp_path):
+    with pytest.raises(PlatformError, match="--secrets-key-file") as info:
+        load_keyring(tmp_path, environ={}, shared=True)
+    assert "--db" in info.value.message and "openssl rand" in info.value.message
+    assert not (tmp_path / "secrets.key").exists()
+    key = new_key()
+    ring = load_keyring(tmp_path, environ={ENV_KEY: encode_key(key)}, shared=True)
+    assert ring.primary.fingerprint == SecretBox(key).fingerprint

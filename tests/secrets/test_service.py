@@ -75,3 +75,30 @@ async def test_each_change_makes_a_new_revision_which_a_deleted_function_does_no
     assert r2 > r1 > 0 and s.revision("hello") == r2 and s.list("hello") == [] and s.environment("hello") is None
     await s.change("hello", {"A": "value-3"})
     assert s.revision("hello") > r2
+
+
+async def test_a_process_follows_secrets_changed_by_another_with_the_same_key():
+    store, key = MemorySecretStore(), new_key()
+    a, b = service(store, key), service(store, key)
+    await a.start()
+    await b.start()
+    await a.change("acme/hello", {"TOKEN": "one"})
+    assert b.environment("acme/hello") is None  # b answers from memory...
+    assert await b.follow() == ["acme/hello"]  # ...until it follows the change
+    assert b.environment("acme/hello") == {"TOKEN": "one"} and b.revision("acme/hello") > 0
+    before = b.revision("acme/hello")
+    assert await b.follow() == [] and await a.follow() == []  # nothing new; a's own change is no news to a
+    await a.change("acme/hello", {"TOKEN": None})
+    assert await b.follow() == ["acme/hello"]
+    assert b.environment("acme/hello") is None and b.revision("acme/hello") > before
+
+
+async def test_a_followed_secret_another_key_sealed_stops_the_function_saying_why():
+    store = MemorySecretStore()
+    a, b = service(store, new_key()), service(store, new_key())
+    await a.start()
+    await b.start()
+    await a.change("hello", {"TOKEN": "one"})
+    assert await b.follow() == ["hello"]
+    with pytest.raises(SecretsUnavailable, match="TOKEN"):
+        b.environment("hello")

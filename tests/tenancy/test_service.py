@@ -132,3 +132,21 @@ async def test_changes_made_by_another_gateway_are_seen_after_a_refresh(tmp_path
     await b.refresh()
     with pytest.raises(Unauthenticated):
         b.authenticate(secret)
+
+
+async def test_in_a_cluster_only_the_first_start_makes_an_admin_key(tmp_path):
+    store = MemoryTenantStore()
+    first, second = Tenancy(store), Tenancy(store)
+    await first.start()
+    await second.start()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    key = await first.bootstrap(tmp_path / "a", shared=True)
+    assert key and await second.bootstrap(tmp_path / "b", shared=True) is None
+    assert not (tmp_path / "b" / "admin.key").exists()
+    assert second.authenticate(key).is_admin  # the first one's key works on the second
+    assert len([k for k in store.list_keys() if k.role is Role.ADMIN]) == 1
+    await first.revoke_key(None, first.authenticate(key).key_id)
+    assert await second.bootstrap(tmp_path / "b", shared=True)  # none usable left: a new one is made
+    await first.stop()
+    await second.stop()
