@@ -43,7 +43,6 @@ from mist.control.layers import BuildJail, LayerStore
 from mist.control.queues import QueueService
 from mist.control.records import InvocationLog
 from mist.control.redislimits import RedisRateLimiter
-from mist.control.changes import ChangeFeed
 from mist.control.redispermits import RedisPermits
 from mist.control.state import BOOTSTRAP_LOCK, open_state
 from mist.control.triggers import (
