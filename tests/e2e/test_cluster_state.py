@@ -39,8 +39,9 @@ def until(what: str, check, timeout: float = 30, every: float = 0.1):
         time.sleep(every)
 
 
-def start_both(tmp_path: Path, fresh_pg_url: str) -> tuple[Server, Server]:
-    """Both processes started at the same moment against the empty database."""
+def start_both(tmp_path: Path, fresh_pg_url: str, *extra: str) -> tuple[Server, Server]:
+    """Both processes started at the same moment against the empty database (`extra`: more
+    options of `mist up` for both)."""
     key_file = tmp_path / "secrets.key"
     key_file.write_bytes(os.urandom(32))
     key_file.chmod(0o600)
@@ -50,7 +51,7 @@ def start_both(tmp_path: Path, fresh_pg_url: str) -> tuple[Server, Server]:
     def start(name: str) -> None:
         try:
             started[name] = start_server(tmp_path / name, "--db", fresh_pg_url, "--secrets-key-file", str(key_file),
-                                         "--event-lease", str(LEASE_S))
+                                         "--event-lease", str(LEASE_S), *extra)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
