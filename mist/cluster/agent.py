@@ -74,6 +74,7 @@ class Agent:
         self.registered = asyncio.Event()
         self.draining = False
         self._membership: asyncio.Task | None = None
+        self._shards: set[str] = set()  # the lease names the control plane sent floors for
         self._counts: Counter[str] = Counter()
         self.app = Starlette(routes=[
             Route("/v1/agent/invoke", self._invoke, methods=["POST"]),
@@ -152,6 +153,7 @@ class Agent:
             "id": self.config.worker_id, "incarnation": self.incarnation, "draining": self.draining,
             "invocations": self._counts["invocations"], "refused": self.fence.statistics().refused,
             "instances": stats.instances, "code_fetched": self._cache.fetched,
+            "floors": {name: self.fence.floor(name) for name in self._shards},
         })
 
     def _error(self, exc: MistError) -> Response:
@@ -204,15 +206,20 @@ class Agent:
         })
         self.incarnation = int(reply["incarnation"])
         self.interval_s = float(reply["interval_s"])
-        self.fence.learn(reply.get("floors", {}))
+        self._learn(reply)
         self.registered.set()
         log.info("joined the cluster at %s as %s (incarnation %d, heartbeat every %.1f s)", c.join_url,
                  c.worker_id, self.incarnation, self.interval_s)
 
     async def heartbeat(self) -> bool:
         reply = await self._post(f"/v1/cluster/workers/{self.config.worker_id}/heartbeat", self._beat())
-        self.fence.learn(reply.get("floors", {}))
+        self._learn(reply)
         return bool(reply["accepted"])
+
+    def _learn(self, reply: dict[str, Any]) -> None:
+        floors = {str(k): int(v) for k, v in (reply.get("floors") or {}).items()}
+        self._shards.update(floors)
+        self.fence.learn(floors)
 
     async def run_membership(self) -> None:
         """Register, then heartbeat until cancelled; register again when a heartbeat is refused."""

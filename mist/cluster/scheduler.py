@@ -164,7 +164,7 @@ class Scheduler:
         current = assess(snapshot, self.policy)
         if self._previous is not None:
             for worker in changes(self._previous, current).forget:
-                self._forget(worker)
+                self._forget(worker, left=worker not in current.health)
         self._previous = current
         reports, instances = [], {}
         for rec in snapshot.workers:
@@ -188,9 +188,12 @@ class Scheduler:
             else:
                 del self._excluded_at[worker]
 
-    def _forget(self, worker: str) -> None:
-        log.warning("cluster: worker %s is lost; its instances are forgotten and its calls in flight fail", worker)
-        self._counts["workers_lost"] += 1
+    def _forget(self, worker: str, *, left: bool = False) -> None:
+        if left:
+            log.info("cluster: worker %s left the cluster", worker)
+        else:
+            log.warning("cluster: worker %s is lost; its instances are forgotten and its calls in flight fail", worker)
+            self._counts["workers_lost"] += 1
         self.table.forget(worker)
         lost = self._lost.pop(worker, None)
         if lost is not None and not lost.done():
