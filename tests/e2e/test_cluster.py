@@ -179,6 +179,14 @@ def _cluster_url(server: Server, host: Host) -> str:
     raise AssertionError(f"the control plane does not listen on {host.gateway}:\n{out}")
 
 
+def settled(client: httpx.Client, invocation_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (body := client.get(f"/v1/invocations/{invocation_id}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    return body
+
+
 def invocations(cluster: Cluster) -> list[int]:
     return [a.status()["invocations"] for a in cluster.agents]
 
@@ -252,6 +260,9 @@ def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_ove
         cf.wait(futures)
         assert all(code == 200 for *_, code, _ in outcomes), outcomes  # both workers serving
         survivor_before = survivor.status()["invocations"]
+        events = [client.post("/v1/functions/where/invocations", json={"n": n, "sleep": 1.5},
+                              headers={"X-Mist-Invocation-Type": "Event"}) for n in range(6)]
+        assert all(e.status_code == 202 for e in events)
         futures = [pool.submit(call, n) for n in range(120)]
         time.sleep(1.0)
         victim.proc.kill()  # SIGKILL: no drain, no leave
@@ -265,6 +276,14 @@ def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_ove
         assert code == 502 and body["error"]["code"] == "WorkerLost"
         assert "worker w0 was lost" in body["error"]["message"]
     assert survivor.status()["invocations"] - survivor_before >= len(late)
+    # asynchronous invocations running on it are run again (the dispatcher's retry of a platform error)
+    with cluster.server.client() as client:
+        attempts = []
+        for e in events:
+            body = settled(client, e.json()["invocation_id"])
+            assert body["status"] == "succeeded", body
+            attempts += [a["error_type"] for a in body["attempts"]]
+    assert "WorkerLost" in attempts, attempts
     log = cluster.server.log.read_text()
     deadline = time.monotonic() + TIMEOUT_S + 3
     while "worker w0 is lost" not in log:  # declared lost by the heartbeat timeout
