@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from mist.cluster import wire
+from mist.cluster.agentclient import AGENT_KEEPALIVE_S
 from mist.cluster.agent import Agent, AgentConfig, default_capacity
 from mist.cluster.codecache import CodeCache
 from mist.errors import MistError
@@ -87,7 +88,8 @@ async def serve_node(opts: NodeOptions) -> None:
         await worker.start()
         agent = Agent(worker, agent_cfg, client, CodeCache(data_dir, client, opts.join))
         server = uvicorn.Server(uvicorn.Config(agent.app, log_level="warning", access_log=False, lifespan="off",
-                                               http="httptools", timeout_graceful_shutdown=5))
+                                               http="httptools", timeout_graceful_shutdown=5,
+                                               timeout_keep_alive=AGENT_KEEPALIVE_S))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # ours, below
         stopping: list[asyncio.Task] = []
 

@@ -14,9 +14,10 @@ An invocation, step by step:
    another scheduler holds the shard, or PostgreSQL cannot be reached).
 2. `InstanceTable.choose` (mist/core/routing.py, pure) picks a worker: a free warm instance,
    else a new instance placed by `mist/core/placement.py`, else a queue on a busy one.
-3. The order goes to the worker's agent (httpx, one keep-alive pool); the worker's fence checks
+3. The order goes to the worker's agent (keep-alive connections, mist/cluster/agentclient.py);
+   the worker's fence checks
    the epoch, the worker fetches the code if it lacks it, runs the call and answers the result.
-4. A worker that refuses the connection never got the order: it is excluded until it reports
+4. A worker that cannot be connected to never got the order: it is excluded until it reports
    again and the call is placed elsewhere (at most 3 tries). A connection that breaks after the
    order was sent, or a worker the membership declares lost while the call runs, fails the call
    with WorkerLost (it may have run; the dispatcher retries asynchronous invocations).
@@ -31,6 +32,7 @@ their TTL. Both stores are synchronous and are called from threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -40,6 +42,7 @@ from typing import Any
 import httpx
 
 from mist.cluster import wire
+from mist.cluster.agentclient import AgentClient, Broken, Unreachable
 from mist.cluster.leases import LeaseKeeper, LeaseStore
 from mist.cluster.membership import (
     Assessment,
@@ -112,6 +115,7 @@ class Scheduler:
             headers={"Authorization": wire.bearer(settings.token)},
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         )
+        self._agents = AgentClient(settings.token)  # invocation orders (the hot path)
         self._tasks: list[asyncio.Task] = []
         self._counts: Counter[str] = Counter()
         self.floors: dict[str, int] = {}
@@ -133,6 +137,7 @@ class Scheduler:
             except MistError:
                 pass
         await self._client.aclose()
+        self._agents.close()
 
     async def _loop(self, step, period: float) -> None:
         while True:
@@ -195,6 +200,8 @@ class Scheduler:
             log.warning("cluster: worker %s is lost; its instances are forgotten and its calls in flight fail", worker)
             self._counts["workers_lost"] += 1
         self.table.forget(worker)
+        if worker in self._addresses:
+            self._agents.forget(self._addresses[worker])
         lost = self._lost.pop(worker, None)
         if lost is not None and not lost.done():
             lost.set_result(None)
@@ -243,9 +250,7 @@ class Scheduler:
         if lost is None:
             lost = self._lost[worker] = asyncio.get_running_loop().create_future()
         self.table.begin(worker, spec.key)
-        post = asyncio.ensure_future(self._client.post(
-            address + "/v1/agent/invoke", content=body,
-            timeout=httpx.Timeout(spec.timeout_s + 30.0, connect=2.0)))
+        post = asyncio.ensure_future(self._agents.post(address, "/v1/agent/invoke", body, spec.timeout_s + 30.0))
         try:
             await asyncio.wait((post, lost), return_when=asyncio.FIRST_COMPLETED)
             if not post.done():
@@ -253,26 +258,25 @@ class Scheduler:
                 self._counts["calls_lost"] += 1
                 raise WorkerLost(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
             try:
-                response = post.result()
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                status, data = post.result()
+            except Unreachable as exc:
                 self._counts["refused"] += 1
                 self.table.exclude(worker)
                 self._excluded_at[worker] = self._beats.get(worker)
-                log.warning("cluster: worker %s at %s refused the connection (%s); trying another", worker,
-                            address, exc)
+                log.warning("cluster: worker %s at %s cannot be reached (%s); trying another", worker, address, exc)
                 raise _Refused() from exc
-            except httpx.TransportError as exc:
+            except Broken as exc:
                 self._counts["calls_lost"] += 1
-                raise WorkerLost(worker, f"the connection to {address} broke: {type(exc).__name__}") from exc
+                raise WorkerLost(worker, f"the connection to {address} broke: {exc}") from exc
         finally:
             if not post.done():
                 post.cancel()
             self.table.end(worker, spec.key)
-        if response.status_code == 200:
-            return wire.decode_result(response.content)
-        if response.status_code == 409:
+        if status == 200:
+            return wire.decode_result(data)
+        if status == 409:
             self._counts["stale"] += 1
-        wire.raise_error(response.json(), worker)
+        wire.raise_error(json.loads(data), worker)
         raise AssertionError("unreachable")
 
     # -- what FunctionService asks of a worker, sent to the cluster's ------------------------
