@@ -13,12 +13,15 @@ Failures are told apart by when they happen, which decides what the scheduler ma
 `Unreachable` — the connection could not be made, so the order was not delivered (place it
 elsewhere); `Broken` — the connection failed after the order was written (it may have run).
 An idle connection is reused only while younger than `idle_s`, kept well under the agent's
-keep-alive timeout, so the agent never closes one that a request is being written to.
+keep-alive timeout, so the agent never closes one that a request is being written to, and only
+if the kernel has nothing to read on it (a dead agent's FIN or RST, which the event loop may
+not have processed yet).
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 from urllib.parse import urlsplit
@@ -41,6 +44,17 @@ class _Conn:
         self.reader, self.writer, self.idle_since = reader, writer, 0.0
 
 
+def _readable(conn: _Conn) -> bool:
+    """An idle connection with something to read has been closed or reset by the agent (it
+    died), though the event loop may not have seen it yet: the kernel has. Reusing it would
+    make an order that was never delivered look lost in flight."""
+    sock = conn.writer.get_extra_info("socket")
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    return bool(readable)
+
+
 class AgentClient:
     def __init__(self, token: str, *, connect_timeout_s: float = 2.0, idle_s: float = AGENT_KEEPALIVE_S / 2,
                  max_idle: int = 64) -> None:
@@ -55,7 +69,7 @@ class AgentClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.reader.at_eof() and now - conn.idle_since < self._idle_s:
+            if not conn.reader.at_eof() and now - conn.idle_since < self._idle_s and not _readable(conn):
                 return conn
             conn.writer.close()
         parts = urlsplit(address)

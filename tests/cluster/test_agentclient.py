@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+import threading
+import time
 
 import pytest
 
@@ -83,3 +85,33 @@ async def test_no_answer_in_time_is_broken():
     with pytest.raises(Broken, match="no answer within 0.2 s"):
         await AgentClient("t").post(url, "/v1/agent/invoke", b"x", 0.2)
     srv.close()
+
+
+async def test_an_idle_connection_the_agent_closed_is_not_reused_even_before_the_loop_saw_it():
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    connections = []
+    answered = threading.Event()
+
+    def serve() -> None:  # a thread: its close reaches the kernel while the client's loop is blocked
+        for _ in range(2):
+            conn, _ = listener.accept()
+            connections.append(conn)
+            data = b""
+            while not data.endswith(b"x"):
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            answered.wait(5)
+            conn.close()  # as a killed agent's kernel does: the connection ends while idle
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = AgentClient("t")
+    assert await client.post(url, "/", b"x", 5) == (200, b"ok")
+    answered.set()  # the agent closes the idle connection now...
+    time.sleep(0.1)  # ...while the event loop is blocked: only the kernel knows
+    assert await client.post(url, "/", b"x", 5) == (200, b"ok")  # a new connection, not a broken one
+    thread.join(5)
+    assert len(connections) == 2
+    client.close()
+    listener.close()

@@ -43,8 +43,10 @@ class SlowWorker(FakeWorker):
         super().__init__()
         self.delay = 0.0
         self.hang = False
+        self.started: list[str] = []
 
     async def invoke(self, spec, invocation_id, payload):
+        self.started.append(invocation_id)
         if self.hang:
             await asyncio.Event().wait()
         await asyncio.sleep(self.delay)
@@ -170,3 +172,20 @@ async def test_orders_without_the_cluster_token_are_refused(cluster):
                               headers={"Authorization": "Bearer wrong-token"})
         assert r.status_code == 401 and "--cluster-token" in r.json()["error"]["message"]
     assert not cluster.agents[0].worker.calls
+
+
+async def test_a_draining_worker_finishes_its_calls_gets_nothing_new_and_leaves(cluster):
+    draining, other = cluster.agents
+    for agent in cluster.agents:
+        agent.worker.delay = 0.3
+    running = [asyncio.create_task(cluster.scheduler.invoke(spec(), f"r{n}", b"{}")) for n in range(6)]
+    await wait_for(lambda: draining.worker.started)
+    leaving = asyncio.create_task(draining.drain_and_leave())
+    await wait_for(lambda: "w0" not in cluster.scheduler.table.healthy())
+    before = len(draining.worker.started)
+    later = await asyncio.gather(*(cluster.scheduler.invoke(spec(), f"l{n}", b"{}") for n in range(4)))
+    assert all(r.ok for r in await asyncio.gather(*running)) and all(r.ok for r in later)
+    assert len(draining.worker.started) == before  # nothing new went to it
+    await leaving
+    await wait_for(lambda: cluster.scheduler.table.workers() == ["w1"])
+    assert cluster.scheduler.statistics().workers_lost == 0  # it left; it was not lost
