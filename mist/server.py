@@ -92,6 +92,7 @@ class ServerOptions:
     secrets_key_file: Path | None = None  # None: MIST_SECRETS_KEY, else DATA/secrets.key (docs/secrets.md)
     secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
     cluster: ClusterOptions | None = None  # accept worker agents (docs/cluster.md); None: this machine alone
+    embedded_worker: bool = True  # False (with cluster): no sandboxes here, invocations only on worker agents
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -190,12 +191,13 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await tenancy.start()
         new_admin_key = await tenancy.bootstrap(data_dir)
         await audit.start()
-        await worker.start()
+        if opts.embedded_worker:
+            await worker.start()
         # the Worker's role (invoke, retire, provision, restart): the embedded worker, or the
         # cluster's scheduler, which uses the embedded worker until a worker agent joins
         runner: Worker | Scheduler = worker
         if opts.cluster is not None:
-            plane = await ClusterPlane.start(opts.cluster, data_dir, worker)
+            plane = await ClusterPlane.start(opts.cluster, data_dir, worker if opts.embedded_worker else None)
             runner = plane.scheduler
             print(f"cluster API at {plane.url} (mist worker --join {plane.url})", flush=True)
         await records.start()

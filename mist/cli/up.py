@@ -109,6 +109,11 @@ def up(
         float, typer.Option(metavar="SECONDS", min=1, help="A worker silent this long is lost: its instances "
                             "are forgotten and its calls in flight fail (workers heartbeat every fifth of it).")
     ] = 10.0,
+    embedded_worker: Annotated[
+        bool, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
+                           "--no-embedded-worker runs no sandboxes on this machine; invocations wait for "
+                           "worker agents (503 until one has joined).")
+    ] = True,
     secrets_old_key_file: Annotated[
         list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
                                         "sealed again with the current key at start; repeat for more.")
@@ -140,6 +145,11 @@ def up(
         from mist.cluster.plane import ClusterOptions
 
         extra["cluster"] = ClusterOptions(cluster_listen, cluster_token, cluster_db, worker_timeout)
+    if not embedded_worker:
+        if not cluster_listen:
+            output.fail("--no-embedded-worker needs --cluster-listen: without worker agents nothing could run "
+                        "invocations")
+        extra["embedded_worker"] = False
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
                             usage_fsync=usage_fsync, **extra)
