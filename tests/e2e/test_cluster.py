@@ -56,6 +56,7 @@ class Agent:
     host: Host
     proc: subprocess.Popen
     log: Path
+    data_dir: Path
 
     @property
     def url(self) -> str:
@@ -105,7 +106,7 @@ def start_agent(host: Host, worker_id: str, join: str, data_dir: Path) -> Agent:
              "--listen", f"{host.address}:7071", "--data-dir", str(data_dir), "--id", worker_id,
              "--memory", "2048", "--prewarm", "1"],
             stdout=out, stderr=out, cwd=REPO, env=env)  # fmt: skip
-    return Agent(worker_id, host, proc, log)
+    return Agent(worker_id, host, proc, log, data_dir)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -200,6 +201,21 @@ def test_invocations_spread_over_both_workers(cluster):
     ran = [after - b for after, b in zip(invocations(cluster), before)]
     assert sum(ran) == 120
     assert min(ran) >= 20, f"invocations per worker: {ran}"  # both workers took a real share
+
+
+@pytest.mark.network
+def test_a_function_with_dependencies_runs_on_a_worker_that_fetched_its_layer(cluster, tmp_path):
+    src = write_function(tmp_path / "deps", {
+        "main.py": "import mangum\ndef handler(event, context):\n    return {'mangum': mangum.__name__}\n",
+        "requirements.txt": "mangum==0.19.0\n"})  # fmt: skip
+    deployed = cluster.server.cli("deploy", "deps", str(src))
+    assert deployed.returncode == 0, deployed.stderr + deployed.stdout
+    with cluster.server.client() as client:
+        r = client.post("/v1/functions/deps/invocations", json={})
+        assert r.status_code == 200 and r.json() == {"mangum": "mangum"}, r.text
+        layer = client.get("/v1/functions/deps").json()["latest"]["layer_sha256"]
+    copies = [a.data_dir / "layers" / layer / "python" / "mangum" for a in cluster.agents]
+    assert any(p.is_dir() for p in copies), copies  # the worker that ran it has the layer now
 
 
 def test_an_order_stamped_with_a_moved_shards_old_epoch_is_refused(cluster):
