@@ -29,6 +29,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,7 +41,7 @@ from starlette.routing import Route
 from mist.cluster import wire
 from mist.cluster.codecache import CodeCache
 from mist.cluster.leases import Fence
-from mist.cluster.membership import Capacity, InstanceReport, Load, Warm
+from mist.cluster.membership import Capacity, InstanceReport, Load, Warm, warm_json
 from mist.errors import MistError, SandboxFailed, Unauthenticated
 from mist.worker import Worker
 from mist.worker.types import SandboxSpec
@@ -173,7 +174,10 @@ class Agent:
 
     # -- membership ---------------------------------------------------------------------------
     def _warm(self) -> Warm:
-        return Warm(code=self._cache.code(), layers=self._cache.layers())
+        spawner = getattr(self.worker.statistics(), "spawner", None)
+        zygotes = frozenset(Path(z.layer_dir).parent.name for z in (spawner.layer_zygotes if spawner else ())
+                            if z.state == "ready")  # layers/<key>/python: placement prefers these workers
+        return Warm(code=self._cache.code(), layers=self._cache.layers(), zygotes=zygotes)
 
     def _beat(self) -> dict[str, Any]:
         stats = self.worker.statistics()
@@ -186,10 +190,8 @@ class Agent:
                                                 spec.concurrency if spec else 1, f.in_flight if i == 0 else 0))
         load = Load(memory_used_mb=stats.memory_reserved_mb, slots_used=stats.instances + stats.prewarmed,
                     inflight=self._inflight)
-        warm = self._warm()
         return {"incarnation": self.incarnation, "load": asdict(load),
-                "instances": [asdict(i) for i in instances],
-                "warm": {"code": sorted(warm.code), "layers": sorted(warm.layers), "zygotes": []}}
+                "instances": [asdict(i) for i in instances], "warm": warm_json(self._warm())}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post(self.config.join_url.rstrip("/") + path, json=body, timeout=5.0)
@@ -199,10 +201,9 @@ class Agent:
 
     async def register(self) -> None:
         c = self.config
-        warm = self._warm()
         reply = await self._post("/v1/cluster/workers", {
             "id": c.worker_id, "address": c.address, "capacity": asdict(c.capacity),
-            "warm": {"code": sorted(warm.code), "layers": sorted(warm.layers), "zygotes": []},
+            "warm": warm_json(self._warm()),
         })
         self.incarnation = int(reply["incarnation"])
         self.interval_s = float(reply["interval_s"])

@@ -53,10 +53,10 @@ from mist.cluster.membership import (
     InstanceReport,
     Load,
     MembershipStore,
-    Warm,
     WorkerInfo,
     assess,
     changes,
+    warm_from_json,
 )
 from mist.core.placement import Need, WorkerReport, WorkerState
 from mist.core.routing import InstanceTable
@@ -327,14 +327,14 @@ class Scheduler:
     # -- what workers tell the control plane (mist/cluster/controlapi.py) -------------------
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
         info = WorkerInfo(str(body["id"]), str(body["address"]).rstrip("/"), Capacity(**body["capacity"]),
-                          _warm(body.get("warm") or {}))
+                          warm_from_json(body.get("warm") or {}))
         record = await asyncio.to_thread(self.members.register, info)
         log.info("cluster: worker %s joined from %s (incarnation %d)", info.id, info.address, record.incarnation)
         return {"incarnation": record.incarnation, "interval_s": self.policy.interval_s, "floors": self.floors}
 
     async def heartbeat(self, worker: str, body: dict[str, Any]) -> dict[str, Any]:
         beat = Heartbeat(Load(**body["load"]), tuple(InstanceReport(**i) for i in body.get("instances", ())),
-                         _warm(body.get("warm") or {}))
+                         warm_from_json(body.get("warm") or {}))
         accepted = await asyncio.to_thread(self.members.heartbeat, worker, int(body["incarnation"]), beat)
         return {"accepted": accepted, "floors": self.floors}
 
@@ -355,7 +355,3 @@ class Scheduler:
 
 class _Refused(Exception):
     """The worker refused the connection: the order was not delivered."""
-
-
-def _warm(d: dict[str, Any]) -> Warm:
-    return Warm(frozenset(d.get("code", ())), frozenset(d.get("layers", ())), frozenset(d.get("zygotes", ())))

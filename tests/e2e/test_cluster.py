@@ -284,7 +284,7 @@ def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_ove
         victim.proc.kill()  # SIGKILL: no drain, no leave
         killed_at = time.monotonic()
         cf.wait(futures)
-    late = [o for o in outcomes[16:] if o[0] > killed_at + 0.05]
+    late = [o for o in outcomes[16:] if o[0] > killed_at + 0.5]  # after its process is surely gone
     failed = [o for o in outcomes[16:] if o[2] != 200]
     assert late and all(code == 200 for _, _, code, _ in late), [o for o in late if o[2] != 200]
     assert len(failed) <= 8, failed  # at most the calls running on it
