@@ -44,6 +44,12 @@ def worker(
     slots: Annotated[int | None, typer.Option(metavar="N", min=1, help="Sandboxes at most (default: one per 64 MB "
                                               "of memory).")] = None,
     prewarm: Annotated[int | None, typer.Option(metavar="N", min=0, help="Sandboxes kept built and ready.")] = None,
+    egress_deny: Annotated[list[str] | None, typer.Option(metavar="CIDR", help="A network no function may reach "
+                                                          "whatever its egress rules say (e.g. your LAN); repeat for "
+                                                          "more. The control plane's and this agent's addresses are "
+                                                          "always denied.")] = None,
+    sandbox_network: Annotated[str | None, typer.Option(metavar="CIDR", help="IPv4 network for sandboxes with "
+                                                        "egress (default: derived from the data dir).")] = None,
     drain_timeout: Annotated[float, typer.Option(metavar="SECONDS", min=0, help="On SIGTERM, how long calls in "
                                                  "flight may run before the worker leaves anyway.")] = 30.0,
 ) -> None:
@@ -53,4 +59,5 @@ def worker(
 
     run(NodeOptions(join=join, token=token, listen=listen, advertise=advertise, data_dir=data_dir,
                     worker_id=worker_id, memory_budget_mb=memory, cpus=cpus, slots=slots, prewarm=prewarm,
-                    drain_timeout_s=drain_timeout))
+                    drain_timeout_s=drain_timeout, egress_deny=tuple(egress_deny or ()),
+                    sandbox_network=sandbox_network))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -45,6 +47,25 @@ class NodeOptions:
     slots: int | None = None
     prewarm: int | None = None
     drain_timeout_s: float = 30.0
+    egress_deny: tuple[str, ...] = ()  # networks no function may reach (besides the cluster's own hosts)
+    sandbox_network: str | None = None
+
+
+def cluster_hosts(*urls: str) -> tuple[str, ...]:
+    """The IPv4 addresses (/32) of the control plane and of this agent, which functions with
+    egress must not reach (the cluster API and the agents' APIs are for mist alone)."""
+    out = []
+    for url in urls:
+        host = urlsplit(url).hostname
+        if not host:
+            continue
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            continue
+        if address.version == 4 and not address.is_unspecified:
+            out.append(f"{address}/32")
+    return tuple(dict.fromkeys(out))
 
 
 def _address(opts: NodeOptions, bound: tuple[str, int]) -> str:
@@ -71,7 +92,9 @@ async def serve_node(opts: NodeOptions) -> None:
         raise StartupError(f"--listen must be HOST:PORT, got {opts.listen!r}")
     sock = _listen(host.strip("[]"), int(port), "--listen")
     address = _address(opts, sock.getsockname())
-    cfg = WorkerConfig(data_dir=data_dir, memory_budget_mb=opts.memory_budget_mb)
+    cfg = WorkerConfig(data_dir=data_dir, memory_budget_mb=opts.memory_budget_mb,
+                       egress_deny=(*opts.egress_deny, *cluster_hosts(opts.join, address)),
+                       sandbox_network=opts.sandbox_network)
     if opts.prewarm is not None:
         cfg.prewarm = opts.prewarm
     try:

@@ -16,3 +16,11 @@ def test_the_cluster_options_name_what_is_wrong():
 def test_workers_heartbeat_five_times_per_timeout_and_are_late_after_half_of_it():
     policy = ClusterOptions("0.0.0.0:7070", "x" * 24, worker_timeout_s=10).validate().policy
     assert (policy.interval_s, policy.late_after_s, policy.timeout_s) == (2.0, 5.0, 10.0)
+
+
+def test_functions_on_a_worker_are_kept_off_the_control_plane_and_the_agent():
+    from mist.cluster.node import cluster_hosts
+
+    assert cluster_hosts("http://10.0.0.1:7070", "http://10.0.0.2:7071") == ("10.0.0.1/32", "10.0.0.2/32")
+    assert cluster_hosts("http://localhost:7070", "http://127.0.0.1:7071") == ("127.0.0.1/32",)
+    assert cluster_hosts("http://0.0.0.0:7071") == ()
