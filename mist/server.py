@@ -205,6 +205,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         meter = Meter(Ledger(store, journal, writer), store, billing_config)
         await meter.start()
         worker.on_provisioned = meter.provisioned
+        if plane is not None:
+            plane.scheduler.on_provisioned = meter.provisioned  # the worker agents' provisioned time
         secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
         await secrets.start()
         functions = FunctionService(

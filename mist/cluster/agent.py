@@ -44,7 +44,7 @@ from mist.cluster.leases import Fence
 from mist.cluster.membership import Capacity, InstanceReport, Load, Warm, warm_json
 from mist.errors import MistError, SandboxFailed, Unauthenticated
 from mist.worker import Worker
-from mist.worker.types import SandboxSpec
+from mist.worker.types import ProvisionedSpan, SandboxSpec
 
 log = logging.getLogger("mist.agent")
 
@@ -76,6 +76,9 @@ class Agent:
         self.draining = False
         self._membership: asyncio.Task | None = None
         self._shards: set[str] = set()  # the lease names the control plane sent floors for
+        self._spans: list[dict[str, Any]] = []  # provisioned time not yet acknowledged (billing)
+        self._span_seq = 0
+        worker.on_provisioned = self._provisioned
         self._counts: Counter[str] = Counter()
         self.app = Starlette(routes=[
             Route("/v1/agent/invoke", self._invoke, methods=["POST"]),
@@ -179,6 +182,12 @@ class Agent:
                             if z.state == "ready")  # layers/<key>/python: placement prefers these workers
         return Warm(code=self._cache.code(), layers=self._cache.layers(), zygotes=zygotes)
 
+    def _provisioned(self, span: ProvisionedSpan) -> None:
+        """The Worker's provisioned time (billed by the control plane's meter): kept until a
+        heartbeat that carried it is accepted; each has a number so none is billed twice."""
+        self._span_seq += 1
+        self._spans.append({"seq": self._span_seq, **asdict(span)})
+
     def _beat(self) -> dict[str, Any]:
         stats = self.worker.statistics()
         instances = []
@@ -191,7 +200,8 @@ class Agent:
         load = Load(memory_used_mb=stats.memory_reserved_mb, slots_used=stats.instances + stats.prewarmed,
                     inflight=self._inflight)
         return {"incarnation": self.incarnation, "load": asdict(load),
-                "instances": [asdict(i) for i in instances], "warm": warm_json(self._warm())}
+                "instances": [asdict(i) for i in instances], "warm": warm_json(self._warm()),
+                "spans": list(self._spans)}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post(self.config.join_url.rstrip("/") + path, json=body, timeout=5.0)
@@ -213,8 +223,12 @@ class Agent:
                  c.worker_id, self.incarnation, self.interval_s)
 
     async def heartbeat(self) -> bool:
-        reply = await self._post(f"/v1/cluster/workers/{self.config.worker_id}/heartbeat", self._beat())
+        beat = self._beat()
+        reply = await self._post(f"/v1/cluster/workers/{self.config.worker_id}/heartbeat", beat)
         self._learn(reply)
+        if reply["accepted"] and beat["spans"]:
+            sent = beat["spans"][-1]["seq"]
+            self._spans = [s for s in self._spans if s["seq"] > sent]
         return bool(reply["accepted"])
 
     def _learn(self, reply: dict[str, Any]) -> None:

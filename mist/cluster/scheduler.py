@@ -36,6 +36,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,7 @@ from mist.core.placement import Need, WorkerReport, WorkerState
 from mist.core.routing import InstanceTable
 from mist.core.sharding import ShardMap
 from mist.errors import CoordinationUnavailable, MistError, NoCapacity, WorkerLost
-from mist.worker.types import InvokeResult, SandboxSpec
+from mist.worker.types import InvokeResult, ProvisionedSpan, SandboxSpec
 
 log = logging.getLogger("mist.cluster")
 
@@ -119,6 +120,8 @@ class Scheduler:
         self._tasks: list[asyncio.Task] = []
         self._counts: Counter[str] = Counter()
         self.floors: dict[str, int] = {}
+        self.on_provisioned: Callable[[ProvisionedSpan], None] | None = None  # the meter's (billing)
+        self._spans_seen: dict[tuple[str, int], int] = {}  # (worker, incarnation) -> last span seq billed
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -335,8 +338,24 @@ class Scheduler:
     async def heartbeat(self, worker: str, body: dict[str, Any]) -> dict[str, Any]:
         beat = Heartbeat(Load(**body["load"]), tuple(InstanceReport(**i) for i in body.get("instances", ())),
                          warm_from_json(body.get("warm") or {}))
-        accepted = await asyncio.to_thread(self.members.heartbeat, worker, int(body["incarnation"]), beat)
+        incarnation = int(body["incarnation"])
+        accepted = await asyncio.to_thread(self.members.heartbeat, worker, incarnation, beat)
+        if accepted:
+            self._bill(worker, incarnation, body.get("spans") or ())
         return {"accepted": accepted, "floors": self.floors}
+
+    def _bill(self, worker: str, incarnation: int, spans: Any) -> None:
+        """Provisioned time the worker reports, each span once (a heartbeat whose reply was lost
+        is sent again with the same spans)."""
+        seen = self._spans_seen.get((worker, incarnation), 0)
+        for s in spans:
+            seq = int(s.pop("seq"))
+            if seq <= seen:
+                continue
+            seen = seq
+            if self.on_provisioned is not None:
+                self.on_provisioned(ProvisionedSpan(**s))
+        self._spans_seen[(worker, incarnation)] = seen
 
     async def drain(self, worker: str) -> bool:
         return await asyncio.to_thread(self.members.set_draining, worker, True)

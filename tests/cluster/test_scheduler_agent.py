@@ -189,3 +189,21 @@ async def test_a_draining_worker_finishes_its_calls_gets_nothing_new_and_leaves(
     await leaving
     await wait_for(lambda: cluster.scheduler.table.workers() == ["w1"])
     assert cluster.scheduler.statistics().workers_lost == 0  # it left; it was not lost
+
+
+async def test_provisioned_time_on_a_worker_is_billed_once_through_its_heartbeats(cluster):
+    from mist.worker.types import ProvisionedSpan
+
+    billed = []
+    cluster.scheduler.on_provisioned = billed.append
+    agent = cluster.agents[0]
+    spans = [ProvisionedSpan("f", 1, "acme", 256, 2, 1_000, 2_000 + n) for n in range(2)]
+    for span in spans:
+        agent.worker.on_provisioned(span)  # as the Worker reports it
+    await wait_for(lambda: len(billed) == 2)
+    await asyncio.sleep(3 * POLICY.interval_s)  # more heartbeats: nothing billed again
+    assert billed == spans and not agent._spans
+    # a heartbeat sent again (its reply was lost) carries spans already billed: not billed twice
+    beat = {"incarnation": agent.incarnation, "load": {}, "spans": [{"seq": 1, **spans[0].__dict__}]}
+    assert (await cluster.scheduler.heartbeat("w0", beat))["accepted"]
+    assert billed == spans
