@@ -172,7 +172,12 @@ class Scheduler:
         current = assess(snapshot, self.policy)
         if self._previous is not None:
             for worker in changes(self._previous, current).forget:
-                self._forget(worker, left=worker not in current.health)
+                if worker not in current.health:
+                    self._forget(worker, "it left the cluster")
+                elif current.health[worker] is Health.LOST:
+                    self._forget(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
+                else:
+                    self._forget(worker, "it restarted and joined again as a new incarnation")
         self._previous = current
         reports, instances = [], {}
         for rec in snapshot.workers:
@@ -196,18 +201,19 @@ class Scheduler:
             else:
                 del self._excluded_at[worker]
 
-    def _forget(self, worker: str, *, left: bool = False) -> None:
-        if left:
+    def _forget(self, worker: str, how: str) -> None:
+        if how.startswith("it left"):
             log.info("cluster: worker %s left the cluster", worker)
         else:
-            log.warning("cluster: worker %s is lost; its instances are forgotten and its calls in flight fail", worker)
+            log.warning("cluster: worker %s is lost (%s); its instances are forgotten and its calls in flight fail",
+                        worker, how)
             self._counts["workers_lost"] += 1
         self.table.forget(worker)
         if worker in self._addresses:
             self._agents.forget(self._addresses[worker])
         lost = self._lost.pop(worker, None)
         if lost is not None and not lost.done():
-            lost.set_result(None)
+            lost.set_result(how)
 
     # -- invocations --------------------------------------------------------------------------
     def _stamp(self, function: str) -> tuple[str, int]:
@@ -259,7 +265,7 @@ class Scheduler:
             if not post.done():
                 post.cancel()
                 self._counts["calls_lost"] += 1
-                raise WorkerLost(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
+                raise WorkerLost(worker, lost.result())
             try:
                 status, data = post.result()
             except Unreachable as exc:
