@@ -205,6 +205,10 @@ class Agent:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post(self.config.join_url.rstrip("/") + path, json=body, timeout=5.0)
+        if response.status_code == 401:
+            raise Unauthenticated(f"the control plane at {self.config.join_url} refused this worker's cluster "
+                                  "token: give mist worker the control plane's --cluster-token (--token or "
+                                  "MIST_CLUSTER_TOKEN)")
         if response.status_code >= 400:
             raise RuntimeError(f"the control plane answered {response.status_code}: {response.text[:300]}")
         return response.json()
@@ -237,7 +241,8 @@ class Agent:
         self.fence.learn(floors)
 
     async def run_membership(self) -> None:
-        """Register, then heartbeat until cancelled; register again when a heartbeat is refused."""
+        """Register, then heartbeat until cancelled; register again when a heartbeat is refused.
+        Raises Unauthenticated if the control plane refuses the token (retrying cannot help)."""
         self._membership = asyncio.current_task()
         while True:
             try:

@@ -133,10 +133,20 @@ async def serve_node(opts: NodeOptions) -> None:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
+        refused: list[str] = []
         if server.started:
             membership = asyncio.create_task(agent.run_membership())
+
+            def ended(task: asyncio.Task) -> None:
+                if not task.cancelled() and isinstance(task.exception(), MistError):
+                    refused.append(task.exception().message)  # type: ignore[union-attr]
+                    server.should_exit = True
+
+            membership.add_done_callback(ended)
             print(f"worker {worker_id} ready at {address}, joining {opts.join}  (data in {data_dir})", flush=True)
         await serving
+        if refused:
+            raise StartupError(refused[0])
     finally:
         if membership is not None:
             membership.cancel()

@@ -92,6 +92,10 @@ class SchedulerStatistics:
     calls_lost: int
     refused_connections: int
     stale_epochs: int
+    warm_calls: int  # calls sent to a free warm instance
+    new_instances: int  # calls for which placement chose a worker for a new instance
+    queued_calls: int  # calls queued on a worker whose instances were all busy
+    unplaced_calls: int  # calls no worker could take (NoCapacity)
 
 
 class Scheduler:
@@ -370,12 +374,13 @@ class Scheduler:
         return await asyncio.to_thread(self.members.leave, worker, incarnation)
 
     def statistics(self) -> SchedulerStatistics:
-        c = self._counts
+        c, t = self._counts, self.table.statistics()
         return SchedulerStatistics(
             workers=len(self.table.workers()), healthy=len(self.table.healthy()),
             shards_held=len(self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
             workers_lost=c["workers_lost"], calls_lost=c["calls_lost"], refused_connections=c["refused"],
-            stale_epochs=c["stale"])
+            stale_epochs=c["stale"], warm_calls=t.warm, new_instances=t.new, queued_calls=t.queued,
+            unplaced_calls=t.refused)
 
 
 class _Refused(Exception):

@@ -207,3 +207,16 @@ async def test_provisioned_time_on_a_worker_is_billed_once_through_its_heartbeat
     beat = {"incarnation": agent.incarnation, "load": {}, "spans": [{"seq": 1, **spans[0].__dict__}]}
     assert (await cluster.scheduler.heartbeat("w0", beat))["accepted"]
     assert billed == spans
+
+
+async def test_a_worker_with_the_wrong_token_is_told_so_and_stops_trying(cluster, tmp_path):
+    from mist.errors import Unauthenticated
+
+    join = cluster.agents[0].config.join_url
+    client = httpx.AsyncClient(headers={"Authorization": wire.bearer("not-the-cluster-token")})
+    agent = Agent(SlowWorker(), AgentConfig("w9", "http://127.0.0.1:9", join, "not-the-cluster-token",
+                                            Capacity(1024, 1000, 8)), client, CodeCache(tmp_path / "w9", client, join))
+    with pytest.raises(Unauthenticated, match="refused this worker's cluster token"):
+        await asyncio.wait_for(agent.run_membership(), 5)
+    await client.aclose()
+    assert "w9" not in cluster.scheduler.table.workers()
