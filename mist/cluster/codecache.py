@@ -39,6 +39,7 @@ class CodeCache:
         self._client = client
         self._url = control_url.rstrip("/")
         self._locks: dict[str, asyncio.Lock] = {}
+        self._have: dict[str, Path] = {}  # sha -> its extracted directory (code is never removed here)
         self.fetched = 0
 
     def code(self) -> frozenset[str]:
@@ -49,8 +50,12 @@ class CodeCache:
         return frozenset(p.name for p in self.layer_root.iterdir() if _SHA.fullmatch(p.name))
 
     async def code_dir(self, sha: str) -> Path:
+        dest = self._have.get(sha)
+        if dest is not None:  # every order asks: no stat for code already here
+            return dest
         dest = self.code_root / sha
         if dest.is_dir():
+            self._have[sha] = dest
             return dest
         if not _SHA.fullmatch(sha):
             raise SandboxFailed(f"code {sha!r} is not a sha256")
@@ -62,6 +67,7 @@ class CodeCache:
                                         "not hash to its name (corrupted in transit?); the order was refused")
                 await asyncio.to_thread(self._extract_zip, data, dest)
                 self.fetched += 1
+        self._have[sha] = dest
         return dest
 
     async def layer_dir(self, key: str) -> Path:

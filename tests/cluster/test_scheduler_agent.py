@@ -132,7 +132,7 @@ async def test_a_call_on_a_worker_that_goes_silent_fails_with_worker_lost_and_th
         await cluster.scheduler.invoke(spec(), "stuck", b"{}")
     waited = asyncio.get_running_loop().time() - started
     assert "worker w0 was lost" in lost.value.message and "missed heartbeats" in lost.value.message
-    assert waited < POLICY.timeout_s + 0.5
+    assert waited < POLICY.timeout_s + 1.5  # the timeout, plus a loaded machine's scheduling
     result = await cluster.scheduler.invoke(spec(), "next", b"{}")
     assert result.ok and len(cluster.agents[1].worker.calls) == 1
     assert cluster.scheduler.statistics().workers_lost == 1
