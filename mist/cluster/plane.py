@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +61,16 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def memory_stores(timeout_s: float) -> tuple[MemoryMembership, MemoryLeaseStore]:
+    """Membership and leases in this process, on the real clock (no --cluster-db). Epochs start
+    at the wall clock in microseconds: workers keep the epochs they have seen across a restart
+    of the control plane, so its new epochs must be above every one the old process granted
+    (it grants far fewer than one per microsecond)."""
+    members = MemoryMembership(_utcnow, timeout_s=timeout_s)  # type: ignore[arg-type]
+    leases = MemoryLeaseStore(_utcnow, first_epoch=time.time_ns() // 1000)  # type: ignore[arg-type]
+    return members, leases
+
+
 class ClusterPlane:
     def __init__(self, scheduler: Scheduler, server: uvicorn.Server, sock: socket.socket, url: str,
                  engine: Any | None) -> None:
@@ -89,8 +100,7 @@ class ClusterPlane:
             members: Any = PgMembership(engine=engine, timeout_s=opts.worker_timeout_s)
             leases: Any = PgLeaseStore(engine=engine)
         else:
-            members = MemoryMembership(_utcnow, timeout_s=opts.worker_timeout_s)  # type: ignore[arg-type]
-            leases = MemoryLeaseStore(_utcnow)  # type: ignore[arg-type]
+            members, leases = memory_stores(opts.worker_timeout_s)
         holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         scheduler = Scheduler(members, leases, SchedulerSettings(opts.token, holder, opts.policy, opts.shards,
                                                                  opts.lease_ttl_s), local=local)

@@ -24,3 +24,15 @@ def test_functions_on_a_worker_are_kept_off_the_control_plane_and_the_agent():
     assert cluster_hosts("http://10.0.0.1:7070", "http://10.0.0.2:7071") == ("10.0.0.1/32", "10.0.0.2/32")
     assert cluster_hosts("http://localhost:7070", "http://127.0.0.1:7071") == ("127.0.0.1/32",)
     assert cluster_hosts("http://0.0.0.0:7071") == ()
+
+
+def test_a_restarted_control_planes_epochs_are_above_its_predecessors():
+    from mist.cluster.plane import memory_stores
+
+    _, before = memory_stores(10)
+    old = [before.acquire(f"shard/{n}", "cp-1", 5).epoch for n in range(16)]
+    for _ in range(3):  # leases lost and taken again: epochs move on
+        before.release(before.current("shard/0"))
+        old.append(before.acquire("shard/0", "cp-1", 5).epoch)
+    _, after = memory_stores(10)  # the control plane restarted
+    assert after.acquire("shard/0", "cp-1", 5).epoch > max(old)
