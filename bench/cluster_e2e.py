@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from _common import REPO, MistServer, Report, arg_parser, client, deploy, free_port, mist_command, run_wrk, \
     statistics, summary
+
+from mist.testing.worker import remove_worker_leftovers  # noqa: E402  (after _common puts the repo on the path)
 
 FUNCTION = "ping"
 SOURCE = "def handler(event, context):\n    return {'ok': True}\n"
@@ -56,6 +59,8 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        remove_worker_leftovers(self.dir / "data")  # the killed one's cgroups
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def scheduler_stats(c) -> dict:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from mist.cluster import wire
 from mist.cluster.sqlleases import PgLeaseStore
 from mist.core.sharding import ShardMap
+from mist.testing.worker import remove_worker_leftovers
 from mist.worker.types import SandboxSpec
 from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
 
@@ -165,6 +166,7 @@ def cluster(tmp_path_factory, pg_url):
     finally:
         for a in agents:
             stop(a.proc)
+            remove_worker_leftovers(a.data_dir)  # the cgroups of the one killed with SIGKILL
         if server is not None:
             server.stop()
         remove_hosts(hosts)
