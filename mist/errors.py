@@ -21,6 +21,7 @@
         ├── SandboxFailed          a sandbox could not be built (setup failed on the host)
         ├── StaleEpoch             an order carried a shard lease epoch that is no longer current
         ├── CoordinationUnavailable  the cluster's coordination store (PostgreSQL) cannot be reached
+        ├── WorkerLost             the worker running the invocation died or was cut off mid-call
         └── SecretsUnavailable     a function's secrets do not open with this server's key
 
 HTTP status codes are chosen only at the edge (`mist.gateway.errors`), never here.
@@ -184,6 +185,21 @@ class CoordinationUnavailable(PlatformError):
     took effect is unknown. A lease holder keeps acting only until its local deadline."""
 
     code = "CoordinationUnavailable"
+class WorkerLost(PlatformError):
+    """The worker an invocation was sent to died or was cut off before it answered (its
+    connection broke, or it missed heartbeats for the cluster's timeout). Whether the function
+    ran is unknown; a synchronous caller may retry, an asynchronous invocation is retried."""
+
+    code = "WorkerLost"
+
+    def __init__(self, worker: str, how: str) -> None:
+        super().__init__(
+            f"worker {worker} was lost while running the invocation ({how}); the function may or may "
+            "not have run: retry the call (new calls go to the remaining workers)"
+        )
+        self.worker = worker
+
+
 class SecretsUnavailable(PlatformError):
     """The function has secrets that do not open with the secrets key mist was started with
     (docs/secrets.md): it is not run without them."""

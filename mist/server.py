@@ -26,12 +26,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from mist.cluster.plane import ClusterOptions, ClusterPlane
 from mist.control.admission import Admission, tenant_limits
 from mist.control.batching import SerialWriter
 from mist.control.changes import ChangeFeed
@@ -65,6 +67,7 @@ from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
 from mist.tenancy.store import SqlTenantStore
+from mist.cluster.scheduler import Scheduler
 from mist.worker import Worker, WorkerConfig
 
 log = logging.getLogger("mist")
@@ -95,6 +98,8 @@ class ServerOptions:
     secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
     db_url: str | None = None  # postgresql+psycopg://... : state shared by a cluster (docs/cluster.md); None: SQLite
     event_lease_s: float | None = None  # async events' lease (another process takes one over once it runs out)
+    cluster: ClusterOptions | None = None  # accept worker agents (docs/cluster.md); None: this machine alone
+    embedded_worker: bool = True  # False (with cluster): no sandboxes here, invocations only on worker agents
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -191,23 +196,34 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     registered = False
     meter: Meter | None = None
     shared_limits: tuple[RedisRateLimiter, RedisPermits] | None = None
+    plane: ClusterPlane | None = None
     try:
         await tenancy.start()
         with state.exclusive(BOOTSTRAP_LOCK):  # a cluster's processes starting at once make one admin key
             new_admin_key = await tenancy.bootstrap(data_dir, shared=state.shared)
         await audit.start()
-        await worker.start()
+        if opts.embedded_worker:
+            await worker.start()
+        # the Worker's role (invoke, retire, provision, restart): the embedded worker, or the
+        # cluster's scheduler, which uses the embedded worker until a worker agent joins
+        runner: Worker | Scheduler = worker
+        if opts.cluster is not None:
+            plane = await ClusterPlane.start(opts.cluster, data_dir, worker if opts.embedded_worker else None)
+            runner = plane.scheduler
+            print(f"cluster API at {plane.url} (mist worker --join {plane.url})", flush=True)
         await records.start()
         journal = Journal(data_dir / "usage-journal", fsync=opts.usage_fsync)
         meter = Meter(Ledger(store, journal, writer), store, billing_config)
         await meter.start()
         worker.on_provisioned = meter.provisioned
+        if plane is not None:
+            plane.scheduler.on_provisioned = meter.provisioned  # the worker agents' provisioned time
         secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
         await secrets.start()
         functions = FunctionService(
-            data_dir, store, LayerStore(data_dir / "layers", jail=build_jail), worker.retire,
-            provision=worker.provision,
-            secrets=secrets, restart=worker.restart, blobs=state.blobs,
+            data_dir, store, LayerStore(data_dir / "layers", jail=build_jail), runner.retire,
+            provision=runner.provision,
+            secrets=secrets, restart=runner.restart, blobs=state.blobs,
         )
         limits_of = tenant_limits(tenancy)
         if opts.limits_redis:  # the gateways of a cluster share rate and concurrency limits
@@ -223,7 +239,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         for summary in await functions.list():
             admission.function_changed(summary.name, summary.latest)
         await functions.provision_all()  # min instances are warm before the first request
-        invocations = InvocationService(functions, worker, records, admission=admission, meter=meter)
+        invocations = InvocationService(functions, runner, records, admission=admission, meter=meter)
         events = EventService(functions, store, store, writer)
         # recover: the data dir lock proves no other dispatcher holds these events' leases; with a
         # shared database other live processes may, so only leases run out are taken (claims do that)
@@ -250,8 +266,9 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         services.triggers = triggers
         if state.changes is not None:
             await _follow(state.changes, functions, tenancy, secrets, triggers, meter)
+        cluster_stats = [plane.scheduler] if plane is not None else []
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
-                                     meter, meter.ledger, secrets)
+                                     meter, meter.ledger, secrets, *cluster_stats)
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -298,6 +315,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         if dispatcher is not None:
             await dispatcher.stop()
         await records.stop()
+        if plane is not None:
+            await plane.stop()
         await worker.stop()
         await audit.stop()
         await tenancy.stop()
@@ -344,6 +363,11 @@ def _note_signal(sig: int, _frame: object) -> None:
 
 def run(opts: ServerOptions) -> None:
     """Run until SIGINT/SIGTERM. Exits 1 with a clear message if mist cannot start."""
+    run_main(serve(opts), "mist up")
+
+
+def run_main(main: Coroutine[Any, Any, None], command: str) -> None:
+    """Run a server's coroutine on uvloop with mist's logging; a StartupError exits 1 with its message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop
@@ -352,9 +376,9 @@ def run(opts: ServerOptions) -> None:
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         runner = asyncio.run
     try:
-        runner(serve(opts))
+        runner(main)
     except StartupError as exc:
-        print(f"mist up: {exc.message}", file=sys.stderr)
+        print(f"{command}: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

@@ -22,6 +22,7 @@ from mist.cli import (
     up,
     update,
     usage,
+    worker,
 )
 from mist.cli.output import help_text
 
@@ -58,6 +59,7 @@ def _global(
 
 
 app.command("up", help=help_text(up.HELP))(up.up)
+app.command("worker", help=help_text(worker.HELP))(worker.worker)
 app.command("deploy", help=help_text(deploy.HELP))(deploy.deploy)
 app.command("update", help=help_text(update.HELP))(update.update)
 app.command("invoke", help=help_text(invoke.HELP))(invoke.invoke)

@@ -29,6 +29,10 @@ Examples:
   sudo mist up --plans /etc/mist/plans.toml
   sudo mist up --secrets-key-file /etc/mist/secrets.key
   sudo mist up --db postgresql+psycopg://mist@db.internal/mist --secrets-key-file /etc/mist/secrets.key
+  sudo MIST_CLUSTER_TOKEN=$(openssl rand -hex 24) mist up --host 0.0.0.0 --cluster-listen 10.0.0.1:7070
+
+With --cluster-listen, worker agents on other machines join (mist worker --join URL) and run the
+invocations; until one has joined this machine's own worker serves. See docs/cluster.md.
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -93,6 +97,30 @@ def up(
                                   "functions' secrets (32 bytes, or their base64). Default: MIST_SECRETS_KEY, else "
                                   "DATA_DIR/secrets.key (made on first start). See docs/secrets.md.")
     ] = None,
+    cluster_listen: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Serve the cluster API there: worker agents "
+                                 "(mist worker --join http://HOST:PORT) join and run invocations. Keep it on "
+                                 "the cluster's private network. See docs/cluster.md.")
+    ] = None,
+    cluster_token: Annotated[
+        str | None, typer.Option(metavar="TOKEN", envvar="MIST_CLUSTER_TOKEN", help="The shared secret workers "
+                                 "and the control plane present to each other (>= 16 characters); needed with "
+                                 "--cluster-listen.")
+    ] = None,
+    cluster_db: Annotated[
+        str | None, typer.Option(metavar="URL", envvar="MIST_CLUSTER_DB", help="postgresql+psycopg://... : keep "
+                                 "the cluster's membership and shard leases there (default: the --db database if "
+                                 "given, else in this process).")
+    ] = None,
+    worker_timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", min=1, help="A worker silent this long is lost: its instances "
+                            "are forgotten and its calls in flight fail (workers heartbeat every fifth of it).")
+    ] = 10.0,
+    embedded_worker: Annotated[
+        bool, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
+                           "--no-embedded-worker runs no sandboxes on this machine; invocations wait for "
+                           "worker agents (503 until one has joined).")
+    ] = True,
     secrets_old_key_file: Annotated[
         list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
                                         "sealed again with the current key at start; repeat for more.")
@@ -132,6 +160,18 @@ def up(
         extra["db_url"] = db
     if event_lease is not None:
         extra["event_lease_s"] = event_lease
+    if cluster_listen:
+        if not cluster_token:
+            output.fail("--cluster-listen needs a cluster token: pass --cluster-token or set MIST_CLUSTER_TOKEN "
+                        "(e.g. export MIST_CLUSTER_TOKEN=$(openssl rand -hex 24)), and give the same to the workers")
+        from mist.cluster.plane import ClusterOptions
+
+        extra["cluster"] = ClusterOptions(cluster_listen, cluster_token, cluster_db or db, worker_timeout)
+    if not embedded_worker:
+        if not cluster_listen:
+            output.fail("--no-embedded-worker needs --cluster-listen: without worker agents nothing could run "
+                        "invocations")
+        extra["embedded_worker"] = False
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
                             usage_fsync=usage_fsync, **extra)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,14 @@ class Warm:
     code: frozenset[str] = frozenset()
     layers: frozenset[str] = frozenset()
     zygotes: frozenset[str] = frozenset()
+
+
+def warm_json(warm: Warm) -> dict[str, list[str]]:
+    return {"code": sorted(warm.code), "layers": sorted(warm.layers), "zygotes": sorted(warm.zygotes)}
+
+
+def warm_from_json(d: Mapping[str, Any]) -> Warm:
+    return Warm(frozenset(d.get("code", ())), frozenset(d.get("layers", ())), frozenset(d.get("zygotes", ())))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, astuple
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -17,9 +16,10 @@ from mist.cluster.membership import (
     InstanceReport,
     Load,
     MembershipSnapshot,
-    Warm,
     WorkerInfo,
     WorkerRecord,
+    warm_from_json,
+    warm_json,
 )
 from mist.cluster.pg import connect, reachable
 from mist.cluster.schema import workers
@@ -27,16 +27,8 @@ from mist.cluster.schema import workers
 _NOW = sa.func.now()
 
 
-def warm_json(warm: Warm) -> dict[str, list[str]]:
-    return {"code": sorted(warm.code), "layers": sorted(warm.layers), "zygotes": sorted(warm.zygotes)}
-
-
-def _warm(d: dict[str, Any]) -> Warm:
-    return Warm(frozenset(d["code"]), frozenset(d["layers"]), frozenset(d["zygotes"]))
-
-
 def record(row: sa.Row) -> WorkerRecord:
-    info = WorkerInfo(row.id, row.address, Capacity(**row.capacity), _warm(row.warm))
+    info = WorkerInfo(row.id, row.address, Capacity(**row.capacity), warm_from_json(row.warm))
     return WorkerRecord(
         info=info,
         incarnation=row.incarnation,

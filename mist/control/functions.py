@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +55,13 @@ async def _no_progress(_: dict[str, object]) -> None:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _keep_archive(zip_path: Path, archive: Path) -> None:
+    tmp = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
+    shutil.copyfile(zip_path, tmp)
+    tmp.chmod(0o444)
+    tmp.rename(archive)
 
 
 def _missing(fid: str) -> NotFound:
@@ -216,6 +224,8 @@ class FunctionService:
         for entry in self.code_root.iterdir():
             if entry.is_dir() and entry.name not in in_use and not entry.name.startswith("."):
                 await asyncio.to_thread(packaging.remove_tree, entry)
+            elif entry.suffix == ".zip" and entry.stem not in in_use:
+                entry.unlink(missing_ok=True)
 
     async def _create(
         self, name: str, cfg: FunctionConfig, sha: str, size: int, progress: Progress
@@ -403,6 +413,9 @@ class FunctionService:
         async with lock:
             if not dest.is_dir():
                 await asyncio.to_thread(packaging.extract_zip, zip_path, dest)
+            archive = self.code_root / f"{sha}.zip"  # what cluster workers download (by this sha)
+            if not archive.exists():
+                await asyncio.to_thread(_keep_archive, zip_path, archive)
         files = sum(len(f) for d, _, f in os.walk(dest) if "__pycache__" not in Path(d).parts)
         if files == 0:
             raise DeployRejected("the code archive is empty; put your handler in main.py (or pass --handler)")

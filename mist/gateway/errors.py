@@ -28,6 +28,7 @@ STATUS: list[tuple[type[errors.MistError], int]] = [
     (errors.NoCapacity, 503),  # 429 when the queue was full, see status_for
     (errors.StaleEpoch, 503),  # the shard moved: the caller retries and finds its new owner
     (errors.CoordinationUnavailable, 503),
+    (errors.WorkerLost, 502),  # the upstream (a worker) failed mid-call: the caller may retry
     (errors.PlatformError, 500),
     (errors.MistError, 500),
 ]

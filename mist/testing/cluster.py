@@ -44,10 +44,12 @@ class _Row:
 
 
 class MemoryLeaseStore:
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, *, first_epoch: int = 1) -> None:
+        """`first_epoch`: where the one sequence of epochs starts (a store that replaces another,
+        as a restarted control plane's does, must start above every epoch the old one granted)."""
         self.clock = clock
         self._rows: dict[str, _Row] = {}
-        self._epochs = itertools.count(1)  # one sequence for every lease, as in PostgreSQL
+        self._epochs = itertools.count(first_epoch)  # one sequence for every lease, as in PostgreSQL
         self._lock = threading.Lock()
 
     def acquire(self, name: str, holder: str, ttl_s: float) -> Lease | None:

@@ -80,3 +80,21 @@ class FakeWorker:
 
     def statistics(self) -> dict[str, int]:
         return {"calls": len(self.calls), "warm": len(self._warm)}
+
+
+def remove_worker_leftovers(data_dir, *, cgroup_root=None, attempts: int = 100) -> bool:
+    """Kill what a Worker killed with SIGKILL left in its data dir's cgroups and remove them (what
+    the next Worker on that data dir would do at start); True when nothing is left. For tests and
+    benchmarks that kill a worker and do not start it again."""
+    from pathlib import Path
+
+    from mist.worker.cgroups import CgroupTree
+    from mist.worker.config import WorkerConfig
+
+    config = WorkerConfig(data_dir=Path(data_dir))
+    tree = CgroupTree(Path(cgroup_root) if cgroup_root else config.cgroup_root, config.instance_tag)
+    for _ in range(attempts):
+        if all([group.remove() for group in tree.leftovers()]) and tree.remove_parents():
+            return True
+        time.sleep(0.02)
+    return False

@@ -24,6 +24,8 @@ def started(monkeypatch):
         egress_deny: tuple[str, ...] = ()
         plans: Path | None = None
         usage_fsync: bool = False
+        cluster: object = None
+        embedded_worker: bool = True
 
     stub = types.ModuleType("mist.server")
     stub.ServerOptions = ServerOptions
@@ -87,3 +89,30 @@ def test_up_passes_the_sandbox_network_options(cli, started):
 
     (options,) = started
     assert (options.sandbox_network, options.egress_deny) == ("100.80.0.0/20", ("10.0.0.0/8", "192.168.0.0/16"))
+
+
+def test_up_passes_the_cluster_options(cli, started, monkeypatch):
+    from mist.cluster.plane import ClusterOptions
+
+    monkeypatch.setenv("MIST_CLUSTER_TOKEN", "a-token-of-24-characters")
+    cli("up", "--cluster-listen", "10.0.0.1:7070", "--cluster-db", "postgresql+psycopg://db/mist",
+        "--worker-timeout", "4", "--no-embedded-worker")
+
+    (options,) = started
+    assert options.cluster == ClusterOptions("10.0.0.1:7070", "a-token-of-24-characters", "postgresql+psycopg://db/mist", 4.0)
+    assert options.embedded_worker is False
+
+
+def test_a_cluster_needs_a_token(cli, started, monkeypatch):
+    monkeypatch.delenv("MIST_CLUSTER_TOKEN", raising=False)
+    result = cli("up", "--cluster-listen", "10.0.0.1:7070")
+
+    assert result.exit_code == 2 and started == []
+    assert "MIST_CLUSTER_TOKEN" in result.output
+
+
+def test_no_embedded_worker_needs_the_cluster(cli, started):
+    result = cli("up", "--no-embedded-worker")
+
+    assert result.exit_code == 2 and started == []
+    assert "--cluster-listen" in result.output

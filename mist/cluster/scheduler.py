@@ -1,0 +1,387 @@
+"""The control plane's side of a cluster: which workers exist, the shard leases it holds, and
+every invocation sent to a worker's agent.
+
+    scheduler = Scheduler(members, leases, settings, local=worker)
+    await scheduler.start()       shard leases acquired, membership watched, leases renewed
+    await scheduler.invoke(spec, invocation_id, payload)   as Worker.invoke, on a cluster worker
+    retire / restart / provision  as the Worker's, sent to every worker (provision: to one)
+    await scheduler.stop()
+
+An invocation, step by step:
+
+1. Its function's shard (`ShardMap.route`) names the lease it is sent under; the order is
+   stamped with that lease's epoch while this process holds it (else CoordinationUnavailable:
+   another scheduler holds the shard, or PostgreSQL cannot be reached).
+2. `InstanceTable.choose` (mist/core/routing.py, pure) picks a worker: a free warm instance,
+   else a new instance placed by `mist/core/placement.py`, else a queue on a busy one.
+3. The order goes to the worker's agent (keep-alive connections, mist/cluster/agentclient.py);
+   the worker's fence checks
+   the epoch, the worker fetches the code if it lacks it, runs the call and answers the result.
+4. A worker that cannot be connected to never got the order: it is excluded until it reports
+   again and the call is placed elsewhere (at most 3 tries). A connection that breaks after the
+   order was sent, or a worker the membership declares lost while the call runs, fails the call
+   with WorkerLost (it may have run; the dispatcher retries asynchronous invocations).
+
+With no cluster worker known the embedded worker (`local`) serves, exactly as `mist up` alone.
+
+Membership is read from the store (`snapshot` every half heartbeat interval, judged by
+`assess`, with `changes` naming the workers to forget); leases are renewed every third of
+their TTL. Both stores are synchronous and are called from threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from mist.cluster import wire
+from mist.cluster.agentclient import AgentClient, Broken, Unreachable
+from mist.cluster.leases import LeaseKeeper, LeaseStore
+from mist.cluster.membership import (
+    Assessment,
+    Capacity,
+    Health,
+    HealthPolicy,
+    Heartbeat,
+    InstanceReport,
+    Load,
+    MembershipStore,
+    WorkerInfo,
+    assess,
+    changes,
+    warm_from_json,
+)
+from mist.core.placement import Need, WorkerReport, WorkerState
+from mist.core.routing import InstanceTable
+from mist.core.sharding import ShardMap
+from mist.errors import CoordinationUnavailable, MistError, NoCapacity, WorkerLost
+from mist.worker.types import InvokeResult, ProvisionedSpan, SandboxSpec
+
+log = logging.getLogger("mist.cluster")
+
+_STATE = {Health.HEALTHY: WorkerState.HEALTHY, Health.DRAINING: WorkerState.DRAINING,
+          Health.LATE: WorkerState.UNHEALTHY}
+TRIES = 3  # workers tried for one call when connections are refused
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    token: str
+    holder: str  # unique per process run: host:pid:random
+    policy: HealthPolicy = HealthPolicy()
+    shards: int = 16
+    lease_ttl_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class SchedulerStatistics:
+    workers: int
+    healthy: int
+    shards_held: int
+    remote_invocations: int
+    local_invocations: int
+    workers_lost: int
+    calls_lost: int
+    refused_connections: int
+    stale_epochs: int
+    warm_calls: int  # calls sent to a free warm instance
+    new_instances: int  # calls for which placement chose a worker for a new instance
+    queued_calls: int  # calls queued on a worker whose instances were all busy
+    unplaced_calls: int  # calls no worker could take (NoCapacity)
+
+
+class Scheduler:
+    def __init__(self, members: MembershipStore, leases: LeaseStore, settings: SchedulerSettings, *,
+                 local: Any | None = None) -> None:
+        self.members = members
+        self.leases = leases
+        self.settings = settings
+        self.policy = settings.policy
+        self.local = local  # the embedded Worker, or None
+        self.keeper = LeaseKeeper(leases, settings.holder, settings.lease_ttl_s)
+        self.map = ShardMap.uniform(settings.shards, [settings.holder])
+        self.names = [f"shard/{start}" for start in self.map.starts]
+        self._stamps: dict[str, tuple[int, float]] = {}  # lease name -> (epoch, monotonic deadline)
+        self.table = InstanceTable()
+        self._addresses: dict[str, str] = {}
+        self._lost: dict[str, asyncio.Future] = {}  # worker -> resolved when it is lost
+        self._excluded_at: dict[str, object] = {}  # worker -> its heartbeat_at when excluded
+        self._beats: dict[str, object] = {}  # worker -> its last heartbeat_at
+        self._previous: Assessment | None = None
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": wire.bearer(settings.token)},
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+        self._agents = AgentClient(settings.token)  # invocation orders (the hot path)
+        self._tasks: list[asyncio.Task] = []
+        self._counts: Counter[str] = Counter()
+        self.floors: dict[str, int] = {}
+        self.on_provisioned: Callable[[ProvisionedSpan], None] | None = None  # the meter's (billing)
+        self._spans_seen: dict[tuple[str, int], int] = {}  # (worker, incarnation) -> last span seq billed
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._keep_leases()
+        await self._watch_once()
+        self._tasks = [asyncio.create_task(self._loop(self._keep_leases, self.settings.lease_ttl_s / 3)),
+                       asyncio.create_task(self._loop(self._watch_once, self.policy.interval_s / 2))]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in list(self.keeper.leases):
+            try:
+                await asyncio.to_thread(self.keeper.release, name)
+            except MistError:
+                pass
+        await self._client.aclose()
+        self._agents.close()
+
+    async def _loop(self, step, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await step()
+            except MistError as exc:
+                log.warning("cluster: %s", exc.message)
+            except Exception:  # a bug must not stop the loop that keeps the cluster going
+                log.exception("cluster: %s failed", step.__name__)
+
+    async def _keep_leases(self) -> None:
+        def renew_and_acquire() -> None:
+            lost = self.keeper.renew()
+            if lost:
+                log.warning("cluster: lost the lease of %d shards: %s", len(lost), ", ".join(lost))
+            for name in self.names:
+                if name not in self.keeper.leases:
+                    self.keeper.acquire(name)
+            now = time.monotonic()
+            self._stamps = {name: (lease.epoch, now + self.keeper.remaining_s(name))
+                            for name, lease in self.keeper.leases.items()}
+            self.floors = self.leases.floors(self.names)
+
+        await asyncio.to_thread(renew_and_acquire)
+
+    async def _watch_once(self) -> None:
+        snapshot = await asyncio.to_thread(self.members.snapshot)
+        current = assess(snapshot, self.policy)
+        if self._previous is not None:
+            for worker in changes(self._previous, current).forget:
+                if worker not in current.health:
+                    self._forget(worker, "it left the cluster")
+                elif current.health[worker] is Health.LOST:
+                    self._forget(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
+                else:
+                    self._forget(worker, "it restarted and joined again as a new incarnation")
+        self._previous = current
+        reports, instances = [], {}
+        for rec in snapshot.workers:
+            health = current.health[rec.id]
+            if health is Health.LOST:
+                continue
+            cap, load = rec.info.capacity, rec.load
+            reports.append(WorkerReport(
+                rec.id, max(0, cap.memory_mb - load.memory_used_mb), cap.memory_mb,
+                max(0, cap.cpu_millis - load.cpu_used_millis), max(0, cap.slots - load.slots_used),
+                _STATE[health], code=rec.info.warm.code, layers=rec.info.warm.layers,
+                zygotes=rec.info.warm.zygotes))
+            counts: Counter[tuple[str, int]] = Counter((i.function, i.version) for i in rec.instances)
+            instances[rec.id] = dict(counts)
+            self._addresses[rec.id] = rec.info.address
+        self.table.update(reports, instances)
+        self._beats = beats = {rec.id: rec.heartbeat_at for rec in snapshot.workers}
+        for worker, at in list(self._excluded_at.items()):
+            if beats.get(worker) == at:
+                self.table.exclude(worker)  # no report since it refused a connection
+            else:
+                del self._excluded_at[worker]
+
+    def _forget(self, worker: str, how: str) -> None:
+        if how.startswith("it left"):
+            log.info("cluster: worker %s left the cluster", worker)
+        else:
+            log.warning("cluster: worker %s is lost (%s); its instances are forgotten and its calls in flight fail",
+                        worker, how)
+            self._counts["workers_lost"] += 1
+        self.table.forget(worker)
+        if worker in self._addresses:
+            self._agents.forget(self._addresses[worker])
+        lost = self._lost.pop(worker, None)
+        if lost is not None and not lost.done():
+            lost.set_result(how)
+
+    # -- invocations --------------------------------------------------------------------------
+    def _stamp(self, function: str) -> tuple[str, int]:
+        name = f"shard/{self.map.route(function).shard}"
+        stamp = self._stamps.get(name)
+        if stamp is None or time.monotonic() >= stamp[1]:
+            raise CoordinationUnavailable(
+                f"this control plane does not hold the lease of {name}, the shard of {function} (another "
+                "scheduler holds it, or the coordination database cannot be reached); retry shortly")
+        return name, stamp[0]
+
+    async def invoke(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        if not self.table.workers() and self.local is not None:
+            self._counts["local"] += 1
+            return await self.local.invoke(spec, invocation_id, payload)
+        shard, epoch = self._stamp(spec.function_name)
+        body = wire.encode_order(wire.Order(shard, epoch, invocation_id, spec), payload)
+        need = Need(spec.function_name, spec.memory_mb, code=spec.code_dir.name,
+                    layer=spec.layer_dir.parent.name if spec.layer_dir is not None else None)
+        reason = ""
+        for _ in range(TRIES):
+            choice = self.table.choose(spec.key, need, spec.concurrency)
+            if choice.worker is None:
+                reason = choice.reason
+                break
+            try:
+                result = await self._send(choice.worker, spec, body)
+            except _Refused:
+                continue
+            if spec.redactor is not None:
+                spec.redactor.result(result)
+            self._counts["remote"] += 1
+            return result
+        if self.local is not None and not self.table.healthy():
+            self._counts["local"] += 1
+            return await self.local.invoke(spec, invocation_id, payload)
+        raise NoCapacity(reason or f"no cluster worker could be reached for {spec.function_name}; "
+                         "check that the workers are up (mist worker --join)", retry_after=1.0)
+
+    async def _send(self, worker: str, spec: SandboxSpec, body: bytes) -> InvokeResult:
+        address = self._addresses[worker]
+        lost = self._lost.get(worker)
+        if lost is None:
+            lost = self._lost[worker] = asyncio.get_running_loop().create_future()
+        self.table.begin(worker, spec.key)
+        post = asyncio.ensure_future(self._agents.post(address, "/v1/agent/invoke", body, spec.timeout_s + 30.0))
+        try:
+            await asyncio.wait((post, lost), return_when=asyncio.FIRST_COMPLETED)
+            if not post.done():
+                post.cancel()
+                self._counts["calls_lost"] += 1
+                raise WorkerLost(worker, lost.result())
+            try:
+                status, data = post.result()
+            except Unreachable as exc:
+                self._counts["refused"] += 1
+                self.table.exclude(worker)
+                self._excluded_at[worker] = self._beats.get(worker)
+                log.warning("cluster: worker %s at %s cannot be reached (%s); trying another", worker, address, exc)
+                raise _Refused() from exc
+            except Broken as exc:
+                self._counts["calls_lost"] += 1
+                raise WorkerLost(worker, f"the connection to {address} broke: {exc}") from exc
+        finally:
+            if not post.done():
+                post.cancel()
+            self.table.end(worker, spec.key)
+        if status == 200:
+            return wire.decode_result(data)
+        if status == 409:
+            self._counts["stale"] += 1
+        wire.raise_error(json.loads(data), worker)
+        raise AssertionError("unreachable")
+
+    # -- what FunctionService asks of a worker, sent to the cluster's ------------------------
+    async def _fan_out(self, path: str, body: dict[str, Any]) -> None:
+        async def one(worker: str) -> None:
+            try:
+                r = await self._client.post(self._addresses[worker] + path, json=body, timeout=10.0)
+                if r.status_code != 200:
+                    log.warning("cluster: worker %s answered %s to %s: %s", worker, r.status_code, path, r.text[:200])
+            except httpx.HTTPError as exc:
+                log.warning("cluster: could not send %s to worker %s (%r)", path, worker, exc)
+
+        await asyncio.gather(*(one(w) for w in self.table.workers()))
+
+    async def retire(self, function_name: str, keep_version: int | None = None) -> None:
+        if self.local is not None:
+            await self.local.retire(function_name, keep_version)
+        shard, epoch = self._stamp(function_name)
+        await self._fan_out("/v1/agent/retire", {"function": function_name, "keep_version": keep_version,
+                                                 "shard": shard, "epoch": epoch})
+
+    async def restart(self, function_name: str, revision: int) -> None:
+        if self.local is not None:
+            await self.local.restart(function_name, revision)
+        shard, epoch = self._stamp(function_name)
+        await self._fan_out("/v1/agent/restart", {"function": function_name, "revision": revision,
+                                                  "shard": shard, "epoch": epoch})
+
+    async def provision(self, spec: SandboxSpec) -> int:
+        """Provisioned instances on the embedded worker while no cluster worker is known, else
+        on one cluster worker chosen as for a new instance."""
+        if not self.table.workers() and self.local is not None:
+            return await self.local.provision(spec)
+        if spec.min_instances <= 0:
+            return 0
+        shard, epoch = self._stamp(spec.function_name)
+        need = Need(spec.function_name, spec.memory_mb * spec.min_instances, code=spec.code_dir.name)
+        choice = self.table.choose(spec.key, need, spec.concurrency)
+        if choice.worker is None:
+            raise NoCapacity(choice.reason)
+        body = wire.encode_order(wire.Order(shard, epoch, "", spec), b"")
+        r = await self._client.post(self._addresses[choice.worker] + "/v1/agent/provision", content=body,
+                                    timeout=60.0)
+        if r.status_code != 200:
+            wire.raise_error(r.json(), choice.worker)
+        return int(r.json()["started"])
+
+    # -- what workers tell the control plane (mist/cluster/controlapi.py) -------------------
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        info = WorkerInfo(str(body["id"]), str(body["address"]).rstrip("/"), Capacity(**body["capacity"]),
+                          warm_from_json(body.get("warm") or {}))
+        record = await asyncio.to_thread(self.members.register, info)
+        log.info("cluster: worker %s joined from %s (incarnation %d)", info.id, info.address, record.incarnation)
+        return {"incarnation": record.incarnation, "interval_s": self.policy.interval_s, "floors": self.floors}
+
+    async def heartbeat(self, worker: str, body: dict[str, Any]) -> dict[str, Any]:
+        beat = Heartbeat(Load(**body["load"]), tuple(InstanceReport(**i) for i in body.get("instances", ())),
+                         warm_from_json(body.get("warm") or {}))
+        incarnation = int(body["incarnation"])
+        accepted = await asyncio.to_thread(self.members.heartbeat, worker, incarnation, beat)
+        if accepted:
+            self._bill(worker, incarnation, body.get("spans") or ())
+        return {"accepted": accepted, "floors": self.floors}
+
+    def _bill(self, worker: str, incarnation: int, spans: Any) -> None:
+        """Provisioned time the worker reports, each span once (a heartbeat whose reply was lost
+        is sent again with the same spans)."""
+        seen = self._spans_seen.get((worker, incarnation), 0)
+        for s in spans:
+            seq = int(s.pop("seq"))
+            if seq <= seen:
+                continue
+            seen = seq
+            if self.on_provisioned is not None:
+                self.on_provisioned(ProvisionedSpan(**s))
+        self._spans_seen[(worker, incarnation)] = seen
+
+    async def drain(self, worker: str) -> bool:
+        return await asyncio.to_thread(self.members.set_draining, worker, True)
+
+    async def leave(self, worker: str, incarnation: int) -> bool:
+        return await asyncio.to_thread(self.members.leave, worker, incarnation)
+
+    def statistics(self) -> SchedulerStatistics:
+        c, t = self._counts, self.table.statistics()
+        return SchedulerStatistics(
+            workers=len(self.table.workers()), healthy=len(self.table.healthy()),
+            shards_held=len(self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
+            workers_lost=c["workers_lost"], calls_lost=c["calls_lost"], refused_connections=c["refused"],
+            stale_epochs=c["stale"], warm_calls=t.warm, new_instances=t.new, queued_calls=t.queued,
+            unplaced_calls=t.refused)
+
+
+class _Refused(Exception):
+    """The worker refused the connection: the order was not delivered."""
