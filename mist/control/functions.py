@@ -57,9 +57,12 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _keep_archive(zip_path: Path, archive: Path) -> None:
+def _keep_archive(source: Path | bytes, archive: Path) -> None:
     tmp = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
-    shutil.copyfile(zip_path, tmp)
+    if isinstance(source, bytes):
+        tmp.write_bytes(source)
+    else:
+        shutil.copyfile(source, tmp)
     tmp.chmod(0o444)
     tmp.rename(archive)
 
@@ -373,6 +376,9 @@ class FunctionService:
                             f"the code of {fv.name} version {fv.version} ({sha[:12]}) is not in the cluster's "
                             "database (deployed before --db was used?); deploy the function again")
                     await asyncio.to_thread(packaging.extract_zip, io.BytesIO(data), dest)
+                    archive = self.code_root / f"{sha}.zip"  # what this process's worker agents download
+                    if not archive.exists():
+                        await asyncio.to_thread(_keep_archive, data, archive)
                     log.info("code %s of %s fetched from the cluster (%d bytes)", sha[:12], fv.name, len(data))
         if fv.layer_sha256 and not await self._fetch_layer(fv.layer_sha256):
             raise PlatformError(f"the dependency layer of {fv.name} version {fv.version} is not in the cluster's "

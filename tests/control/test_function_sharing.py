@@ -53,6 +53,8 @@ async def test_code_deployed_through_one_process_is_fetched_by_the_other(pair, t
     assert got.code_sha256 == fv.code_sha256
     assert tree(b.root / "code" / fv.code_sha256) == tree(a.root / "code" / fv.code_sha256)
     assert b.functions.spec(got).code_dir == b.root / "code" / fv.code_sha256
+    # and the archive itself, which the worker agents of B's control plane download by its sha
+    assert (b.root / "code" / f"{fv.code_sha256}.zip").read_bytes() == zip_path.read_bytes()
 
 
 async def test_a_layer_built_by_one_process_is_unpacked_by_the_other_without_pip(pair, tmp_path):
