@@ -200,6 +200,7 @@ class Worker:
         self._destroying: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._refill: asyncio.Task | None = None
+        self._refill_timer: asyncio.TimerHandle | None = None
         self._reaper: asyncio.Task | None = None
         self._zygote_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -232,6 +233,8 @@ class Worker:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         for key in list(self._spans):
             self._account(key)  # provisioned time ends now
         for task in (self._reaper, self._refill):
@@ -544,7 +547,7 @@ class Worker:
                 self._discard(stale)
         if from_pool and self._pool:
             sb = self._pool.pop()
-            self._counters["pool_cold_starts"] += 1  # refilled once this invocation ends: a fork
+            self._counters["pool_cold_starts"] += 1  # refilled refill_delay_s after this invocation ends: a fork
             # now would compete for the CPU with the cold start it is replacing
         else:
             sid = self._new_id()
@@ -612,7 +615,7 @@ class Worker:
             if self._waiting and sb.slots == 0:
                 self._notify()  # waiters of other functions may evict this now idle instance
         if len(self._pool) + self._pool_starting < self._pool_target():
-            self._schedule_refill()
+            self._schedule_refill(self.config.refill_delay_s)
 
     # -- sandboxes ------------------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -746,11 +749,21 @@ class Worker:
         recent = [n for second, n in self._cold_seconds if now - second < 60]
         return policy.pool_target(recent, minimum=self.config.prewarm, maximum=self.config.prewarm_max)
 
-    def _schedule_refill(self) -> None:
+    def _schedule_refill(self, delay_s: float = 0.0) -> None:
+        """Refill the pool now, or in `delay_s` (after an invocation: the fork and the build of
+        the new sandbox would otherwise take the CPU from the answer still on its way out)."""
         if self._stopping or not self._started or self.config.prewarm == 0:
+            return
+        if delay_s > 0:
+            if self._refill_timer is None:
+                self._refill_timer = self._loop.call_later(delay_s, self._refill_due)
             return
         if self._refill is None or self._refill.done():
             self._refill = asyncio.get_running_loop().create_task(self._fill_pool(), name="mist-worker-prewarm")
+
+    def _refill_due(self) -> None:
+        self._refill_timer = None
+        self._schedule_refill()
 
     async def _fill_pool(self) -> None:
         failures = 0
