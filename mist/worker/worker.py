@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from mist.core import autoscale, flow, keepalive
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.models import split_id
-from mist.worker import policy
+from mist.worker import isolation, policy
 from mist.worker.cgroups import CgroupTree, pids_limit
 from mist.worker.config import WorkerConfig
 from mist.worker.lifecycle import State
@@ -543,7 +543,7 @@ class Worker:
     async def _start_instance(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
         self._note_start()
         if from_pool and self._pool and not (self._spawner.alive and self._pool[-1].spawner is self._spawner):
-            for stale in list(self._pool):  # built by a zygote that is gone: nobody can attach code
+            for stale in list(self._pool):  # built by a zygote that is gone: nobody would report their exit
                 self._discard(stale)
         if from_pool and self._pool:
             sb = self._pool.pop()
@@ -574,6 +574,7 @@ class Worker:
         except OSError as exc:
             self._discard(sb)
             raise SandboxFailed(f"could not set the memory limit or the network of sandbox {sb.id}: {exc}") from None
+        self._attach(sb, spec)
         sb.assign(spec, f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{sb.id}")
         sb.last_used = self._clock()
         # a spec made before the function's secrets changed (the call was on its way meanwhile):
@@ -593,6 +594,19 @@ class Worker:
                 fut.set_result(sb)
         self._offer(sb)
         return sb
+
+    def _attach(self, sb: Sandbox, spec: SandboxSpec) -> None:
+        """Mount the function's code (and layer) in the sandbox, from here: see isolation.attach_code."""
+        layer = None if spec.layer_dir is None or self._spawner.has_layer(sb.id) else str(spec.layer_dir)
+        try:
+            if sb.pidfd is None:
+                raise OSError("the sandbox is gone")
+            t0 = time.perf_counter()
+            isolation.attach_code(sb.pidfd, str(spec.code_dir), layer)
+            sb.attach_ms = round((time.perf_counter() - t0) * 1000, 3)
+        except OSError as exc:
+            self._discard(sb)
+            raise SandboxFailed(f"could not attach the code of {spec.function_name} to sandbox {sb.id}: {exc}") from None
 
     def _released(self, sb: Sandbox) -> None:
         """One invocation on `sb` ended: hand its slot to the first waiter of the function, or
