@@ -2,9 +2,12 @@
 
 Runs as pid 1 of the sandbox, after the zygote built it. Order of events on the channel:
 
-    <- READY                         (sent by the zygote's setup code)
-    -> ASSIGN {function, handler...}  the runtime calls `finish(assign)` (pivot, drop privileges,
-                                      seccomp), then imports the handler's module (the init phase)
+    <- READY                         (sent by the zygote's setup code; the runtime then makes
+                                      what does not depend on the function: streams, log handler,
+                                      import finders)
+    -> ASSIGN {function, handler...}  (the Worker attached the code before) the runtime calls
+                                      `finish(assign)` (the function's environment), then imports
+                                      the handler's module (the init phase)
     <- INIT {init_ms, error}          error = Lambda error dict when the import failed
     -> INVOKE {id, rid, t} + event    any number, possibly concurrent (up to `concurrency`);
                                       id: the call's id on this channel, rid: the request id
