@@ -290,12 +290,12 @@ class LayerTree:
         z.failures = 0
         self.children[sid] = z.key
         self.zygote.children[pid] = sid
+        self._report()  # before "spawned": the Worker's statistics count this spawn once it returns
         try:
             send_control(self.zygote.ctrl, {"op": "spawned", "id": sid, "pid": pid, "layer": True,
                                             "layer_dir": z.key, "steps": steps, "t1": time.perf_counter()}, [pidfd])
         finally:
             os.close(pidfd)
-        self._report()
 
     @staticmethod
     def _kill_strays(z: _LayerZygote) -> None:
