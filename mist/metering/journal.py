@@ -31,12 +31,13 @@ check and is skipped on recovery; nothing after it is lost (each line stands alo
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import mmap
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
@@ -45,6 +46,16 @@ from mist.metering.usage import UsageRecord
 log = logging.getLogger(__name__)
 _q = encode_basestring_ascii  # a str as a JSON string, quotes included (C)
 SEGMENT_BYTES = 16 << 20  # ~70,000 records; rotated every import (1 s) or when full
+PREPARE_BYTES = 256 << 10  # made writable ahead of the appends, in a thread (see Segment._prepare)
+_MADV_POPULATE_WRITE = 23  # Linux 5.14; not in Python 3.11's mmap module
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _populate(address: int, length: int) -> None:
+    """madvise(MADV_POPULATE_WRITE) through ctypes, which lets go of the GIL for the call (the
+    mmap module's madvise holds it: up to milliseconds of the event loop). An older kernel says
+    EINVAL: the appends then take the page faults themselves."""
+    _libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length), _MADV_POPULATE_WRITE)
 
 
 def encode(r: UsageRecord) -> bytes:
@@ -88,6 +99,27 @@ class Segment:
         self._counts = counts
         self._synced = 0  # records msync'd
         self._syncing: asyncio.Future[None] | None = None
+        self._prepared = 0  # bytes from the start made writable ahead (or being made so)
+        self._preparing: Future[None] | None = None  # the latest of those jobs (one thread: in order)
+        self._prepare_ahead()
+
+    def _prepare_ahead(self) -> None:
+        """Have the next PREPARE_BYTES of the file made writable in a thread, before appends
+        reach them. The first write to a page of the (reserved, never written) file costs a page
+        fault in which the file system allocates the page and marks its block written: 0.4 ms on
+        an idle ext4 here, 2 ms under load, paid by the first invocation after every rotation
+        (each second) and every 4 KB after, on the event loop, while its answer waits."""
+        m = self._map
+        if m is None or self._prepared >= len(m):
+            return
+        start, self._prepared = self._prepared, min(len(m), self._prepared + PREPARE_BYTES)
+        view = (ctypes.c_char * len(m)).from_buffer(m)  # its address (the export ends with `view`)
+        address = ctypes.addressof(view) + start
+        del view
+        try:
+            self._preparing = self._pool.submit(_populate, address, self._prepared - start)
+        except RuntimeError:  # the journal is closing
+            pass
 
     def append(self, record: UsageRecord) -> int:
         """Copy the record's line into the file; its ticket. SegmentFull if it does not fit."""
@@ -99,6 +131,8 @@ class Segment:
                 raise SegmentFull
             m[self._pos : end] = data
             self._pos = end
+            if end > self._prepared - PREPARE_BYTES // 2:
+                self._prepare_ahead()
         self.records.append(record)
         return len(self.records)
 
@@ -121,6 +155,8 @@ class Segment:
             self._syncing = None
 
     async def close(self) -> None:
+        if self._preparing is not None:  # never unmap what a thread is still populating
+            await asyncio.wrap_future(self._preparing)
         while self._syncing is not None:  # an msync in flight must not find its mapping closed
             await asyncio.gather(asyncio.shield(self._syncing), return_exceptions=True)
         if self._map is not None:

@@ -44,6 +44,8 @@ class WorkerConfig:
     panic_window_s: float = 6.0
     reclaim_idle_s: float = 6.0  # while a function serves, its instances used within this many
     # seconds are not reclaimed above the autoscaler's target (policy.reclaimable)
+    refill_delay_s: float = 0.02  # after an invocation took a pool sandbox, the refill waits this
+    # long: a fork at once competes for the CPU with the answer on its way to the client
     prewarm_memory_mb: int = 128  # budget reserved by (and initial limit of) a prewarmed sandbox
     prefault: str = "touched"  # what prewarmed sandboxes copy up front (breaking copy-on-write
     # with the zygote before the cold start needs it): "touched" = the pages a cold start
@@ -122,6 +124,7 @@ class WorkerConfig:
             ("reclaim_idle_s", self.reclaim_idle_s, self.reclaim_idle_s >= 0, "must be >= 0"),
             ("stable_window_s", self.stable_window_s, self.stable_window_s >= self.panic_window_s,
              f"must be >= panic_window_s ({self.panic_window_s})"),
+            ("refill_delay_s", self.refill_delay_s, 0 <= self.refill_delay_s <= 10, "must be between 0 and 10"),
             ("prewarm_memory_mb", self.prewarm_memory_mb, self.prewarm_memory_mb >= 16, "must be >= 16"),
             ("queue_limit", self.queue_limit, self.queue_limit >= 0, "must be >= 0"),
             ("tmp_size_mb", self.tmp_size_mb, self.tmp_size_mb >= 1, "must be >= 1"),

@@ -1,4 +1,4 @@
-"""Building one sandbox, in the zygote's children (stdlib + ctypes only).
+"""Building one sandbox, in the zygote's children (stdlib + ctypes only); `attach_code` runs in the Worker.
 
 Stages, each run by a different process:
 
@@ -12,11 +12,10 @@ Stages, each run by a different process:
    that uid to itself, drop every capability, set NO_NEW_PRIVS and load the seccomp filter.
    After this nothing in the process is privileged; a prewarmed sandbox waits here for its
    function.
-3. On ASSIGN: the zygote (root, outside) attaches exactly the function's code dir at
+3. Before ASSIGN: the Worker (root, outside) attaches exactly the function's code dir at
    /var/task and its layer at /opt/python, read-only, inside the sandbox's mount namespace
-   (`attach_code`: open_tree clones moved in with move_mount); meanwhile the sandbox sets up
-   the function's environment (`enter_function`), then waits for the zygote's go
-   (`wait_for_code`) and imports the handler.
+   (`attach_code`: open_tree clones moved in with move_mount). On ASSIGN the sandbox sets up
+   the function's environment (`enter_function`) and imports the handler.
 
 Timing (this machine, p50): stages 1 and 2 take a few ms, off the critical path for a
 prewarmed sandbox. A prewarmed sandbox also copies up front the pages of the zygote a cold
@@ -270,7 +269,7 @@ def _no_mark(step: str) -> None:
 def lock_down(req: dict, host: HostLayout, mark: Callable[[str], None] = _no_mark) -> None:
     """Stage 2b, right after `build_generic` (still before any function is known): pivot_root
     into the sandbox root, detach the host tree, make / read-only, then give up every
-    privilege. The function's code is attached later from outside, by the zygote
+    privilege. The function's code is attached later from outside, by the Worker
     (`attach_code`), so a sandbox needs no privilege at all once it is in the pool."""
     _pivot_into(host.root_dir, mark)
     drop_privileges(req["uid"], host.cap_last, host.seccomp[bool(req["network"])], mark)
@@ -362,55 +361,66 @@ def lock_down_layer_child(tmp_mb: int, groups: list[int], host: HostLayout,
     return uid
 
 
-def attach_code(pid: int, code_dir: str, layer_dir: str | None, own_mnt_ns: int) -> None:
-    """In the zygote, on ASSIGN: mount exactly the function's code dir (and its layer) read-only
-    at /var/task (/opt/python) inside sandbox `pid`'s mount namespace (open_tree clones of just
-    those directories, moved in with move_mount), then return to our own namespace. (A layer
-    zygote's child has its layer already: layer_dir=None.)"""
+def attach_code(pidfd: int, code_dir: str, layer_dir: str | None) -> None:
+    """In the Worker (root, outside the sandbox), before ASSIGN: mount exactly the function's
+    code dir (and its layer) read-only at /var/task (/opt/python) inside the mount namespace of
+    the sandbox `pidfd` refers to (open_tree clones of just those directories, moved in with
+    move_mount), then return to our own namespace. (A layer zygote's child has its layer
+    already: layer_dir=None.)
+
+    Only the calling thread enters the sandbox's namespace, for the few calls of the move: it
+    first stops sharing its root and working directory with the process's other threads
+    (unshare(CLONE_FS), which setns(CLONE_NEWNS) requires), blocks signals so that no Python
+    signal handler runs meanwhile, and restores its working directory after (setns resets it
+    to the namespace's root). Done by the Worker rather than the zygote, the cold start wakes
+    one process (the sandbox) instead of two, and the sandbox never waits for its code."""
     trees = [(sc.clone_tree_readonly(code_dir), "/var/task")]
+    own = cwd = -1
     try:
         if layer_dir:
             trees.append((sc.clone_tree_readonly(layer_dir), "/opt/python"))
-        ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        own = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sc.setns(ns, sc.CLONE_NEWNS)
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # our working directory was removed: come back to /
+            cwd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        mask = sc.block_signals()
+        try:
+            sc.unshare(sc.CLONE_FS)
+            sc.setns(pidfd, sc.CLONE_NEWNS)
             try:
                 for fd, target in trees:
                     sc.move_mount_to(fd, target)
             finally:
-                sc.setns(own_mnt_ns, sc.CLONE_NEWNS)
+                _leave(own, cwd)
         finally:
-            os.close(ns)
+            sc.restore_signals(mask)
     finally:
-        for fd, _ in trees:
-            os.close(fd)
+        for fd in (own, cwd, *(fd for fd, _ in trees)):
+            if fd >= 0:
+                os.close(fd)
 
 
-def function_finish(host: HostLayout, go_fd: int) -> Callable[[dict, Callable[[str], None]], None]:
-    """`runtime.main`'s `finish` for a sandbox: the function's environment, then wait for the
-    zygote to attach its code (pipe `go_fd`) and enter /var/task."""
+def _leave(own_mnt_ns: int, cwd: int) -> None:
+    """Back to our own mount namespace and working directory; a thread that cannot return
+    must not go on running in a sandbox's filesystem: the process aborts."""
+    try:
+        sc.setns(own_mnt_ns, sc.CLONE_NEWNS)
+        os.fchdir(cwd)
+    except BaseException:
+        os.abort()
+
+
+def function_finish(host: HostLayout) -> Callable[[dict, Callable[[str], None]], None]:
+    """`runtime.main`'s `finish` for a sandbox: the function's environment, then /var/task
+    (the Worker attached the code before it sent ASSIGN)."""
 
     def finish(assign: dict, mark: Callable[[str], None]) -> None:
         enter_function(assign, host)
-        mark("environment")
-        wait_for_code(go_fd)  # the zygote attaches the code meanwhile
         os.chdir("/var/task")
-        mark("code_mounts")
+        mark("environment")
 
     return finish
-
-
-def wait_for_code(fd: int) -> None:
-    """In the sandbox, on ASSIGN: wait until the zygote attached the code (it writes b"G", or
-    b"F" and the error, then closes its end)."""
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.close(fd)
-    answer = b"".join(chunks)
-    if answer != b"G":
-        raise OSError(answer[1:].decode("utf-8", "replace") if answer[:1] == b"F"
-                      else "the zygote exited before it attached the function's code")
 
 
 def drop_privileges(uid: int, cap_last: int, bpf: bytes, mark: Callable[[str], None] = _no_mark) -> None:

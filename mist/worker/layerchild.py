@@ -11,7 +11,7 @@
                                                     loads the sandbox filter
                                                   {"op": "ready"}
     verify.check_child (everything, from /proc)
-    {"op": "run"} + channel, output pipe, go pipe -> READY to the Worker: a sandbox like any other
+    {"op": "run"} + channel, output pipe    -> READY to the Worker: a sandbox like any other
 
 Nothing that will carry tenant data reaches the child before the check; anything that fails
 kills the child and leaves the channel and output pipe to the ordinary fork path. Each step's
@@ -36,10 +36,9 @@ _CRED = struct.Struct("3i")
 
 
 def adopt(pid: int, req: dict, fds: list[int], *, zygote_pid: int, zygote_tasks: str, cgroup_root: str,
-          own_net: int, timeout: float) -> tuple[int, int, dict[str, float]]:
+          own_net: int, timeout: float) -> tuple[int, dict[str, float]]:
     """Make standby child `pid` (of the layer zygote `zygote_pid`) sandbox req["id"], as the
-    module docstring says. Returns the write end of its go pipe, a pidfd of it and the steps'
-    timings in ms; raises (Refused, OSError, TimeoutError...) when refused: the child is then
+    module docstring says. Returns a pidfd of it and the steps' timings in ms; raises (Refused, OSError, TimeoutError...) when refused: the child is then
     killed and `fds` (channel, output pipe) are left untouched for the ordinary path."""
     if len(fds) != 2:
         raise ValueError("expected 2 fds")
@@ -84,18 +83,11 @@ def adopt(pid: int, req: dict, fds: list[int], *, zygote_pid: int, zygote_tasks:
         mark("child")
         verify.check_child(pid, pidfd, uid, userns, req["cgroups"], cgroup_root, zygote_pid, zygote_tasks)
         mark("verify")
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            send_control(conn, {"op": "run"}, [fds[0], fds[1], go_r])
-        except OSError:
-            os.close(go_w)
-            raise
-        finally:
-            os.close(go_r)
+        send_control(conn, {"op": "run"}, [fds[0], fds[1]])
         for fd in fds:
             os.close(fd)
         mark("run")
-        return go_w, pidfd, steps
+        return pidfd, steps
     except BaseException:
         kill(pidfd)
         os.close(pidfd)

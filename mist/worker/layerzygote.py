@@ -21,7 +21,7 @@ exits; the child closes everything it inherited, sets its hostname, mounts its o
 (once the zygote learned them) and listens on an abstract socket of its own network namespace,
 where nothing else lives (`_child_main`). The zygote makes it a sandbox from outside, checking
 it before it hands over anything that will carry tenant data: see `layerchild.py`. From there
-on it is a sandbox like any other (READY, ASSIGN, the code attached by the zygote,
+on it is a sandbox like any other (READY, the code attached by the Worker, ASSIGN,
 `runtime.main`).
 """
 
@@ -45,7 +45,6 @@ from mist.worker.protocol import recv_control, send_control
 
 BOOT_ADDRESS = b"\0mist-boot"  # in a child's own network namespace: only the zygote listens there
 _PID = struct.Struct("!i")
-_GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
 _NOT_IMPORTED = {"bin", "doc", "docs", "example", "examples", "test", "tests", "testing", "benchmarks",
                  "setup", "conftest", "__pycache__"}
 _IMPORT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "HOME": "/tmp",
@@ -242,19 +241,19 @@ def _child_main(host: isolation.HostLayout, touched: list[tuple[int, int]]) -> N
         go, groups = recv_control(boot, max_fds=3)  # {"op": "go", "tmp_mb"} + our cgroups' directories
         isolation.lock_down_layer_child(int((go or {}).get("tmp_mb") or 16), groups, host, build.mark)
         send_control(boot, {"op": "ready"})
-        message, fds = recv_control(boot, max_fds=3)  # {"op": "run"} + channel, output, go pipe
+        message, fds = recv_control(boot, max_fds=3)  # {"op": "run"} + channel, output pipe
         boot.close()
-        if message is None or message.get("op") != "run" or len(fds) != 3:
+        if message is None or message.get("op") != "run" or len(fds) != 2:
             os._exit(72)
-        chan, out, go_fd = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds)  # clear of 0-5
-        for target, fd in ((1, out), (2, out), (3, chan), (_GO_FD, go_fd)):
-            os.dup2(fd, target, inheritable=target != _GO_FD)
-        os.closerange(_GO_FD + 1, 65536)
+        chan, out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds)  # clear of 0-3
+        for target, fd in ((1, out), (2, out), (3, chan)):
+            os.dup2(fd, target)
+        os.closerange(4, 65536)
         sock = socket.socket(fileno=3)
         sock.set_inheritable(False)
     except BaseException:  # noqa: BLE001 - the zygote sees the child go before it is ready
         os._exit(71)
     sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
                                                   "prefaulted_kb": copied // 1024}))
-    runtime.main(sock, isolation.function_finish(host, _GO_FD))
+    runtime.main(sock, isolation.function_finish(host))
     os._exit(0)

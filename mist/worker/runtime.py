@@ -2,9 +2,12 @@
 
 Runs as pid 1 of the sandbox, after the zygote built it. Order of events on the channel:
 
-    <- READY                         (sent by the zygote's setup code)
-    -> ASSIGN {function, handler...}  the runtime calls `finish(assign)` (pivot, drop privileges,
-                                      seccomp), then imports the handler's module (the init phase)
+    <- READY                         (sent by the zygote's setup code; the runtime then makes
+                                      what does not depend on the function: streams, log handler,
+                                      import finders)
+    -> ASSIGN {function, handler...}  (the Worker attached the code before) the runtime calls
+                                      `finish(assign)` (the function's environment), then imports
+                                      the handler's module (the init phase)
     <- INIT {init_ms, error}          error = Lambda error dict when the import failed
     -> INVOKE {id, rid, t} + event    any number, possibly concurrent (up to `concurrency`);
                                       id: the call's id on this channel, rid: the request id
@@ -348,17 +351,22 @@ def load_handler(handler: str) -> tuple[Callable | None, dict | None]:
 # -- the instance -------------------------------------------------------------------------------
 
 class Instance:
-    """One loaded function inside one sandbox."""
+    """One loaded function inside one sandbox. Made (and installed) before ASSIGN, while a
+    pool sandbox waits: only `configure(assign)` and `init()` are left for the cold start."""
 
-    def __init__(self, channel: Channel, assign: dict) -> None:
+    def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.assign = assign
+        self.assign: dict = {}
         self.output = _Output(channel)
         self.stdout = _Stream(self.output, "stdout", 1)
         self.stderr = _Stream(self.output, "stderr", 2)
         self.handler: Callable | None = None
         self.init_error: dict | None = None
         self.output_fd: int | None = None  # a private copy of the output pipe's write end
+        self._context: Callable[[str, float], LambdaContext] | None = None
+
+    def configure(self, assign: dict) -> None:
+        self.assign = assign
         self._context = LambdaContext.factory(assign)
 
     def install(self) -> None:
@@ -367,7 +375,18 @@ class Instance:
         for h in list(root.handlers):
             root.removeHandler(h)
         root.addHandler(_LogHandler(self.output))
-        root.setLevel(logging.WARNING)
+        if root.level != logging.WARNING:
+            root.setLevel(logging.WARNING)
+
+    @staticmethod
+    def prepare_imports(paths: tuple[str, ...] = ("/var/task", "/opt/python")) -> None:
+        """The import system's finders for the code's directories, made now (as the first
+        import would make them: the path hooks in order), so the handler's import does not.
+        They read their directory at their first use, after the code is attached."""
+        import importlib.machinery
+
+        for path in paths:
+            importlib.machinery.PathFinder._path_importer_cache(path)  # type: ignore[attr-defined]
 
     def init(self) -> float:
         t0 = time.perf_counter()
@@ -413,7 +432,7 @@ class Instance:
         os._exit(status)
 
     def _call(self, rid: str, timeout_ms: int, payload: bytes) -> object:
-        context = self._context(rid, time.monotonic() + timeout_ms / 1000)
+        context = self._context(rid, time.monotonic() + timeout_ms / 1000)  # type: ignore[misc]
         event = _loads(payload) if payload else None
         return self.handler(event, context)  # type: ignore[misc]
 
@@ -540,6 +559,13 @@ class Steps:
 def main(sock: socket.socket, finish: Callable[[dict, Callable[[str], None]], None]) -> None:
     """Wait for ASSIGN, finish the sandbox, load the function, serve invocations until EOF."""
     channel = Channel(sock)
+    instance = Instance(channel)  # what does not depend on the function, done while waiting
+    try:
+        instance.output_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        pass
+    instance.install()
+    instance.prepare_imports()
     frame = channel.read()
     while frame is not None and frame.kind != protocol.ASSIGN:
         frame = channel.read()
@@ -548,17 +574,11 @@ def main(sock: socket.socket, finish: Callable[[dict, Callable[[str], None]], No
     steps = Steps()
     assign = frame.header
     try:
-        output_fd: int | None = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError:
-        output_fd = None
-    try:
         finish(assign, steps.mark)
     except BaseException:  # noqa: BLE001 - reported to the Worker as a host failure
         channel.send(protocol.FAILED, {"error": traceback.format_exc()})
         os._exit(70)
-    instance = Instance(channel, assign)
-    instance.output_fd = output_fd
-    instance.install()
+    instance.configure(assign)
     steps.mark("runtime")
     init_ms = instance.init()
     steps.mark("import")
@@ -590,7 +610,8 @@ def warm_up(rounds: int = 16) -> None:
         channel = Channel(a)
         assign = {"function_name": "warm-up", "version": 0, "handler": "warm_up.handler", "memory_mb": 128,
                   "log_stream": "", "concurrency": 1}
-        instance = Instance(channel, assign)
+        instance = Instance(channel)
+        instance.configure(assign)
         instance.output_fd = w
         log_handler = _LogHandler(instance.output)
         record = logging.LogRecord("warm-up", logging.WARNING, __file__, 1, "%s", ("line",), None)

@@ -4,7 +4,9 @@ Contract (methods in the order they are used; see lifecycle.py for the states):
 
     sb = await Sandbox.spawn(...)   SPAWNING. The zygote forked it; it builds its generic root.
     await sb.wait_ready(t)          -> PREWARMED (pool only). SandboxFailed if setup failed.
-    sb.assign(spec, ...)            -> INITIALIZING. Sends ASSIGN; the caller resized the cgroup.
+    sb.assign(spec, ...)            -> INITIALIZING. Sends ASSIGN (in one write with the first
+                                    INVOKE when one follows at once); the caller resized the
+                                    cgroup and attached the code (isolation.attach_code).
     await sb.invoke(id, event, ...) one invocation: INVOKE out, LOG*/INIT/RESULT back. The first
                                     invocation after assign is the cold one and carries the init
                                     phase's logs and init_ms. Returns an InvokeResult for success
@@ -145,6 +147,8 @@ class Sandbox:
         self._call_ids = itertools.count(1)
         self._init_ms = 0.0
         self._assign_sent = 0.0
+        self.attach_ms = 0.0  # the Worker attaching the code, before ASSIGN
+        self._held = b""  # ASSIGN, until the first INVOKE (or the next turn of the loop)
         self.init_steps: dict[str, float] | None = None
         self.build_steps: dict[str, float] | None = None  # the sandbox's own steps before READY
         self.on_dead: Callable[[Sandbox], None] | None = None
@@ -199,8 +203,11 @@ class Sandbox:
             "log_stream": log_stream, "instance_id": self.id,
         }
         self._assign_sent = time.perf_counter()
-        self.spawner.attach_code(self.id, header["code_dir"], header["layer_dir"])  # both wake at once
-        self._send(protocol.encode(protocol.ASSIGN, header))
+        # Sent with the first INVOKE if it follows in this turn of the event loop: one write, so
+        # the sandbox cannot wake on ASSIGN alone, take the CPU from the Worker before it sent
+        # the INVOKE, and then have to sleep again until it comes.
+        self._held = protocol.encode(protocol.ASSIGN, header)
+        self._loop.call_soon(self._flush)
 
     # -- invoking -------------------------------------------------------------------------------
     @property
@@ -366,8 +373,14 @@ class Sandbox:
 
     # -- frames from the sandbox ----------------------------------------------------------------
     def _send(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
         if self._channel is not None and self._channel.transport is not None:
             self._channel.transport.write(data)
+
+    def _flush(self) -> None:
+        if self._held:
+            self._send(b"")
 
     def _on_frame(self, frame: protocol.Frame) -> None:
         kind = frame.kind
@@ -409,8 +422,9 @@ class Sandbox:
                 self._finish_dead(call)
 
     def _record_steps(self, header: dict) -> None:
-        """The cold start's breakdown: the sandbox's steps, plus how long the ASSIGN took to be
-        read (a pool sandbox waking up; on the full path, the whole build) and the total."""
+        """The cold start's breakdown: the Worker attaching the code, how long the ASSIGN took
+        to be read (a pool sandbox waking up; on the full path, the whole build), the sandbox's
+        steps and the total from ASSIGN to INIT."""
         now = time.perf_counter()
         try:
             t0 = float(header.get("t0") or 0.0)
@@ -418,7 +432,7 @@ class Sandbox:
         except (TypeError, ValueError, AttributeError):
             return
         waited = (t0 - self._assign_sent) * 1000 if t0 else 0.0
-        self.init_steps = {"assign_read": round(waited, 3), **steps,
+        self.init_steps = {"attach": self.attach_ms, "assign_read": round(waited, 3), **steps,
                            "assign_to_init": round((now - self._assign_sent) * 1000, 3)}
         faults = header.get("page_faults")
         if isinstance(faults, int):

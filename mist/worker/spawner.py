@@ -236,12 +236,9 @@ class Spawner:
             raise SandboxFailed(f"could not send the spawn request to the zygote: {exc}") from None
         return await fut
 
-    def attach_code(self, sid: str, code_dir: str, layer_dir: str | None) -> None:
-        """Ask the zygote to mount the function's code in sandbox `sid` (it tells the sandbox
-        itself when done, or why it failed; the sandbox then reports FAILED)."""
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                send_control(self._sock, {"op": "mount", "id": sid, "code_dir": code_dir, "layer_dir": layer_dir})
+    def has_layer(self, sid: str) -> bool:
+        """Sandbox `sid` is a layer zygote's child: its layer is mounted already."""
+        return sid in self._layer_children
 
     def configure_layers(self, settings: dict) -> None:
         """Replace the zygote tree's settings (`layer_settings(config)`), now and after restarts."""

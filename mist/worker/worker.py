@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from mist.core import autoscale, flow, keepalive
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.models import split_id
-from mist.worker import policy
+from mist.worker import isolation, policy
 from mist.worker.cgroups import CgroupTree, pids_limit
 from mist.worker.config import WorkerConfig
 from mist.worker.lifecycle import State
@@ -200,6 +200,7 @@ class Worker:
         self._destroying: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._refill: asyncio.Task | None = None
+        self._refill_timer: asyncio.TimerHandle | None = None
         self._reaper: asyncio.Task | None = None
         self._zygote_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -232,6 +233,8 @@ class Worker:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         for key in list(self._spans):
             self._account(key)  # provisioned time ends now
         for task in (self._reaper, self._refill):
@@ -540,11 +543,11 @@ class Worker:
     async def _start_instance(self, spec: SandboxSpec, from_pool: bool) -> Sandbox:
         self._note_start()
         if from_pool and self._pool and not (self._spawner.alive and self._pool[-1].spawner is self._spawner):
-            for stale in list(self._pool):  # built by a zygote that is gone: nobody can attach code
+            for stale in list(self._pool):  # built by a zygote that is gone: nobody would report their exit
                 self._discard(stale)
         if from_pool and self._pool:
             sb = self._pool.pop()
-            self._counters["pool_cold_starts"] += 1  # refilled once this invocation ends: a fork
+            self._counters["pool_cold_starts"] += 1  # refilled refill_delay_s after this invocation ends: a fork
             # now would compete for the CPU with the cold start it is replacing
         else:
             sid = self._new_id()
@@ -571,6 +574,7 @@ class Worker:
         except OSError as exc:
             self._discard(sb)
             raise SandboxFailed(f"could not set the memory limit or the network of sandbox {sb.id}: {exc}") from None
+        self._attach(sb, spec)
         sb.assign(spec, f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{sb.id}")
         sb.last_used = self._clock()
         # a spec made before the function's secrets changed (the call was on its way meanwhile):
@@ -590,6 +594,19 @@ class Worker:
                 fut.set_result(sb)
         self._offer(sb)
         return sb
+
+    def _attach(self, sb: Sandbox, spec: SandboxSpec) -> None:
+        """Mount the function's code (and layer) in the sandbox, from here: see isolation.attach_code."""
+        layer = None if spec.layer_dir is None or self._spawner.has_layer(sb.id) else str(spec.layer_dir)
+        try:
+            if sb.pidfd is None:
+                raise OSError("the sandbox is gone")
+            t0 = time.perf_counter()
+            isolation.attach_code(sb.pidfd, str(spec.code_dir), layer)
+            sb.attach_ms = round((time.perf_counter() - t0) * 1000, 3)
+        except OSError as exc:
+            self._discard(sb)
+            raise SandboxFailed(f"could not attach the code of {spec.function_name} to sandbox {sb.id}: {exc}") from None
 
     def _released(self, sb: Sandbox) -> None:
         """One invocation on `sb` ended: hand its slot to the first waiter of the function, or
@@ -612,7 +629,7 @@ class Worker:
             if self._waiting and sb.slots == 0:
                 self._notify()  # waiters of other functions may evict this now idle instance
         if len(self._pool) + self._pool_starting < self._pool_target():
-            self._schedule_refill()
+            self._schedule_refill(self.config.refill_delay_s)
 
     # -- sandboxes ------------------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -746,11 +763,21 @@ class Worker:
         recent = [n for second, n in self._cold_seconds if now - second < 60]
         return policy.pool_target(recent, minimum=self.config.prewarm, maximum=self.config.prewarm_max)
 
-    def _schedule_refill(self) -> None:
+    def _schedule_refill(self, delay_s: float = 0.0) -> None:
+        """Refill the pool now, or in `delay_s` (after an invocation: the fork and the build of
+        the new sandbox would otherwise take the CPU from the answer still on its way out)."""
         if self._stopping or not self._started or self.config.prewarm == 0:
+            return
+        if delay_s > 0:
+            if self._refill_timer is None:
+                self._refill_timer = self._loop.call_later(delay_s, self._refill_due)
             return
         if self._refill is None or self._refill.done():
             self._refill = asyncio.get_running_loop().create_task(self._fill_pool(), name="mist-worker-prewarm")
+
+    def _refill_due(self) -> None:
+        self._refill_timer = None
+        self._schedule_refill()
 
     async def _fill_pool(self) -> None:
         failures = 0

@@ -8,7 +8,6 @@ packet:
     Worker -> zygote   {"op": "spawn", "id", "uid", "cgroups", "rlimits", "tmp_mb", "network",
                         "prefault", "layer_dir"}
                        + SCM_RIGHTS [channel socket, output pipe]   (the zygote closes its copies)
-                       {"op": "mount", "id", "code_dir", "layer_dir"}  attach the code on ASSIGN
                        {"op": "learn", "id"}
                        {"op": "configure", "layers": {...}}          the zygote tree's settings
                        {"op": "prepare_layer", "layer_dir"}          start that layer's zygote now
@@ -78,9 +77,7 @@ SPAWN_TIMEOUT_S = 10.0  # an intermediate that has not forked the sandbox's pid 
 class _Pending:
     sid: str
     intermediate: int  # its pid
-    go: int  # write end of the sandbox's "code attached" pipe
     deadline: float
-_GO_FD = 5  # in a sandbox: the read end of its "code attached" pipe from the zygote
 
 
 class Zygote:
@@ -88,8 +85,6 @@ class Zygote:
         self.ctrl = ctrl
         self.host = host
         self.children: dict[int, str] = {}  # pid of a sandbox's pid 1 -> sandbox id
-        self.go: dict[str, int] = {}  # sandbox id -> write end of its "code attached" pipe
-        self.mnt_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         # Pages of this process that a cold start un-shares (learned from a sandbox after its
         # first invocation); pool sandboxes copy just these up front ("touched" prefault).
         self.touched: list[tuple[int, int]] | None = None
@@ -114,29 +109,6 @@ class Zygote:
             self.touched = touched
             send_control(self.ctrl, {"op": "learned", "kb": size // 1024})
 
-    def attach(self, req: dict) -> None:
-        """Mount the function's code in sandbox req["id"], then tell the sandbox (go pipe)."""
-        sid = req.get("id")
-        go = self.go.pop(sid, None)
-        if go is None:
-            return
-        pid = next((p for p, s in self.children.items() if s == sid), None)
-        code_dir = str(req.get("code_dir"))
-        try:
-            if pid is None:
-                raise OSError("the sandbox is gone")
-            layer_dir = None if self.tree.is_child(sid) else req.get("layer_dir")  # it has its layer
-            isolation.attach_code(pid, code_dir, layer_dir, self.mnt_ns)
-            answer = b"G"
-        except OSError as exc:
-            answer = b"F" + f"could not attach the function's code {code_dir}: {exc}".encode()
-        try:
-            os.write(go, answer)
-        except OSError:
-            pass
-        finally:
-            os.close(go)
-
     # -- the fork path ------------------------------------------------------------------------
     def spawn(self, req: dict, fds: list[int]) -> None:
         if req.get("layer_dir") and self.tree.accepts(req):
@@ -157,17 +129,14 @@ class Zygote:
             return
         chan, out = fds
         r, w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            os.close(go_w)
             os.close(r)
-            self._intermediate(req, chan, out, w, go_r)  # never returns
+            self._intermediate(req, chan, out, w)  # never returns
         os.close(w)
         os.close(chan)
         os.close(out)
-        os.close(go_r)
-        self.pending[r] = _Pending(sid, pid, go_w, time.monotonic() + SPAWN_TIMEOUT_S)
+        self.pending[r] = _Pending(sid, pid, time.monotonic() + SPAWN_TIMEOUT_S)
         self.poller.register(r, select.POLLIN)
 
     def _pid_ready(self, r: int) -> None:
@@ -185,13 +154,11 @@ class Zygote:
     def _spawned(self, p: _Pending, inner: int | None) -> None:
         sid = p.sid
         if inner is None:
-            os.close(p.go)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.intermediate, signal.SIGKILL)
             send_control(self.ctrl, {"op": "spawn_failed", "id": sid, "error": "sandbox setup failed"})
             return
         self.children[inner] = sid
-        self.go[sid] = p.go
         try:
             pidfd = os.pidfd_open(inner)
         except OSError:  # already gone: its exit is reported by the next reap
@@ -211,19 +178,17 @@ class Zygote:
             os.close(r)
             self._spawned(p, None)
 
-    def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int, go: int) -> None:
+    def _intermediate(self, req: dict, chan: int, out: int, pidpipe: int) -> None:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             devnull = os.open("/dev/null", os.O_RDONLY)
             # Move every fd above 10 first so the dup2s below cannot clobber one another.
-            devnull, out, chan, pidpipe, go = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-                                               for fd in (devnull, out, chan, pidpipe, go))
-            for target, fd in ((0, devnull), (1, out), (2, out), (3, chan), (4, pidpipe), (_GO_FD, go)):
+            devnull, out, chan, pidpipe = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, out, chan, pidpipe))
+            for target, fd in ((0, devnull), (1, out), (2, out), (3, chan), (4, pidpipe)):
                 os.dup2(fd, target)
-            os.set_inheritable(_GO_FD, False)
-            os.closerange(_GO_FD + 1, 65536)
+            os.closerange(5, 65536)
             os.setsid()  # no controlling terminal: a Ctrl-C meant for mist never reaches a sandbox
             isolation.enter(req)
             inner = os.fork()
@@ -256,7 +221,7 @@ class Zygote:
         build.mark("prefault")
         sock.sendall(protocol.encode(protocol.READY, {"pid": os.getpid(), "steps": build.durations(),
                                                       "prefaulted_kb": copied // 1024}))
-        runtime.main(sock, isolation.function_finish(self.host, _GO_FD))
+        runtime.main(sock, isolation.function_finish(self.host))
         os._exit(0)
 
     # -- reaping and serving ------------------------------------------------------------------
@@ -272,9 +237,6 @@ class Zygote:
             if sid is None:
                 self.tree.exited(pid, status)
                 continue
-            go = self.go.pop(sid, None)
-            if go is not None:
-                os.close(go)
             self.tree.forget(sid)
             send_control(self.ctrl, {"op": "exit", "id": sid, "pid": pid, "status": status})
 
@@ -330,8 +292,6 @@ class Zygote:
                     self.spawn(message, fds)
                 elif op == "learn":
                     self.learn(message.get("id"))
-                elif op == "mount":
-                    self.attach(message)
                 elif op == "configure":
                     tree.configure(message.get("layers") or {})
                 elif op == "prepare_layer":

@@ -7,7 +7,7 @@ into the child's user namespace, connects to it from inside its network namespac
 there once it closed everything it inherited) and sends it handles of the sandbox's cgroup
 directories, whose `tasks` files it gave to that uid; once the child says it is ready (in its
 cgroups, that uid, locked down) it is checked from outside (`verify.check_child`), and only
-then is it handed the sandbox's channel, output pipe and go pipe (`layerchild.adopt`).
+then is it handed the sandbox's channel and output pipe (`layerchild.adopt`).
 Whatever fails (the layer zygote crashed at import, is still importing after `wait_s`, a child
 was refused, the request wants network) falls back to the ordinary fork path: the layer is
 then mounted on ASSIGN and imported by the handler, as without the tree. After the first cold
@@ -101,7 +101,7 @@ class _LayerZygote:
 
 class LayerTree:
     def __init__(self, zygote) -> None:
-        self.zygote = zygote  # the Zygote: ctrl, host, children, go, poller, spawn_plain
+        self.zygote = zygote  # the Zygote: ctrl, host, children, poller, spawn_plain
         self.settings = Settings()
         self.zygotes: dict[str, _LayerZygote] = {}
         self.by_fd: dict[int, _LayerZygote] = {}
@@ -275,7 +275,7 @@ class LayerTree:
         pid, z.standby = z.standby, None
         assert pid is not None
         try:
-            go_w, pidfd, steps = layerchild.adopt(
+            pidfd, steps = layerchild.adopt(
                 pid, req, fds, zygote_pid=z.pid, zygote_tasks=_memory_tasks(z), cgroup_root=self.settings.cgroup_root,
                 own_net=self.own_net, timeout=self.settings.handshake_s)
         except Exception as exc:  # noqa: BLE001 - refused, whatever the reason: the ordinary path serves
@@ -290,13 +290,12 @@ class LayerTree:
         z.failures = 0
         self.children[sid] = z.key
         self.zygote.children[pid] = sid
-        self.zygote.go[sid] = go_w
+        self._report()  # before "spawned": the Worker's statistics count this spawn once it returns
         try:
             send_control(self.zygote.ctrl, {"op": "spawned", "id": sid, "pid": pid, "layer": True,
                                             "layer_dir": z.key, "steps": steps, "t1": time.perf_counter()}, [pidfd])
         finally:
             os.close(pidfd)
-        self._report()
 
     @staticmethod
     def _kill_strays(z: _LayerZygote) -> None:

@@ -233,3 +233,30 @@ async def test_start_kills_the_zygote_of_a_crashed_run_on_the_same_data_dir(tmp_
             fake.kill()
             fake.wait()
         await w.stop()
+
+
+async def test_the_worker_attaching_code_leaves_its_own_filesystem_view_as_it_was(worker, function):
+    """The Worker enters each sandbox's mount namespace to attach the code (isolation.attach_code):
+    afterwards the calling thread is back in the host's namespace, in its working directory."""
+    cwd, ns = os.getcwd(), os.readlink("/proc/thread-self/ns/mnt")
+    for _ in range(3):
+        assert value(await call(worker, function("def handler(e, c):\n    return 1\n"))) == 1
+    assert os.getcwd() == cwd and os.readlink("/proc/thread-self/ns/mnt") == ns
+    assert Path("/proc/self/root").resolve() == Path("/")
+
+
+async def test_the_pool_is_refilled_only_after_the_refill_delay(tmp_path, function):
+    w = Worker(worker_config(tmp_path, prewarm=1, refill_delay_s=0.5))
+    await w.start()
+    try:
+        assert await w.wait_prewarmed()
+        cold = await call(w, function("def handler(e, c):\n    return 1\n"))
+        assert cold.cold_start and w.statistics().prewarmed == 0
+        await asyncio.sleep(0.2)
+        assert w.statistics().prewarmed + w.statistics().prewarm_starting == 0  # not even started
+        deadline = asyncio.get_running_loop().time() + 10
+        while w.statistics().prewarmed == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the pool was never refilled"
+            await asyncio.sleep(0.05)
+    finally:
+        await w.stop()
