@@ -64,6 +64,7 @@ def test_the_default_group_is_stable_per_source_and_differs_between_sources():
         ("redis://h", {"stream": "s", "format": "json"}, "format must be one of lambda, cloudevents, got 'json'"),
         ("redis://h", {"stream": "s", "max_consumers": 0}, "max_consumers"),
         ("redis://h", {"stream": "s", "group": "has space"}, "group must be 1-64 letters"),
+        ("redis://h", {"stream": "s", "instance": "a/b"}, "instance must be 1-128 letters"),
     ],
 )
 def test_bad_options_are_refused_naming_the_field_and_the_rule(url, options, message):
