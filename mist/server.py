@@ -65,6 +65,8 @@ from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
 from mist.triggers.connectors.spec import Tuning
+
+USAGE_REFRESH_S = 2.0  # cluster mode: how often each process reads the tenants' month-to-date spend again
 from mist.tenancy.store import SqlTenantStore
 from mist.worker import Worker, WorkerConfig
 
@@ -200,7 +202,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await worker.start()
         await records.start()
         journal = Journal(data_dir / "usage-journal", fsync=opts.usage_fsync)
-        meter = Meter(Ledger(store, journal, writer), store, billing_config)
+        meter = Meter(Ledger(store, journal, writer), store, billing_config,
+                      refresh_s=USAGE_REFRESH_S if state.shared else None)  # caps see the others' spend
         await meter.start()
         worker.on_provisioned = meter.provisioned
         secrets = SecretService(SqlSecretStore(store.writes), keyring, writer=writer)
