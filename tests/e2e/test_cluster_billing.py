@@ -20,10 +20,11 @@ pytestmark = pytest.mark.sandbox
 def test_a_cap_reached_through_one_process_is_enforced_by_the_other_within_seconds(tmp_path, fresh_pg_url):
     (tmp_path / "plans.toml").write_text(PLANS)  # 0.20 per request, no free tier
     a, b = start_both(tmp_path, fresh_pg_url, "--plans", str(tmp_path / "plans.toml"))
+    clients: list[httpx.Client] = []
     try:
         admin = next(s for s in (a, b) if (s.data_dir / "admin.key").exists()).admin_key
         auth = {"Authorization": f"Bearer {admin}"}
-        ca, cb = (httpx.Client(base_url=s.url, headers=auth, timeout=60) for s in (a, b))
+        ca, cb = clients = [httpx.Client(base_url=s.url, headers=auth, timeout=60) for s in (a, b)]
         deployed = cli(a, admin, "deploy", "work", str(write_function(tmp_path / "work", {"main.py": WORK})))
         assert deployed.returncode == 0, deployed.stderr
         capped = cli(a, admin, "billing", "set", "default", "--cap", "1.00")
@@ -55,5 +56,7 @@ def test_a_cap_reached_through_one_process_is_enforced_by_the_other_within_secon
         assert lag < 5, f"b refused {lag:.1f} s after a (bound: refresh 2 s + import 1 s + a query)"
         print(f"b enforced the cap {lag:.2f} s after a reached it")
     finally:
+        for c in clients:
+            c.close()
         a.stop()
         b.stop()

@@ -89,7 +89,9 @@ class Brokers:
         await conn.close()
 
     def cleanup(self, groups: list[str], data_dirs: list) -> None:
-        redis.Redis().delete(self.stream)
+        r = redis.Redis()
+        r.delete(self.stream)
+        r.close()
         for group in groups:  # each process's persistent MQTT session ends with a clean start
             for data_dir in data_dirs:
                 tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
