@@ -64,7 +64,7 @@ from mist.secrets import SecretService, SqlSecretStore, load_keyring
 from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
-from mist.triggers.connectors.spec import Tuning
+from mist.triggers.connectors.spec import Tuning, process_instance
 
 USAGE_REFRESH_S = 2.0  # cluster mode: how often each process reads the tenants' month-to-date spend again
 from mist.tenancy.store import SqlTenantStore
@@ -249,7 +249,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             SqlTriggerStore(store.writes), enqueue=events.enqueue, invoke=invoker(functions, invocations),
             dead_letter=dead_letter_queue(services.queues), function_exists=functions.get,
             outbox=objects.outbox if objects is not None else None, brokers=opts.trigger_brokers,
-            instance=f"{socket.gethostname()}.{worker_cfg.instance_tag[:8]}",  # stable per data dir
+            instance=process_instance(worker_cfg.instance_tag[:8]),  # stable per data dir, distinct per process
             tuning=Tuning(visibility_timeout_s=opts.event_lease_s) if opts.event_lease_s else None,
         )
         await triggers.start()

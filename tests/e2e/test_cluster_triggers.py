@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import time
 import uuid
 
@@ -26,6 +25,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from mist.triggers.connectors.spec import process_instance
 from tests.e2e.conftest import start_server, write_function
 from tests.e2e.test_cluster_state import LEASE_S, cli, start_both, until
 
@@ -95,7 +95,7 @@ class Brokers:
         for group in groups:  # each process's persistent MQTT session ends with a clean start
             for data_dir in data_dirs:
                 tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
-                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{group}.{socket.gethostname()}.{tag}",
+                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{group}.{process_instance(tag)}",
                                 protocol=mqtt.MQTTv5)
                 c.connect("127.0.0.1", 1883, clean_start=True)
                 c.loop(1)  # the CONNACK: the session is gone

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from mist.errors import InvalidRequest
@@ -6,6 +8,7 @@ from mist.triggers.connectors.mqtt import MqttConnector
 from mist.triggers.connectors.nats_jetstream import NatsJetStreamConnector
 from mist.triggers.connectors.rabbitmq import RabbitMQConnector
 from mist.triggers.connectors.redis_streams import RedisStreamsConnector
+from mist.triggers.connectors.spec import process_instance
 
 
 @pytest.mark.parametrize(
@@ -83,3 +86,9 @@ def test_memory_sources_are_not_built_by_connector_for():
     spec = ConnectorSpec.from_options("memory://local", queue="q")
     with pytest.raises(InvalidRequest, match="MemoryConnector"):
         connector_for(spec)
+
+
+def test_a_process_instance_is_the_host_name_made_safe_then_the_tag(monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "db 1/eu")
+    assert process_instance("ab12") == "db-1-eu.ab12"
+    assert ConnectorSpec.from_options("redis://h", stream="s").instance == "db-1-eu"

@@ -57,6 +57,13 @@ _GROUP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INSTANCE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
+def process_instance(tag: str = "") -> str:
+    """This process's instance: the host name (made safe for broker names), then `tag` (mist up:
+    a digest of its data dir, so two processes on one host differ)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:100] or "host"
+    return f"{host}.{tag}" if tag else host
+
+
 @dataclass(frozen=True, slots=True)
 class Tuning:
     """Operational knobs with production defaults; tests shrink the delays."""
@@ -95,7 +102,7 @@ class ConnectorSpec:
     format: Format = "lambda"  # the event: {"Records": [...]} or a list of CloudEvents
     max_consumers: int = 4
     group: str = ""  # "" -> derived from the source (see the module docstring)
-    instance: str = field(default_factory=socket.gethostname)  # this process (see the module docstring)
+    instance: str = field(default_factory=process_instance)  # this process (see the module docstring)
     tuning: Tuning = Tuning()
 
     @classmethod
