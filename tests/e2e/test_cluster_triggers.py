@@ -31,7 +31,7 @@ from tests.e2e.test_cluster_state import LEASE_S, cli, start_both, until
 
 pytestmark = pytest.mark.sandbox
 
-N = 60  # messages per broker and phase
+N = 40  # messages per broker and phase
 SLOW_S = 2.0  # how long a "slow" batch runs: no ack on the killed process in its first SLOW_S
 
 FUNCTION = (
