@@ -66,6 +66,9 @@ from mist.secrets import SecretService, SqlSecretStore, load_keyring
 from mist.tenancy import discovery
 from mist.tenancy.audit import AuditLog
 from mist.tenancy.service import Tenancy
+from mist.triggers.connectors.spec import Tuning, process_instance
+
+USAGE_REFRESH_S = 2.0  # cluster mode: how often each process reads the tenants' month-to-date spend again
 from mist.tenancy.store import SqlTenantStore
 from mist.cluster.scheduler import Scheduler
 from mist.worker import Worker, WorkerConfig
@@ -213,7 +216,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             print(f"cluster API at {plane.url} (mist worker --join {plane.url})", flush=True)
         await records.start()
         journal = Journal(data_dir / "usage-journal", fsync=opts.usage_fsync)
-        meter = Meter(Ledger(store, journal, writer), store, billing_config)
+        meter = Meter(Ledger(store, journal, writer), store, billing_config,
+                      refresh_s=USAGE_REFRESH_S if state.shared else None)  # caps see the others' spend
         await meter.start()
         worker.on_provisioned = meter.provisioned
         if plane is not None:
@@ -261,6 +265,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             SqlTriggerStore(store.writes), enqueue=events.enqueue, invoke=invoker(functions, invocations),
             dead_letter=dead_letter_queue(services.queues), function_exists=functions.get,
             outbox=objects.outbox if objects is not None else None, brokers=opts.trigger_brokers,
+            instance=process_instance(worker_cfg.instance_tag[:8]),  # stable per data dir, distinct per process
+            tuning=Tuning(visibility_timeout_s=opts.event_lease_s) if opts.event_lease_s else None,
         )
         await triggers.start()
         services.triggers = triggers

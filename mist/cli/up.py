@@ -132,9 +132,10 @@ def up(
                                  "each). Default: SQLite in --data-dir. See docs/cluster.md.")
     ] = None,
     event_lease: Annotated[
-        float | None, typer.Option(metavar="SECONDS", min=1, help="How long an asynchronous invocation stays "
-                                   "leased to the process running it without renewal; after that another process "
-                                   "of the cluster runs it again (default 60).")
+        float | None, typer.Option(metavar="SECONDS", min=1, help="How long an asynchronous invocation, or a "
+                                   "queue trigger's message (Redis Streams, NATS JetStream), stays leased to the "
+                                   "process running it without renewal; after that another process of the "
+                                   "cluster runs it again (default 60).")
     ] = None,
 ) -> None:
     try:

@@ -49,7 +49,7 @@ from mist.errors import Forbidden, FunctionError, InvalidRequest, MistError, Not
 from mist.models import DEFAULT_TENANT, split_id
 from mist.triggers.connectors import connector_for
 from mist.triggers.connectors.base import Connector, Message
-from mist.triggers.connectors.spec import ConnectorSpec
+from mist.triggers.connectors.spec import ConnectorSpec, Tuning
 from mist.triggers.deliver import batch_deliverer
 from mist.triggers.events import encode, event_for, scheduled_event
 from mist.triggers.schedule import MISSED_POLICIES, due, next_fire, parse_schedule
@@ -144,14 +144,16 @@ def validate_config(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return kind, config
 
 
-def connector_spec(config: dict[str, Any], trigger_id: str | None = None) -> ConnectorSpec:
+def connector_spec(config: dict[str, Any], trigger_id: str | None = None, *, instance: str | None = None,
+                   tuning: Tuning | None = None) -> ConnectorSpec:
     """The connector's spec. Each trigger reads through its own consumer group (durable
-    consumer, MQTT session) named after it unless one is given, so two triggers on one stream
-    each get every message instead of splitting them."""
+    consumer, MQTT shared subscription) named after it unless one is given, so two triggers on
+    one stream each get every message instead of splitting them; `instance` names this process
+    in the group, so a cluster's processes split a trigger's messages."""
     options = {k: config[k] for k in _QUEUE_OPTIONS if k in config and k != "source"}
     if trigger_id is not None and not options.get("group"):
         options["group"] = f"mist-{trigger_id}"
-    return ConnectorSpec.from_options(config["source"], **options)
+    return ConnectorSpec.from_options(config["source"], instance=instance, tuning=tuning, **options)
 
 
 def broker_allowed(tenant: str, source: str, allowed: Sequence[str]) -> bool:
@@ -343,8 +345,11 @@ class TriggerManager:
         outbox: Any = None,  # mist.s3.outbox.Outbox, or None when S3 is not served
         clock: Callable[[], float] = time.time,
         brokers: Sequence[str] = (),  # brokers tenants other than the default may read (broker_allowed)
+        instance: str | None = None,  # this process in each trigger's group (ConnectorSpec.instance)
+        tuning: Tuning | None = None,  # the connectors' (visibility_timeout_s: how long a dead process's messages wait)
     ) -> None:
         self._brokers = tuple(brokers)
+        self._instance, self._tuning = instance, tuning
         self._store = store
         self._enqueue = enqueue
         self._invoke = invoke
@@ -470,7 +475,7 @@ class TriggerManager:
             self._cron_wake.set()
         elif t.kind == "queue":
             try:
-                spec = connector_spec(t.config, t.id)
+                spec = connector_spec(t.config, t.id, instance=self._instance, tuning=self._tuning)
                 connector = connector_for(spec)
             except MistError as exc:  # stored by an older version with other rules: report, don't crash
                 self._counts[t.id].last_error = exc.message

@@ -223,6 +223,11 @@ class Journal:
     def current_records(self) -> int:
         return len(self._current.records) if self._current is not None else 0
 
+    def pending(self) -> list[UsageRecord]:
+        """Every record appended and not yet retired: the closed segments' and the current one's."""
+        segments = [*self.closed, *([self._current] if self._current is not None else [])]
+        return [r for seg in segments for r in seg.records]
+
     async def sync(self, ticket: tuple[Segment, int]) -> None:
         """With fsync: until the ticket's record is msync'd (group commit). Else at once."""
         if self.fsync:

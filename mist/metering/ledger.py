@@ -5,6 +5,7 @@
     await ledger.append(record)       # in the journal (and msync'd, if the journal syncs)
     ledger.append_nowait(record)      # the same, the msync not waited for (provisioned spans)
     await ledger.flush()              # everything appended is in the usage table (reports)
+    await ledger.totals(start, end)   # each tenant's usage: the table's plus the journal's not imported yet
     await ledger.stop()
 
 Every `interval_s` the journal is rotated and the closed segment's records are stored in the
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from mist.control.batching import SerialWriter
 from mist.metering.journal import Journal, Segment
 from mist.metering.store import UsageStore
-from mist.metering.usage import UsageRecord
+from mist.core.pricing import Usage
+from mist.metering.usage import UsageRecord, to_us
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,18 @@ class Ledger:
                     self._counts["import_failures"] += 1
                     raise
                 await self._journal.retire(seg)
+
+    async def totals(self, start: float, end: float) -> dict[str, Usage]:
+        """Each tenant's usage that started in [start, end): the usage table's totals (every
+        process's imported records) plus this process's records not imported yet. No import runs
+        meanwhile, so each record is counted once, in the table or in the journal."""
+        async with self._lock:
+            stored = await asyncio.to_thread(self._store.tenant_totals, start, end)
+            start_us, end_us = to_us(start), to_us(end)
+            for r in self._journal.pending():
+                if start_us <= r.started_us < end_us:
+                    stored[r.tenant] = stored.get(r.tenant, Usage()) + r.usage()
+        return stored
 
     def statistics(self) -> LedgerStats:
         c = self._counts

@@ -11,11 +11,18 @@
 from the usage table at start, then added to as records come in) and whether its cap is
 reached is decided when usage is added (`caps.add`, exact and cheap), not per call. At the
 start of a UTC month every tenant's total starts again from zero.
+
+In a cluster (`mist up --db`, `refresh_s` given) the other processes' usage reaches the usage
+table through their ledgers (imported every second) and their settlements; every `refresh_s`
+(2 s) one aggregate query reads it again, plus this process's records not yet imported, so a
+cap reached through any process is enforced by all within about refresh_s + the import interval
+(docs/billing.md bounds the overrun).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +44,8 @@ from mist.metering.usage import (
 from mist.models import FunctionVersion
 from mist.worker.types import ProvisionedSpan
 
+log = logging.getLogger(__name__)
+
 
 class _Tenant:
     """A tenant's month so far. Usage is counted in plain integers (the invocation path);
@@ -51,6 +60,10 @@ class _Tenant:
         self.plan = config.plan(billing.plan)
         self.rates = caps.Rates.of(self.plan)
         self.cap = billing.cap_micros(self.plan)
+        self.reset(usage)
+
+    def reset(self, usage: Usage) -> None:
+        """The month so far is `usage` (start, or the cluster's total read again)."""
         self.requests, self.mb_ms, self.provisioned_mb_ms = usage.requests, usage.mb_ms, usage.provisioned_mb_ms
         self.spend = caps.start(self.plan, self.cap, usage) if self.cap is not None else None
         self.refused = self.spend is not None and self.spend.reached
@@ -101,12 +114,16 @@ class MeterStats:
     refusing: tuple[str, ...]  # tenants whose cap is reached
     refused: int  # invocations refused for a cap since start
     exact_checks: int  # invoice computations the caps needed this month
+    refreshes: int  # month-to-date totals read again from the shared usage table (cluster mode)
 
 
 class Meter:
     def __init__(
-        self, ledger: Ledger, store: UsageStore, config: BillingConfig, *, wall: Callable[[], float] = time.time
+        self, ledger: Ledger, store: UsageStore, config: BillingConfig, *, wall: Callable[[], float] = time.time,
+        refresh_s: float | None = None,
     ) -> None:
+        """`refresh_s`: in a cluster, how often each tenant's month so far is read again from the
+        usage table the processes share (`refresh`); None: this process sees all usage itself."""
         self.ledger = ledger
         self.config = config
         self._store = store
@@ -116,6 +133,8 @@ class Meter:
         self._month_start = self._month_end = 0.0
         self._month_start_us = self._month_end_us = 0
         self._refused = 0
+        self._refresh_s = refresh_s
+        self._refreshes = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -154,9 +173,9 @@ class Meter:
     async def record(self, usage: UsageRecord) -> None:
         ledger = self.ledger
         ticket = ledger.write(usage)  # ledger.append, one coroutine less on every invocation
+        self._count(usage)  # with its journal write, no await between: `refresh` sees both or neither
         if ticket is not None and ledger.syncs:
             await ledger.sync(ticket)
-        self._count(usage)
 
     def settled(self, usage: UsageRecord) -> None:
         self._count(usage)
@@ -182,6 +201,23 @@ class Meter:
                 changed.append(billing.tenant)
         return changed
 
+    async def refresh(self) -> list[str]:
+        """Read every tenant's month so far again: the usage table shared by a cluster's
+        processes plus this process's records not imported yet (`Ledger.totals`), so a cap
+        reached through any process is enforced here too. Returns the tenants whose total moved."""
+        month = self._month
+        totals = await self.ledger.totals(self._month_start, self._month_end)
+        if self._month != month:  # a new month began meanwhile: these totals are last month's
+            return []
+        self._refreshes += 1
+        changed = []
+        for name, usage in totals.items():
+            t = self._tenants.get(name) or self._tenant(name)
+            if t.usage() != usage:
+                t.reset(usage)
+                changed.append(name)
+        return changed
+
     def spend(self, tenant: str) -> TenantSpend:
         t = self._tenants.get(tenant) or self._tenant(tenant)
         usage = t.usage()
@@ -195,7 +231,7 @@ class Meter:
         ts = self._tenants.values()
         return MeterStats(self._month, len(self._tenants), sum(t.cap is not None for t in ts),
                           tuple(sorted(t.name for t in ts if t.refused)), self._refused,
-                          sum(t.spend.exact_checks for t in ts if t.spend is not None))  # fmt: skip
+                          sum(t.spend.exact_checks for t in ts if t.spend is not None), self._refreshes)  # fmt: skip
 
     # -- month-to-date totals -------------------------------------------------------------------------
 
@@ -228,6 +264,16 @@ class Meter:
             self._roll(now)
 
     async def _run(self) -> None:
+        every = min(1.0, self._refresh_s or 1.0)
+        due = 0.0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(every)
             self.tick()
+            due += every
+            if self._refresh_s is not None and due >= self._refresh_s:
+                due = 0.0
+                try:
+                    await self.refresh()
+                except Exception:  # the database is away: the caps go on from what is counted here
+                    log.warning("reading the cluster's usage totals failed; retrying in %.0f s", self._refresh_s,
+                                exc_info=True)

@@ -251,3 +251,30 @@ async def test_a_cap_set_through_another_process_of_a_cluster_is_followed_and_us
         await mist.invocations.invoke(await mist.version("acme"), b"{}", trigger="api")
     assert mist.meter.spend("acme").usage.requests == 3
     assert await mist.meter.follow() == []
+
+
+async def test_a_cap_reached_through_another_process_is_enforced_once_its_usage_is_imported(mist):
+    cheap = dataclasses.replace(BillingConfig().plans["standard"], free_requests=0, per_million_requests=Decimal(10**5))
+    mist.meter.config = BillingConfig({"standard": cheap})  # 0.10 per request
+    cap = TenantBilling("acme", monthly_spend_cap=Decimal("0.30"))
+    mist.meter.configure(cap)
+    other = Meter(Ledger(mist.store, Journal(mist.tmp_path / "other-journal"), mist.writer, interval_s=3600),
+                  mist.store, mist.meter.config, wall=mist.clock)  # another process of the cluster  # fmt: skip
+    await other.start()
+    try:
+        other.configure(cap)
+        fv = await mist.version("acme")
+        for _ in range(3):
+            await mist.invocations.invoke(fv, b"{}", trigger="api")
+        assert await mist.meter.refresh() == []  # its own records, not imported yet, counted once
+        assert mist.meter.spend("acme").usage.requests == 3 and mist.meter.spend("acme").reached
+        await other.refresh()
+        other.check(fv)  # the other process has not seen them: still in this one's journal
+        await mist.meter.ledger.flush()  # the import (every second in mist up)
+        assert await mist.meter.refresh() == []  # now in the table, and no longer pending: still 3
+        assert await other.refresh() == ["acme"]
+        with pytest.raises(SpendCapReached, match=r"0.30 USD so far"):
+            other.check(fv)
+        assert other.statistics().refreshes == 2 and other.statistics().refusing == ("acme",)
+    finally:
+        await other.stop()

@@ -201,11 +201,12 @@ class MqttHarness(Harness):
             for body in bodies:
                 await client.publish(target, body, qos=1)
 
-    async def cleanup(self, target, group):
-        # a clean start with no session expiry ends the persistent session (and its queue)
-        async with aiomqtt.Client(HOST, self.port, identifier=group, protocol=aiomqtt.ProtocolVersion.V5,
-                                  clean_start=True):
-            pass
+    async def cleanup(self, target, group, instances=(socket.gethostname(),)):
+        # a clean start with no session expiry ends each instance's persistent session (and its queue)
+        for instance in instances:
+            async with aiomqtt.Client(HOST, self.port, identifier=f"{group}.{instance}",
+                                      protocol=aiomqtt.ProtocolVersion.V5, clean_start=True):
+                pass
 
 
 class MemoryHarness(Harness):

@@ -12,7 +12,7 @@ import pytest
 import nats
 import redis.asyncio as aioredis
 
-from tests.triggers.brokers import NatsHarness, RabbitHarness, RedisHarness
+from tests.triggers.brokers import MqttHarness, NatsHarness, RabbitHarness, RedisHarness
 from tests.triggers.conftest import FAST, Recorder, fail_first_delivery, running, until
 
 REDIS, NATS, RABBIT = RedisHarness(), NatsHarness(), RabbitHarness()
@@ -143,3 +143,27 @@ async def test_a_batch_held_longer_than_the_visibility_timeout_is_kept_and_deliv
     finally:
         await harness.cleanup(target, group)
     assert sorted(slow.bodies() + other.bodies()) == [b"x", b"y"]
+
+
+async def test_mqtt_two_instances_of_one_group_share_the_messages_and_a_stopped_ones_share_waits_for_it():
+    mqtt_h = MqttHarness()
+    topic, group = mqtt_h.new_target(), unique("t-")
+    spec_a = dataclasses.replace(mqtt_h.spec(topic, group, tuning=FAST), instance="host-a")
+    spec_b = dataclasses.replace(spec_a, instance="host-b")
+    rec_a, rec_b = Recorder(), Recorder()
+    bodies = [f"m{i}".encode() for i in range(20)]
+    try:
+        async with running(mqtt_h.connector(spec_a), rec_a), running(mqtt_h.connector(spec_b), rec_b):
+            await mqtt_h.publish(topic, bodies)
+            await until(lambda: len(rec_a.bodies()) + len(rec_b.bodies()) == 20, what="the 20 messages")
+            await asyncio.sleep(0.3)  # a second delivery would come now
+        assert sorted(rec_a.bodies() + rec_b.bodies()) == sorted(bodies), "each message once in the group"
+        assert rec_a.bodies() and rec_b.bodies(), "both instances take a share"
+        later = [f"n{i}".encode() for i in range(10)]
+        async with running(mqtt_h.connector(spec_b), rec_b):  # host-a is down meanwhile
+            await mqtt_h.publish(topic, later)
+            await asyncio.sleep(0.5)
+        async with running(mqtt_h.connector(spec_a), rec_a):  # its persistent session kept its share
+            await until(lambda: set(later) <= set(rec_a.bodies()) | set(rec_b.bodies()), what="every later message")
+    finally:
+        await mqtt_h.cleanup(topic, group, instances=("host-a", "host-b"))

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from mist.errors import InvalidRequest
@@ -6,6 +8,7 @@ from mist.triggers.connectors.mqtt import MqttConnector
 from mist.triggers.connectors.nats_jetstream import NatsJetStreamConnector
 from mist.triggers.connectors.rabbitmq import RabbitMQConnector
 from mist.triggers.connectors.redis_streams import RedisStreamsConnector
+from mist.triggers.connectors.spec import process_instance
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,7 @@ def test_the_default_group_is_stable_per_source_and_differs_between_sources():
         ("redis://h", {"stream": "s", "format": "json"}, "format must be one of lambda, cloudevents, got 'json'"),
         ("redis://h", {"stream": "s", "max_consumers": 0}, "max_consumers"),
         ("redis://h", {"stream": "s", "group": "has space"}, "group must be 1-64 letters"),
+        ("redis://h", {"stream": "s", "instance": "a/b"}, "instance must be 1-128 letters"),
     ],
 )
 def test_bad_options_are_refused_naming_the_field_and_the_rule(url, options, message):
@@ -82,3 +86,9 @@ def test_memory_sources_are_not_built_by_connector_for():
     spec = ConnectorSpec.from_options("memory://local", queue="q")
     with pytest.raises(InvalidRequest, match="MemoryConnector"):
         connector_for(spec)
+
+
+def test_a_process_instance_is_the_host_name_made_safe_then_the_tag(monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "db 1/eu")
+    assert process_instance("ab12") == "db-1-eu.ab12"
+    assert ConnectorSpec.from_options("redis://h", stream="s").instance == "db-1-eu"

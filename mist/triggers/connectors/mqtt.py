@@ -1,12 +1,21 @@
-"""MQTT through a QoS 1 subscription in a persistent session (`mqtt://host:1883 --topic FILTER`).
+"""MQTT through a QoS 1 shared subscription in a persistent session (`mqtt://host:1883 --topic FILTER`).
 
-- MQTT 5, client id = spec.group, clean start off and a session that never expires: the broker
-  keeps the subscription and queues QoS 1 messages while mist is down, and delivers them after.
-  Receive Maximum is raised (up to 65535) so a batch can gather more than the broker's default
-  20 unacknowledged messages. The subscription asks for retained messages only when it is new.
+- MQTT 5. Each process subscribes to `$share/<spec.group>/<topic>` as client id
+  `<spec.group>.<spec.instance>`, clean start off and a session that never expires: the processes
+  of a cluster (`mist up --db`) are the group's members and the broker hands each message to ONE
+  of them (a lone mist is a group of one). Receive Maximum is raised (up to 65535) so a batch can
+  gather more than the broker's default 20 unacknowledged messages. Retained messages are not
+  delivered: MQTT 5 sends none on a shared subscription.
 - Acks are manual (paho's manual_ack, reached through aiomqtt's client): PUBACK is sent only
   after the function succeeded, or after the dead letter. Until then the broker holds the message
   for this session and resends it after a reconnect.
+- While a process is down its session lives on at the broker, which keeps its unacknowledged
+  messages AND (mosquitto 2.0, measured) goes on routing its share of new messages to it: they
+  wait, not lost, until a process with the same instance (the same host and data dir) connects
+  again and receives them all. The others meanwhile take only their own share. A process
+  removed for good leaves its session's messages at the broker: start mist once more on its data
+  dir to drain them (see docs/cluster.md). Brokers that route shared messages only to connected
+  members (MQTT 5 allows both) deliver the new ones to the others at once.
 - MQTT cannot hand a message back, and has no message id or delivery count: mist keeps failed
   messages in the session's buffer and redelivers them itself after the delay, counting attempts
   in memory. After a restart the broker resends what was not acknowledged and the count starts
@@ -35,8 +44,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mist.triggers.connectors._engine import BrokerConnector, LocalQueue
 from mist.triggers.connectors.base import Message
+from mist.triggers.connectors.spec import ConnectorSpec
 
 NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def client_id(spec: ConnectorSpec) -> str:
+    """This process's session: stable across its restarts, distinct from the cluster's others."""
+    return f"{spec.group}.{spec.instance}"
+
+
+def shared_filter(spec: ConnectorSpec) -> str:
+    """The subscription all processes of a trigger share: each message goes to one of them."""
+    return f"$share/{spec.group}/{spec.target}"
 
 
 class _MqttSession:
@@ -120,14 +140,14 @@ class MqttConnector(BrokerConnector):
             parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            identifier=spec.group, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
+            identifier=client_id(spec), protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
             timeout=spec.tuning.connect_timeout_s,
             tls_context=ssl.create_default_context() if parts.scheme == "mqtts" else None)
         client._client.manual_ack_set(True)
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(client)
         try:
-            await client.subscribe(spec.target, options=SubscribeOptions(qos=1, retainHandling=1))
+            await client.subscribe(shared_filter(spec), options=SubscribeOptions(qos=1))
             return _MqttSession(self, client, stack)
         except BaseException:
             await stack.aclose()

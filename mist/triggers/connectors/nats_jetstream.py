@@ -11,6 +11,9 @@
 - While the function runs, the batch is kept alive with in-progress acks ("+WPI"); a consumer
   that is cancelled NAKs what it had fetched so it comes again at once; after a crash the
   server redelivers after AckWait.
+- The processes of a cluster (`mist up --db`) pull from the one durable: JetStream hands each
+  message to one pull request, so to one process; a killed process's messages come to the
+  others after AckWait (`mist up --event-lease`, for a consumer created with it).
 - The message id is the stream sequence number. Backlog: the consumer's num_pending.
 """
 

@@ -13,6 +13,9 @@
 - Delivery count: x-mist-attempt (1 when absent), plus quorum queues' x-delivery-count, or plus
   one when RabbitMQ flags the message "redelivered" (a consumer died holding it).
 - Cancelled or disconnected consumers' unacknowledged messages are requeued by RabbitMQ.
+- The processes of a cluster (`mist up --db`) are competing consumers on the one queue: each
+  message goes to one channel; a killed process's connection drops and its unacknowledged
+  messages are requeued at once (flagged redelivered) for the others.
 - The message id is the AMQP message_id property; without one mist makes one and keeps it on
   retries. Backlog: the queue's ready-message count.
 """

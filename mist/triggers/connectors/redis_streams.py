@@ -2,15 +2,19 @@
 
 - The group (spec.group) is created at the stream's end ("$", MKSTREAM) on first start: a new
   trigger sees messages added from then on; an existing group continues where it stopped.
-- Consumer i of this process is named "<spec.instance>-<i>". XREADGROUP puts what it reads in
-  that consumer's pending list (PEL); XACK after the function succeeded removes it.
+- Consumer i of this process is named "<spec.instance>-<i>"; the instance is distinct per process
+  of a cluster (`mist up --db`), so the processes compete in the one group and each message is
+  read by one of them. XREADGROUP puts what it reads in that consumer's pending list (PEL); XACK
+  after the function succeeded removes it.
 - Delivery counts are Redis's own (XPENDING times_delivered): XREADGROUP ">" delivers once;
   reading a PEL again, XCLAIM and XAUTOCLAIM each count one more delivery.
 - A failed message stays pending and is XCLAIMed back when its retry delay is over.
 - Restart: each consumer first re-reads its own PEL (id "0"), so what a crash left unacknowledged
-  comes again at once. Entries of consumers that are gone (another host, a scaled-down index)
-  are taken over with XAUTOCLAIM once idle for visibility_timeout_s; a consumer working on a
-  batch keeps its entries fresh (XCLAIM JUSTID), so a long invocation is not taken over.
+  comes again at once (only this process's consumers: another live process's PEL is never read).
+  Entries of consumers that are gone (a process of the cluster killed and not back, a
+  scaled-down index) are taken over with XAUTOCLAIM once idle for visibility_timeout_s (`mist
+  up --event-lease`); a consumer working on a batch, or holding a retry until it is due, keeps
+  its entries fresh (XCLAIM JUSTID), so live work is not taken over.
 - Body: the entry's "body" field; the other fields are the message's headers. An entry without
   a "body" field is delivered as a JSON object of all its fields.
 - Backlog: XINFO GROUPS "lag" (entries not yet read by the group; Redis >= 7).

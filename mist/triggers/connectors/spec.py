@@ -11,9 +11,17 @@ the eventSourceArn / CloudEvents source and is safe to show:
     'amqp://localhost:5672/%2F?queue=jobs'
 
 `group` names mist's side at the broker and must be stable across restarts and unique per
-trigger: the Redis consumer group, the JetStream durable consumer, the MQTT client id (session),
-the RabbitMQ consumer tag prefix. Two triggers with the same group on one source share its
-messages instead of each getting all of them, so the trigger manager passes one per trigger.
+trigger: the Redis consumer group, the JetStream durable consumer, the MQTT shared subscription
+(`$share/<group>/<topic>`), the RabbitMQ connection name. Two triggers with the same group on
+one source share its messages instead of each getting all of them, so the trigger manager
+passes one per trigger; the processes of a cluster (`mist up --db`) share a trigger's messages
+the same way, each consuming as `instance`.
+
+`instance` names this process within the group and must be stable across its restarts and
+distinct per process: the Redis consumer names `<instance>-<i>` and the MQTT client id
+`<group>.<instance>` (a persistent session). What a process held when it crashed comes back to
+it when it restarts under the same instance; `mist up` uses the host name and a digest of its
+data dir.
 """
 
 from __future__ import annotations
@@ -46,6 +54,14 @@ SCHEMES: dict[str, tuple[Kind, int, str]] = {
 TARGET_OPTIONS = ("stream", "subject", "queue", "topic")
 FORMATS: tuple[str, ...] = ("lambda", "cloudevents")
 _GROUP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_INSTANCE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def process_instance(tag: str = "") -> str:
+    """This process's instance: the host name (made safe for broker names), then `tag` (mist up:
+    a digest of its data dir, so two processes on one host differ)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:100] or "host"
+    return f"{host}.{tag}" if tag else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +102,7 @@ class ConnectorSpec:
     format: Format = "lambda"  # the event: {"Records": [...]} or a list of CloudEvents
     max_consumers: int = 4
     group: str = ""  # "" -> derived from the source (see the module docstring)
-    instance: str = field(default_factory=socket.gethostname)  # this process, in Redis consumer names
+    instance: str = field(default_factory=process_instance)  # this process (see the module docstring)
     tuning: Tuning = Tuning()
 
     @classmethod
@@ -105,6 +121,7 @@ class ConnectorSpec:
         max_consumers: int = 4,
         group: str | None = None,
         tuning: Tuning | None = None,
+        instance: str | None = None,
     ) -> ConnectorSpec:
         """`mist trigger add FUNCTION --source URL --stream/--subject/--queue/--topic X ...`, validated."""
         scheme = urlsplit(source).scheme.lower()
@@ -121,6 +138,8 @@ class ConnectorSpec:
                    batch_window_s=batch_window_s, max_attempts=max_attempts,
                    format=format,  # type: ignore[arg-type]  # checked by validate()
                    max_consumers=max_consumers, group=group or "", tuning=tuning or Tuning())
+        if instance is not None:
+            spec = replace(spec, instance=instance)
         return spec.validate()
 
     def validate(self) -> ConnectorSpec:
@@ -147,6 +166,8 @@ class ConnectorSpec:
              "must be an integer from 1 to 256"),
             ("group", self.group, self.group == "" or bool(_GROUP.match(self.group)),
              "must be 1-64 letters, digits, '-' or '_'"),
+            ("instance", self.instance, bool(_INSTANCE.match(self.instance)),
+             "must be 1-128 letters, digits, '.', '-' or '_'"),
         ]
         for key, value, ok, rule in checks:
             if not ok:
