@@ -139,7 +139,7 @@ def cluster(tmp_path_factory, pg_url):
     try:
         server = start_server(root / "control", "--cluster-listen", f"{hosts[0].gateway}:0",
                               "--cluster-token", TOKEN, "--cluster-db", pg_url,
-                              "--worker-timeout", str(TIMEOUT_S), "--no-embedded-worker")  # fmt: skip
+                              "--worker-timeout", str(TIMEOUT_S), "--no-embedded-worker", "--shard-lease-ttl", "2")  # fmt: skip
         join = _cluster_url(server, hosts[0])
         agents = [start_agent(h, f"w{i}", join, root / f"w{i}") for i, h in enumerate(hosts)]
         deadline = time.monotonic() + 30
