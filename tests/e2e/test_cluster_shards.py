@@ -26,6 +26,7 @@ from mist.cluster.sqlshardmap import PgShardMapStore
 from mist.core.sharding import Move, ShardMap
 from mist.testing.worker import remove_worker_leftovers
 from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
+from tests.e2e.test_cluster import stop
 
 pytestmark = pytest.mark.sandbox
 
@@ -132,12 +133,7 @@ def shards(tmp_path_factory):
             yield probe
         finally:
             if worker is not None:
-                worker.terminate()
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+                stop(worker)
                 remove_worker_leftovers(root / "w")
             for s in servers.values():
                 s.stop()
