@@ -22,9 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mist.cluster import wire
+from mist.cluster.sqlleases import PgLeaseStore
 from mist.cluster.sqlshardmap import PgShardMapStore
 from mist.core.sharding import Move, ShardMap
 from mist.testing.worker import remove_worker_leftovers
+from mist.worker.types import SandboxSpec
 from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
 from tests.e2e.test_cluster import stop
 
@@ -115,10 +118,13 @@ def shards(tmp_path_factory):
             until("each scheduler owns half the shards", lambda: sorted(
                 len(v) for v in probe.map().owned().values()) == [8, 8])
             smap = probe.map()
-            for i in range(200):
-                owner = smap.route(f"fn{i}").owner
-                key = next(k for k, h in probe.holders.items() if h == owner)
-                probe.names[key if key not in probe.names else key + "2"] = f"fn{i}"
+            for i in range(200):  # two functions in two different shards of each scheduler
+                route = smap.route(f"fn{i}")
+                key = next(k for k, h in probe.holders.items() if h == route.owner)
+                if key not in probe.names:
+                    probe.names[key] = f"fn{i}"
+                elif key + "2" not in probe.names and smap.route(probe.names[key]).shard != route.shard:
+                    probe.names[key + "2"] = f"fn{i}"
                 if len(probe.names) == 4:
                     break
             src = write_function(root / "fn", {"main.py": (
@@ -205,6 +211,10 @@ def test_a_scheduler_paused_past_its_lease_places_nothing_for_the_shards_it_lost
     shard = f"shard/{shards.map().route(fn).shard}"  # A's
     assert call(shards.a, fn, 0).status_code == 200
     placed_before = shards.stats(shards.a)["placed_by_shard"][shard]
+    leases = PgLeaseStore(shards.pg_url)
+    old = leases.current(shard)
+    leases.close()
+    assert old is not None and old.holder == shards.holders["a"]
     os.kill(shards.a.proc.pid, signal.SIGSTOP)
     try:
         until("B takes the paused scheduler's shards", lambda: set(shards.map().owners) == {shards.holders["b"]},
@@ -217,6 +227,20 @@ def test_a_scheduler_paused_past_its_lease_places_nothing_for_the_shards_it_lost
     a_after = shards.stats(shards.a)
     assert a_after["placed_by_shard"][shard] == placed_before  # forwarded to B, the shard's owner now
     assert a_after["forwarded_out"] > 0
+    # an order A had stamped before its pause, arriving now, is refused by the worker: B placed
+    # the call above with a newer epoch of that shard's lease
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(shards.pg_url)
+    with engine.connect() as conn:
+        worker_url = conn.execute(sa.text("SELECT address FROM cluster_workers WHERE id = 'w0'")).scalar_one()
+    engine.dispose()
+    fv = httpx.get(f"{shards.b.url}/v1/functions/{fn}", headers=shards.b.auth, timeout=10).json()["latest"]
+    spec = SandboxSpec(fn, fv["version"], Path("/code") / fv["code_sha256"], fv["handler"])
+    order = wire.encode_order(wire.Order(shard, old.epoch, "a-stale-order", spec), b"{}")
+    refused = httpx.post(worker_url + "/v1/agent/invoke", content=order, headers={"Authorization": wire.bearer(TOKEN)},
+                         timeout=10)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "StaleEpoch", refused.text
     # the manager gives the woken A a share again (it reports, so it is live: a newcomer)
     until("A owns shards again", lambda: shards.holders["a"] in shards.map().owners, timeout=4 * TTL)
 
