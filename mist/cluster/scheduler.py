@@ -297,11 +297,18 @@ class Scheduler:
             self.owner.inflight[here.name] -= 1
 
     async def _forward(self, there: There, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        assert self.owner is not None
         body = wire.encode_order(wire.Order("", 0, invocation_id, spec), payload)
+        post = asyncio.ensure_future(self._agents.post(there.address, "/v1/cluster/place", body, spec.timeout_s + 60.0))
         try:
-            status, data = await self._agents.post(there.address, "/v1/cluster/place", body, spec.timeout_s + 60.0)
+            while not (await asyncio.wait({post}, timeout=self.owner.settings.step_s))[0]:
+                if there.owner not in self.owner.addresses:  # paused or cut off: it stopped reporting for a TTL
+                    raise WorkerLost(f"scheduler {there.owner}", "it stopped reporting while placing the invocation")
+            status, data = post.result()
         except Broken as exc:
             raise WorkerLost(f"scheduler {there.owner}", f"the connection to {there.address} broke: {exc}") from exc
+        finally:
+            post.cancel()
         self._counts["forwarded_out"] += 1
         if status == 200:
             result = wire.decode_result(data)

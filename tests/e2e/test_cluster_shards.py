@@ -216,9 +216,17 @@ def test_a_scheduler_paused_past_its_lease_places_nothing_for_the_shards_it_lost
     leases.close()
     assert old is not None and old.holder == shards.holders["a"]
     os.kill(shards.a.proc.pid, signal.SIGSTOP)
+    paused = time.monotonic()
     try:
-        until("B takes the paused scheduler's shards", lambda: set(shards.map().owners) == {shards.holders["b"]},
-              timeout=4 * TTL)
+        with cf.ThreadPoolExecutor(1) as pool:
+            # forwarded to the paused A (still reporting a moment ago): it must not hang for the call's
+            # timeout; answered once A stops reporting (WorkerLost: it may have run) or placed by B
+            during = pool.submit(call, shards.b, fn, 2)
+            until("B takes the paused scheduler's shards", lambda: set(shards.map().owners) == {shards.holders["b"]},
+                  timeout=4 * TTL)
+            answered = during.result(timeout=3 * TTL)
+            assert time.monotonic() - paused < 3 * TTL
+            assert answered.status_code == 200 or answered.json()["error"]["code"] == "WorkerLost", answered.text
     finally:
         os.kill(shards.a.proc.pid, signal.SIGCONT)
     # A wakes with stamps past their deadline; it must not place for the shards it lost
