@@ -32,7 +32,11 @@ Examples:
   sudo MIST_CLUSTER_TOKEN=$(openssl rand -hex 24) mist up --host 0.0.0.0 --cluster-listen 10.0.0.1:7070
 
 With --cluster-listen, worker agents on other machines join (mist worker --join URL) and run the
-invocations; until one has joined this machine's own worker serves. See docs/cluster.md.
+invocations; until one has joined this machine's own worker serves. With --db as well, every such
+process is a scheduler owning part of the shards (fenced leases, a shard map kept by whichever
+holds the shard-manager lease); an invocation reaching a process that does not own its function's
+shard is forwarded to the owner; a killed process's shards move within --shard-lease-ttl.
+Workers then join all of them: mist worker --join http://A:7070,http://B:7070. See docs/cluster.md.
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
