@@ -206,10 +206,11 @@ class Agent:
                 "spans": list(self._spans)}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        # no longer than a heartbeat interval: a paused control plane accepts connections and never
-        # answers, and the next one must hear from this worker before it counts it late
+        # with several control planes, no longer than a heartbeat interval: a paused one accepts
+        # connections and never answers, and the next must hear from this worker before it is late
+        many = len(self._planes.urls) > 1
         response = await self._planes.request(self._client, "POST", path, json=body,
-                                              timeout=min(5.0, max(0.5, self.interval_s)))
+                                              timeout=min(5.0, max(0.5, self.interval_s)) if many else 5.0)
         if response.status_code == 401:
             raise Unauthenticated(f"the control plane at {self._planes.url} refused this worker's cluster "
                                   "token: give mist worker the control plane's --cluster-token (--token or "
