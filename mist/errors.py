@@ -21,6 +21,7 @@
         ├── SandboxFailed          a sandbox could not be built (setup failed on the host)
         ├── StaleEpoch             an order carried a shard lease epoch that is no longer current
         ├── CoordinationUnavailable  the cluster's coordination store (PostgreSQL) cannot be reached
+        │   └── NotShardOwner      a forwarded invocation reached a scheduler that no longer owns its shard
         ├── WorkerLost             the worker running the invocation died or was cut off mid-call
         └── SecretsUnavailable     a function's secrets do not open with this server's key
 
@@ -185,6 +186,15 @@ class CoordinationUnavailable(PlatformError):
     took effect is unknown. A lease holder keeps acting only until its local deadline."""
 
     code = "CoordinationUnavailable"
+
+
+class NotShardOwner(CoordinationUnavailable):
+    """A scheduler process was asked to place an invocation of a shard the shard map gives to
+    another (the sender's map was older): the sender reads the map again and retries."""
+
+    code = "NotShardOwner"
+
+
 class WorkerLost(PlatformError):
     """The worker an invocation was sent to died or was cut off before it answered (its
     connection broke, or it missed heartbeats for the cluster's timeout). Whether the function

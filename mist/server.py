@@ -211,7 +211,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         # cluster's scheduler, which uses the embedded worker until a worker agent joins
         runner: Worker | Scheduler = worker
         if opts.cluster is not None:
-            plane = await ClusterPlane.start(opts.cluster, data_dir, worker if opts.embedded_worker else None)
+            plane = await ClusterPlane.start(opts.cluster, data_dir, worker if opts.embedded_worker else None,
+                                             blobs=state.blobs)
             runner = plane.scheduler
             print(f"cluster API at {plane.url} (mist worker --join {plane.url})", flush=True)
         await records.start()

@@ -32,7 +32,11 @@ Examples:
   sudo MIST_CLUSTER_TOKEN=$(openssl rand -hex 24) mist up --host 0.0.0.0 --cluster-listen 10.0.0.1:7070
 
 With --cluster-listen, worker agents on other machines join (mist worker --join URL) and run the
-invocations; until one has joined this machine's own worker serves. See docs/cluster.md.
+invocations; until one has joined this machine's own worker serves. With --db as well, every such
+process is a scheduler owning part of the shards (fenced leases, a shard map kept by whichever
+holds the shard-manager lease); an invocation reaching a process that does not own its function's
+shard is forwarded to the owner; a killed process's shards move within --shard-lease-ttl.
+Workers then join all of them: mist worker --join http://A:7070,http://B:7070. See docs/cluster.md.
 
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
 
@@ -116,6 +120,20 @@ def up(
         float, typer.Option(metavar="SECONDS", min=1, help="A worker silent this long is lost: its instances "
                             "are forgotten and its calls in flight fail (workers heartbeat every fifth of it).")
     ] = 10.0,
+    cluster_advertise: Annotated[
+        str | None, typer.Option(metavar="URL", help="With --db: the URL the other mist up processes reach this "
+                                 "one's cluster API at, to forward the invocations of the shards it owns (default: "
+                                 "http://--cluster-listen; needed when that is 0.0.0.0).")
+    ] = None,
+    shard_lease_ttl: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0.5, help="With --db: how long a scheduler's shard leases last "
+                            "without renewal. A killed process's shards move to the others within about this "
+                            "long (renewed every fourth of it).")
+    ] = 5.0,
+    shard_balance: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0, help="With --db: how often the shard manager moves shards "
+                            "to even the schedulers' load (0: never; new and gone schedulers are handled anyway).")
+    ] = 30.0,
     embedded_worker: Annotated[
         bool, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
                            "--no-embedded-worker runs no sandboxes on this machine; invocations wait for "
@@ -167,7 +185,9 @@ def up(
                         "(e.g. export MIST_CLUSTER_TOKEN=$(openssl rand -hex 24)), and give the same to the workers")
         from mist.cluster.plane import ClusterOptions
 
-        extra["cluster"] = ClusterOptions(cluster_listen, cluster_token, cluster_db or db, worker_timeout)
+        extra["cluster"] = ClusterOptions(cluster_listen, cluster_token, cluster_db or db, worker_timeout,
+                                          lease_ttl_s=shard_lease_ttl, advertise=cluster_advertise,
+                                          balance_s=shard_balance)
     if not embedded_worker:
         if not cluster_listen:
             output.fail("--no-embedded-worker needs --cluster-listen: without worker agents nothing could run "

@@ -29,7 +29,8 @@ docs/cluster.md."""
 
 @output.handle_errors
 def worker(
-    join: Annotated[str, typer.Option(metavar="URL", help="The control plane's cluster API (its --cluster-listen).")],
+    join: Annotated[str, typer.Option(metavar="URL", help="The control plane's cluster API (its --cluster-listen); with several mist up --db processes, "
+                                      "their URLs comma-separated: the worker talks to the next when one is down.")],
     token: Annotated[str | None, typer.Option(metavar="TOKEN", envvar="MIST_CLUSTER_TOKEN",
                                               help="The cluster token (the control plane's --cluster-token).")] = None,
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Where this agent's API listens.")] = "0.0.0.0:7071",

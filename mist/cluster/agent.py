@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from mist.cluster import wire
 from mist.cluster.codecache import CodeCache
+from mist.cluster.planes import ControlPlanes
 from mist.cluster.leases import Fence
 from mist.cluster.membership import Capacity, InstanceReport, Load, Warm, warm_json
 from mist.errors import MistError, SandboxFailed, Unauthenticated
@@ -53,7 +54,7 @@ log = logging.getLogger("mist.agent")
 class AgentConfig:
     worker_id: str
     address: str  # how the control plane reaches this agent: http://HOST:PORT
-    join_url: str  # the control plane's cluster API: http://HOST:PORT
+    join_url: str  # the control plane's cluster API: http://HOST:PORT (several: comma-separated, mist/cluster/planes.py)
     token: str
     capacity: Capacity
     drain_timeout_s: float = 30.0
@@ -65,6 +66,7 @@ class Agent:
         self.config = config
         self.fence = Fence()
         self._client = client
+        self._planes = ControlPlanes(config.join_url)
         self._cache = cache
         self._specs: dict[tuple[str, int], SandboxSpec] = {}
         self._inflight = 0
@@ -204,9 +206,13 @@ class Agent:
                 "spans": list(self._spans)}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._client.post(self.config.join_url.rstrip("/") + path, json=body, timeout=5.0)
+        # with several control planes, no longer than a heartbeat interval: a paused one accepts
+        # connections and never answers, and the next must hear from this worker before it is late
+        many = len(self._planes.urls) > 1
+        response = await self._planes.request(self._client, "POST", path, json=body,
+                                              timeout=min(5.0, max(0.5, self.interval_s)) if many else 5.0)
         if response.status_code == 401:
-            raise Unauthenticated(f"the control plane at {self.config.join_url} refused this worker's cluster "
+            raise Unauthenticated(f"the control plane at {self._planes.url} refused this worker's cluster "
                                   "token: give mist worker the control plane's --cluster-token (--token or "
                                   "MIST_CLUSTER_TOKEN)")
         if response.status_code >= 400:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from mist.cluster.planes import ControlPlanes
+
 from mist.control import packaging
 from mist.errors import SandboxFailed
 
@@ -37,7 +39,7 @@ class CodeCache:
         self.code_root.mkdir(parents=True, exist_ok=True)
         self.layer_root.mkdir(parents=True, exist_ok=True)
         self._client = client
-        self._url = control_url.rstrip("/")
+        self._planes = ControlPlanes(control_url)
         self._locks: dict[str, asyncio.Lock] = {}
         self._have: dict[str, Path] = {}  # sha -> its extracted directory (code is never removed here)
         self.fetched = 0
@@ -89,7 +91,7 @@ class CodeCache:
 
     async def _fetch(self, path: str) -> httpx.Response:
         try:
-            response = await self._client.get(self._url + path, timeout=120.0)
+            response = await self._planes.request(self._client, "GET", path, timeout=120.0)
         except httpx.HTTPError as exc:
             raise SandboxFailed(f"could not download {path} from the control plane ({exc!r})") from exc
         if response.status_code != 200:

@@ -6,6 +6,9 @@
     POST /v1/cluster/workers/{id}/leave       a clean exit (its incarnation in the body)
     GET  /v1/cluster/code/{sha}               a version's code zip (the worker checks the sha)
     GET  /v1/cluster/layers/{key}             a dependency layer as a tar (X-Mist-Sha256)
+    POST /v1/cluster/place                    another scheduler forwards an invocation of a shard
+                                              this one owns (an order's body; the result's answer;
+                                              409 NotShardOwner when the map gave the shard away)
 
 Every request must carry `Authorization: Bearer <cluster token>`; this API is not the tenants'
 API (their keys do not open it) and belongs on the cluster's private network.
@@ -17,6 +20,7 @@ import asyncio
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +30,9 @@ from starlette.routing import Route
 from mist.cluster import wire
 from mist.cluster.codecache import layer_archive
 from mist.cluster.scheduler import Scheduler
-from mist.errors import MistError
+from mist.errors import MistError, NotShardOwner
+
+_NOWHERE = Path("/nonexistent/forwarded")  # a forwarded spec names code and layer by sha only
 
 _SHA = re.compile(r"[0-9a-f]{64}")
 
@@ -36,7 +42,9 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_root: Path,
-                      archive_root: Path) -> Starlette:
+                      archive_root: Path, blobs: Any | None = None) -> Starlette:
+    """`blobs` (the cluster database's code blobs, mist/control/blobs.py): where code deployed
+    through another process is found when this one never ran it."""
     archive_root.mkdir(parents=True, exist_ok=True)
     locks: dict[str, asyncio.Lock] = {}
 
@@ -69,6 +77,10 @@ def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_r
     async def code(request: Request) -> Response:
         sha = request.path_params["sha"]
         archive = code_root / f"{sha}.zip"
+        if _SHA.fullmatch(sha) and not archive.is_file() and blobs is not None:
+            data = await asyncio.to_thread(blobs.get_blob, "code", sha)
+            if data is not None and hashlib.sha256(data).hexdigest() == sha:
+                return Response(data, media_type="application/zip")
         if not _SHA.fullmatch(sha) or not archive.is_file():
             return _error(404, "NotFound", f"no code archive {sha[:64]}: it was deployed before the control plane "
                           "kept archives, or deleted; deploy the function again")
@@ -89,7 +101,19 @@ def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_r
         return Response(data, media_type="application/x-tar",
                         headers={"X-Mist-Sha256": hashlib.sha256(data).hexdigest()})
 
+    async def place(request: Request) -> Response:
+        head, payload = wire.unframe(await request.body())
+        d = head["spec"]
+        spec = wire.spec_from_json(d, _NOWHERE / d["code"], _NOWHERE / d["layer"] / "python" if d["layer"] else None)
+        try:
+            result = await scheduler.place(spec, str(head["invocation_id"]), payload)
+        except MistError as exc:
+            status = 409 if isinstance(exc, NotShardOwner) else wire.error_status(exc)
+            return JSONResponse(wire.error_json(exc), status_code=status)
+        return Response(wire.encode_result(result), media_type="application/octet-stream")
+
     return Starlette(routes=[
+        Route("/v1/cluster/place", guard(place), methods=["POST"]),
         Route("/v1/cluster/workers", guard(register), methods=["POST"]),
         Route("/v1/cluster/workers/{worker}/heartbeat", guard(heartbeat), methods=["POST"]),
         Route("/v1/cluster/workers/{worker}/drain", guard(drain), methods=["POST"]),

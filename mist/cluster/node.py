@@ -93,7 +93,7 @@ async def serve_node(opts: NodeOptions) -> None:
     sock = _listen(host.strip("[]"), int(port), "--listen")
     address = _address(opts, sock.getsockname())
     cfg = WorkerConfig(data_dir=data_dir, memory_budget_mb=opts.memory_budget_mb,
-                       egress_deny=(*opts.egress_deny, *cluster_hosts(opts.join, address)),
+                       egress_deny=(*opts.egress_deny, *cluster_hosts(*opts.join.split(","), address)),
                        sandbox_network=opts.sandbox_network)
     if opts.prewarm is not None:
         cfg.prewarm = opts.prewarm

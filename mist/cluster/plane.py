@@ -39,6 +39,12 @@ class ClusterOptions:
     worker_timeout_s: float = 10.0  # silent this long, a worker is lost (heartbeats every fifth of it)
     shards: int = 16
     lease_ttl_s: float = 5.0
+    advertise: str | None = None  # the cluster API's URL for the other schedulers (default: http://LISTEN)
+    balance_s: float = 30.0  # how often the shard manager evens the schedulers' load; 0: never
+
+    @property
+    def url(self) -> str:
+        return (self.advertise or f"http://{self.listen}").rstrip("/")
 
     def validate(self) -> ClusterOptions:
         host, _, port = self.listen.rpartition(":")
@@ -47,6 +53,13 @@ class ClusterOptions:
         if len(self.token) < 16:
             raise InvalidRequest("--cluster-token must be at least 16 characters (workers present it, and "
                                  "the control plane presents it to them); generate one with `openssl rand -hex 24`")
+        if self.lease_ttl_s < 0.5:
+            raise InvalidRequest(f"--shard-lease-ttl must be >= 0.5 s, got {self.lease_ttl_s}")
+        if self.balance_s < 0:
+            raise InvalidRequest(f"--shard-balance must be >= 0 s (0: never), got {self.balance_s}")
+        if self.db and not self.advertise and self.listen.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
+            raise InvalidRequest(f"--cluster-listen {self.listen} is no address the other schedulers can reach: "
+                                 "pass --cluster-advertise http://THIS-HOST:PORT")
         if self.worker_timeout_s < 1:
             raise InvalidRequest(f"--worker-timeout must be >= 1 s, got {self.worker_timeout_s}")
         return self
@@ -82,7 +95,7 @@ class ClusterPlane:
         self._serving: asyncio.Task | None = None
 
     @classmethod
-    async def start(cls, opts: ClusterOptions, data_dir: Path, local: Any) -> ClusterPlane:
+    async def start(cls, opts: ClusterOptions, data_dir: Path, local: Any, blobs: Any | None = None) -> ClusterPlane:
         from mist.server import StartupError, _listen
 
         try:
@@ -90,29 +103,35 @@ class ClusterPlane:
         except InvalidRequest as exc:
             raise StartupError(exc.message) from None
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per order otherwise
-        engine = None
+        host, _, port = opts.listen.rpartition(":")
+        sock = _listen(host.strip("[]"), int(port), "--cluster-listen")
+        bound_host, bound_port = sock.getsockname()[:2]
+        url = opts.url if opts.advertise or int(port) else f"http://{bound_host}:{bound_port}"
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        engine, owner = None, None
         if opts.db:
+            from mist.cluster.directory import PgSchedulerDirectory
+            from mist.cluster.owners import OwnerSettings, ShardOwner
             from mist.cluster.pg import connect
             from mist.cluster.sqlleases import PgLeaseStore
             from mist.cluster.sqlmembership import PgMembership
+            from mist.cluster.sqlshardmap import PgShardMapStore
 
             engine = await asyncio.to_thread(connect, opts.db)
             members: Any = PgMembership(engine=engine, timeout_s=opts.worker_timeout_s)
             leases: Any = PgLeaseStore(engine=engine)
+            owner = ShardOwner(leases, PgShardMapStore(engine=engine), PgSchedulerDirectory(engine=engine),
+                               OwnerSettings(holder, url, opts.shards, opts.lease_ttl_s, opts.balance_s))
         else:
             members, leases = memory_stores(opts.worker_timeout_s)
-        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         scheduler = Scheduler(members, leases, SchedulerSettings(opts.token, holder, opts.policy, opts.shards,
-                                                                 opts.lease_ttl_s), local=local)
+                                                                 opts.lease_ttl_s), local=local, owner=owner)
         await scheduler.start()
-        host, _, port = opts.listen.rpartition(":")
-        sock = _listen(host.strip("[]"), int(port), "--cluster-listen")
         app = build_cluster_app(scheduler, opts.token, data_dir / "code", data_dir / "layers",
-                                data_dir / "cluster-archives")
+                                data_dir / "cluster-archives", blobs)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                                http="httptools", timeout_graceful_shutdown=2))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are the main server's
-        bound_host, bound_port = sock.getsockname()[:2]
         plane = cls(scheduler, server, sock, f"http://{bound_host}:{bound_port}", engine)
         plane._serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not plane._serving.done():

@@ -62,7 +62,8 @@ from mist.cluster.membership import (
 from mist.core.placement import Need, WorkerReport, WorkerState
 from mist.core.routing import InstanceTable
 from mist.core.sharding import ShardMap
-from mist.errors import CoordinationUnavailable, MistError, NoCapacity, WorkerLost
+from mist.cluster.owners import Here, ShardOwner, There
+from mist.errors import CoordinationUnavailable, MistError, NoCapacity, NotShardOwner, WorkerLost
 from mist.worker.types import InvokeResult, ProvisionedSpan, SandboxSpec
 
 log = logging.getLogger("mist.cluster")
@@ -70,6 +71,7 @@ log = logging.getLogger("mist.cluster")
 _STATE = {Health.HEALTHY: WorkerState.HEALTHY, Health.DRAINING: WorkerState.DRAINING,
           Health.LATE: WorkerState.UNHEALTHY}
 TRIES = 3  # workers tried for one call when connections are refused
+FORWARDS = 4  # forwards of one call to its shard's owner (map changes, an owner gone)
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,24 @@ class SchedulerStatistics:
     new_instances: int  # calls for which placement chose a worker for a new instance
     queued_calls: int  # calls queued on a worker whose instances were all busy
     unplaced_calls: int  # calls no worker could take (NoCapacity)
+    forwarded_out: int = 0  # invocations sent to the scheduler owning their shard
+    forwarded_in: int = 0  # invocations other schedulers sent here
+    placed_by_shard: dict[str, int] | None = None  # lease name -> invocations placed here (shared shards)
+    map_version: int = 0  # the shard map followed (shared shards)
+    map_changes: int = 0  # maps this process wrote as shard manager
+    leases_acquired: int = 0
+    leases_released: int = 0
 
 
 class Scheduler:
     def __init__(self, members: MembershipStore, leases: LeaseStore, settings: SchedulerSettings, *,
-                 local: Any | None = None) -> None:
+                 local: Any | None = None, owner: ShardOwner | None = None) -> None:
         self.members = members
         self.leases = leases
         self.settings = settings
         self.policy = settings.policy
         self.local = local  # the embedded Worker, or None
+        self.owner = owner  # several schedulers share the shards (mist/cluster/owners.py); None: this one holds all
         self.keeper = LeaseKeeper(leases, settings.holder, settings.lease_ttl_s)
         self.map = ShardMap.uniform(settings.shards, [settings.holder])
         self.names = [f"shard/{start}" for start in self.map.starts]
@@ -123,6 +133,7 @@ class Scheduler:
         self._agents = AgentClient(settings.token)  # invocation orders (the hot path)
         self._tasks: list[asyncio.Task] = []
         self._counts: Counter[str] = Counter()
+        self._by_shard: Counter[str] = Counter()  # lease name -> invocations placed here (with an owner)
         self.floors: dict[str, int] = {}
         self.on_provisioned: Callable[[ProvisionedSpan], None] | None = None  # the meter's (billing)
         self._spans_seen: dict[tuple[str, int], int] = {}  # (worker, incarnation) -> last span seq billed
@@ -131,13 +142,19 @@ class Scheduler:
     async def start(self) -> None:
         await self._keep_leases()
         await self._watch_once()
-        self._tasks = [asyncio.create_task(self._loop(self._keep_leases, self.settings.lease_ttl_s / 3)),
+        period = self.owner.settings.step_s if self.owner is not None else self.settings.lease_ttl_s / 3
+        self._tasks = [asyncio.create_task(self._loop(self._keep_leases, period)),
                        asyncio.create_task(self._loop(self._watch_once, self.policy.interval_s / 2))]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.owner is not None:
+            try:
+                await asyncio.to_thread(self.owner.stop)
+            except MistError:
+                pass
         for name in list(self.keeper.leases):
             try:
                 await asyncio.to_thread(self.keeper.release, name)
@@ -157,6 +174,11 @@ class Scheduler:
                 log.exception("cluster: %s failed", step.__name__)
 
     async def _keep_leases(self) -> None:
+        if self.owner is not None:
+            await asyncio.to_thread(self.owner.step)
+            self.floors = self.owner.floors
+            return
+
         def renew_and_acquire() -> None:
             lost = self.keeper.renew()
             if lost:
@@ -221,6 +243,11 @@ class Scheduler:
 
     # -- invocations --------------------------------------------------------------------------
     def _stamp(self, function: str) -> tuple[str, int]:
+        if self.owner is not None:
+            here = self.owner.here(function)
+            if here is None:
+                raise NotShardOwner(f"this scheduler does not hold the shard of {function}")
+            return here.name, here.epoch
         name = f"shard/{self.map.route(function).shard}"
         stamp = self._stamps.get(name)
         if stamp is None or time.monotonic() >= stamp[1]:
@@ -233,7 +260,69 @@ class Scheduler:
         if not self.table.workers() and self.local is not None:
             self._counts["local"] += 1
             return await self.local.invoke(spec, invocation_id, payload)
-        shard, epoch = self._stamp(spec.function_name)
+        if self.owner is None:
+            return await self._place(spec, invocation_id, payload, *self._stamp(spec.function_name))
+        avoid: set[str] = set()
+        for _ in range(FORWARDS):
+            where = await self.owner.where(spec.function_name, avoid=frozenset(avoid))
+            if isinstance(where, Here):
+                return await self._owned(where, spec, invocation_id, payload)
+            try:
+                return await self._forward(where, spec, invocation_id, payload)
+            except NotShardOwner:  # its map was newer than ours (or ours newer than its): read it again
+                await asyncio.to_thread(self.owner.follower.poll)
+            except Unreachable:  # killed or stopped: wait until the map gives its shards to another
+                avoid.add(where.owner)
+        raise CoordinationUnavailable(f"the shard of {spec.function_name} kept moving while its invocation was "
+                                      "forwarded; retry shortly")
+
+    async def place(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        """An invocation another scheduler forwarded: placed here if this process owns its shard
+        (waiting for the lease during a move), else NotShardOwner."""
+        if self.owner is None:
+            raise NotShardOwner("this control plane shares no shards (it runs without --db)")
+        self._counts["forwarded_in"] += 1
+        where = await self.owner.where(spec.function_name, forward=False)
+        assert isinstance(where, Here)
+        return await self._owned(where, spec, invocation_id, payload)
+
+    async def _owned(self, here: Here, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        assert self.owner is not None
+        self.owner.inflight[here.name] += 1
+        self.owner.placed[here.start] += 1
+        self._by_shard[here.name] += 1
+        try:
+            return await self._place(spec, invocation_id, payload, here.name, here.epoch)
+        finally:
+            self.owner.inflight[here.name] -= 1
+
+    async def _forward(self, there: There, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
+        assert self.owner is not None
+        body = wire.encode_order(wire.Order("", 0, invocation_id, spec), payload)
+        post = asyncio.ensure_future(self._agents.post(there.address, "/v1/cluster/place", body, spec.timeout_s + 60.0))
+        try:
+            while not (await asyncio.wait({post}, timeout=self.owner.settings.step_s))[0]:
+                if there.owner not in self.owner.addresses:  # paused or cut off: it stopped reporting for a TTL
+                    raise WorkerLost(f"scheduler {there.owner}", "it stopped reporting while placing the invocation")
+            status, data = post.result()
+        except Broken as exc:
+            raise WorkerLost(f"scheduler {there.owner}", f"the connection to {there.address} broke: {exc}") from exc
+        finally:
+            post.cancel()
+        self._counts["forwarded_out"] += 1
+        if status == 200:
+            result = wire.decode_result(data)
+            if spec.redactor is not None:
+                spec.redactor.result(result)
+            return result
+        err = json.loads(data).get("error") or {}
+        if err.get("code") == NotShardOwner.code:
+            raise NotShardOwner(str(err.get("message")))
+        wire.raise_error({"error": err}, f"(through scheduler {there.owner})")
+        raise AssertionError("unreachable")
+
+    async def _place(self, spec: SandboxSpec, invocation_id: str, payload: bytes, shard: str,
+                     epoch: int) -> InvokeResult:
         body = wire.encode_order(wire.Order(shard, epoch, invocation_id, spec), payload)
         need = Need(spec.function_name, spec.memory_mb, code=spec.code_dir.name,
                     layer=spec.layer_dir.parent.name if spec.layer_dir is not None else None)
@@ -304,9 +393,16 @@ class Scheduler:
 
         await asyncio.gather(*(one(w) for w in self.table.workers()))
 
+    def _skip(self, function_name: str) -> bool:
+        """Fan-outs for a shard another scheduler owns are left to it: every process follows the
+        change (mist/control/changes.py), so the owner sends them too."""
+        return self.owner is not None and self.owner.here(function_name) is None
+
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         if self.local is not None:
             await self.local.retire(function_name, keep_version)
+        if self._skip(function_name):
+            return
         shard, epoch = self._stamp(function_name)
         await self._fan_out("/v1/agent/retire", {"function": function_name, "keep_version": keep_version,
                                                  "shard": shard, "epoch": epoch})
@@ -314,6 +410,8 @@ class Scheduler:
     async def restart(self, function_name: str, revision: int) -> None:
         if self.local is not None:
             await self.local.restart(function_name, revision)
+        if self._skip(function_name):
+            return
         shard, epoch = self._stamp(function_name)
         await self._fan_out("/v1/agent/restart", {"function": function_name, "revision": revision,
                                                   "shard": shard, "epoch": epoch})
@@ -323,7 +421,7 @@ class Scheduler:
         on one cluster worker chosen as for a new instance."""
         if not self.table.workers() and self.local is not None:
             return await self.local.provision(spec)
-        if spec.min_instances <= 0:
+        if spec.min_instances <= 0 or self._skip(spec.function_name):
             return 0
         shard, epoch = self._stamp(spec.function_name)
         need = Need(spec.function_name, spec.memory_mb * spec.min_instances, code=spec.code_dir.name)
@@ -374,13 +472,17 @@ class Scheduler:
         return await asyncio.to_thread(self.members.leave, worker, incarnation)
 
     def statistics(self) -> SchedulerStatistics:
-        c, t = self._counts, self.table.statistics()
+        c, t, o = self._counts, self.table.statistics(), self.owner
+        oc = o.counts if o is not None else Counter()
         return SchedulerStatistics(
             workers=len(self.table.workers()), healthy=len(self.table.healthy()),
-            shards_held=len(self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
+            shards_held=len(self.owner.stamps if self.owner is not None else self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
             workers_lost=c["workers_lost"], calls_lost=c["calls_lost"], refused_connections=c["refused"],
             stale_epochs=c["stale"], warm_calls=t.warm, new_instances=t.new, queued_calls=t.queued,
-            unplaced_calls=t.refused)
+            unplaced_calls=t.refused, forwarded_out=c["forwarded_out"], forwarded_in=c["forwarded_in"],
+            placed_by_shard=dict(self._by_shard) if self.owner is not None else None,
+            map_version=o.follower.version if o is not None else 0, map_changes=oc["map_changes"],
+            leases_acquired=oc["acquired"], leases_released=oc["released"])
 
 
 class _Refused(Exception):

@@ -47,3 +47,12 @@ shard_maps = sa.Table(
     sa.Column("body", sa.JSON, nullable=False),  # the map as mist.core.sharding encodes it
     sa.Column("updated_at", TS, nullable=False),
 )
+
+schedulers = sa.Table(
+    "cluster_schedulers",
+    metadata,
+    sa.Column("holder", sa.String(200), primary_key=True),  # the scheduler process (host:pid:random)
+    sa.Column("address", sa.String(300), nullable=False),  # its cluster API (forwarded invocations)
+    sa.Column("rates", sa.JSON, nullable=False),  # {shard start: requests/s} it placed since its last report
+    sa.Column("reported_at", TS, nullable=False),  # live while reported_at > now() - ttl
+)

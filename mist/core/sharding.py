@@ -199,6 +199,17 @@ class ShardMap:
                 raise InvalidRequest(f"shard map: unknown action {action!r}")
         return ShardMap(tuple(starts), tuple(owners), tuple(epochs), version, MappingProxyType(parts))
 
+    def to_json(self) -> dict:
+        """The map as stored (mist/cluster/shardmap.py): points as JSON integers, kept exact."""
+        return {"starts": list(self.starts), "owners": list(self.owners), "epochs": list(self.epochs),
+                "parts": dict(self.parts)}
+
+    @classmethod
+    def from_json(cls, body: Mapping, version: int) -> ShardMap:
+        """The map `to_json` stored, at the store's `version`."""
+        return cls(tuple(int(s) for s in body["starts"]), tuple(body["owners"]), tuple(int(e) for e in body["epochs"]),
+                   version, MappingProxyType({str(k): int(v) for k, v in (body.get("parts") or {}).items()}))
+
     def owned(self) -> dict[str, list[int]]:
         """Owner -> the positions of its shards."""
         out: dict[str, list[int]] = {}

@@ -341,3 +341,48 @@ class _Round:
             splits += 1
         return splits
 
+
+
+def share(smap: ShardMap, owners: Sequence[str]) -> list[Move]:
+    """Shards for owners that have none and from owners that are gone, by count (no load needed).
+
+    What the live shard manager does before `rebalance`, which evens *load* and so leaves a
+    newcomer idle while nothing is measured yet: each shard of a gone owner goes to the live
+    owner with the fewest shards; each live owner with no shard then takes shards, one at a time
+    from whoever has the most, until it has `len(smap) // len(owners)` or taking one would leave
+    the giver with fewer than it. Ties go to the first owner by name.
+
+    >>> m = ShardMap.uniform(4, ["a", "b"])          # a: 0, 2; b: 1, 3
+    >>> [(a.start == m.starts[i], a.to) for i, a in zip((1, 3), share(m, ["a", "c"]))]
+    [(True, 'c'), (True, 'c')]
+    >>> [a.to for a in share(ShardMap.uniform(4, ["a"]), ["a", "b"])]
+    ['b', 'b']
+    """
+    live = sorted(set(owners))
+    if not live:
+        return []
+    owner = list(smap.owners)
+    held: dict[str, list[int]] = {o: [] for o in live}
+    orphans = []
+    for i, o in enumerate(owner):
+        (held[o] if o in held else orphans).append(i)
+    moves: list[Move] = []
+
+    def give(i: int, to: str) -> None:
+        if owner[i] in held:
+            held[owner[i]].remove(i)
+        owner[i] = to
+        held[to].append(i)
+        moves.append(Move(smap.starts[i], to))
+
+    newcomers = [o for o in live if not held[o]]
+    for i in orphans:
+        give(i, min(live, key=lambda o: (len(held[o]), o)))
+    fair = len(smap) // len(live)
+    for o in newcomers:
+        while len(held[o]) < fair:
+            giver = max(live, key=lambda g: (len(held[g]), g))
+            if len(held[giver]) - 1 < len(held[o]) + 1:
+                break
+            give(held[giver][-1], o)
+    return moves

@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from mist.cluster.directory import SchedulerRecord
 from mist.cluster.leases import Lease
 from mist.cluster.membership import Heartbeat, Load, MembershipSnapshot, WorkerInfo, WorkerRecord
 from mist.cluster.shardmap import StoredMap
@@ -174,3 +175,25 @@ class MemoryShardMapStore:
                 return None
             self._map = StoredMap(expected_version + 1, json.loads(json.dumps(body)))  # a copy, as stored
             return self._map
+
+
+class MemorySchedulerDirectory:
+    """The SchedulerDirectory of mist/cluster/directory.py in memory, on `clock`."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self._rows: dict[str, tuple[SchedulerRecord, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, holder: str, address: str, rates: Mapping[int, float]) -> None:
+        with self._lock:
+            self._rows[holder] = (SchedulerRecord(holder, address, dict(rates)), self.clock())
+
+    def live(self, within_s: float) -> list[SchedulerRecord]:
+        since = self.clock() - timedelta(seconds=within_s)
+        with self._lock:
+            return [rec for holder, (rec, at) in sorted(self._rows.items()) if at > since]
+
+    def leave(self, holder: str) -> None:
+        with self._lock:
+            self._rows.pop(holder, None)

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from mist.cluster.directory import PgSchedulerDirectory
 from mist.cluster.membership import HealthPolicy
 from mist.cluster.pg import connect
 from mist.cluster.schema import metadata
 from mist.cluster.sqlleases import PgLeaseStore
 from mist.cluster.sqlmembership import PgMembership
 from mist.cluster.sqlshardmap import PgShardMapStore
-from mist.testing.cluster import ManualClock, MemoryLeaseStore, MemoryMembership, MemoryShardMapStore
+from mist.testing.cluster import ManualClock, MemoryLeaseStore, MemoryMembership, MemorySchedulerDirectory, MemoryShardMapStore
 
 POLICY = HealthPolicy(interval_s=0.1, late_after_s=0.3, timeout_s=1.0)
 
@@ -28,6 +29,7 @@ class Cluster:
     members: Any  # MembershipStore
     maps: Any  # ShardMapStore
     elapse: Callable[[float], None]
+    directory: Any = None  # SchedulerDirectory
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +49,7 @@ def cluster(request):
             MemoryMembership(clock, timeout_s=POLICY.timeout_s),
             MemoryShardMapStore(),
             clock.advance,
+            MemorySchedulerDirectory(clock),
         )
         return
     engine = request.getfixturevalue("pg_engine")
@@ -58,6 +61,7 @@ def cluster(request):
         PgMembership(timeout_s=POLICY.timeout_s, engine=engine),
         PgShardMapStore(engine=engine),
         time.sleep,
+        PgSchedulerDirectory(engine=engine),
     )
 
 

@@ -36,3 +36,14 @@ def test_a_restarted_control_planes_epochs_are_above_its_predecessors():
         old.append(before.acquire("shard/0", "cp-1", 5).epoch)
     _, after = memory_stores(10)  # the control plane restarted
     assert after.acquire("shard/0", "cp-1", 5).epoch > max(old)
+
+
+def test_schedulers_sharing_a_database_must_say_where_the_others_reach_them():
+    db = "postgresql+psycopg://db/mist"
+    with pytest.raises(InvalidRequest, match="pass --cluster-advertise http://THIS-HOST:PORT"):
+        ClusterOptions("0.0.0.0:7070", "x" * 24, db=db).validate()
+    assert ClusterOptions("0.0.0.0:7070", "x" * 24, db=db, advertise="http://10.0.0.1:7070/").validate().url == \
+        "http://10.0.0.1:7070"
+    assert ClusterOptions("10.0.0.1:7070", "x" * 24, db=db).validate().url == "http://10.0.0.1:7070"
+    with pytest.raises(InvalidRequest, match="--shard-lease-ttl must be >= 0.5 s, got 0.1"):
+        ClusterOptions("10.0.0.1:7070", "x" * 24, db=db, lease_ttl_s=0.1).validate()

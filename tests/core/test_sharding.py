@@ -118,3 +118,11 @@ def test_random_splits_and_merges_keep_every_point_in_exactly_one_shard():
 
 def test_worked_example():
     assert doctest.testmod(sharding).failed == 0
+
+
+def test_a_map_survives_its_json_form_exactly_64_bit_points_and_parts_included():
+    import json
+
+    m = ShardMap.uniform(16, ["a", "b"]).apply([Parts("acme/hot", 4)])
+    back = ShardMap.from_json(json.loads(json.dumps(m.to_json())), m.version)
+    assert back == m and back.route("acme/hot", pick=3) == m.route("acme/hot", pick=3)

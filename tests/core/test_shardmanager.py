@@ -4,7 +4,7 @@ import random
 import pytest
 
 from mist.core import shardmanager
-from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance
+from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share
 from mist.core.sharding import SPACE, Merge, Move, Parts, ShardMap, Split, point
 from mist.errors import InvalidRequest
 
@@ -261,3 +261,23 @@ def test_a_bad_config_names_the_key(config, key):
 
 def test_worked_example():
     assert doctest.testmod(shardmanager).failed == 0
+
+
+@pytest.mark.parametrize("owners_before, live, expected", [
+    (["a", "b"], ["a", "b"], {}),                                   # nothing new, nothing gone
+    (["a"], ["a", "b"], {"b": 4}),                                  # a newcomer takes half
+    (["a", "b"], ["a", "b", "c"], {"c": 2}),                        # 8 shards, 3 owners: 8 // 3
+    (["a", "b"], ["a"], {"a": 4}),                                  # the gone owner's shards
+    (["a", "b"], ["b", "c"], {"c": 4}),                             # a gone, c new: c adopts a's
+    (["a", "b", "c"], ["c", "d"], {"c": 2, "d": 4}),                # orphans evened out by count
+])
+def test_share_gives_newcomers_a_fair_count_and_adopts_the_shards_of_gone_owners(owners_before, live, expected):
+    m = ShardMap.uniform(8, owners_before)
+    moves = share(m, live)
+    got: dict[str, int] = {}
+    for mv in moves:
+        got[mv.to] = got.get(mv.to, 0) + 1
+    assert got == expected
+    after = m.apply(moves)
+    counts = sorted(len(v) for v in after.owned().values())
+    assert set(after.owners) <= set(live) and counts[-1] - counts[0] <= 1

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from mist.cluster import wire
 from mist.cluster.sqlleases import PgLeaseStore
+from mist.cluster.sqlshardmap import PgShardMapStore
 from mist.core.sharding import ShardMap
 from mist.testing.worker import remove_worker_leftovers
 from mist.worker.types import SandboxSpec
@@ -139,7 +140,7 @@ def cluster(tmp_path_factory, pg_url):
     try:
         server = start_server(root / "control", "--cluster-listen", f"{hosts[0].gateway}:0",
                               "--cluster-token", TOKEN, "--cluster-db", pg_url,
-                              "--worker-timeout", str(TIMEOUT_S), "--no-embedded-worker")  # fmt: skip
+                              "--worker-timeout", str(TIMEOUT_S), "--no-embedded-worker", "--shard-lease-ttl", "2")  # fmt: skip
         join = _cluster_url(server, hosts[0])
         agents = [start_agent(h, f"w{i}", join, root / f"w{i}") for i, h in enumerate(hosts)]
         deadline = time.monotonic() + 30
@@ -223,7 +224,11 @@ def test_a_function_with_dependencies_runs_on_a_worker_that_fetched_its_layer(cl
 def test_an_order_stamped_with_a_moved_shards_old_epoch_is_refused(cluster):
     worker = cluster.agents[1]
     function = "where"
-    shard = f"shard/{ShardMap.uniform(16, ['any']).route(function).shard}"
+    maps = PgShardMapStore(cluster.pg_url)
+    stored = maps.read()
+    maps.close()
+    assert stored is not None, "the control plane's shard manager wrote the map"
+    shard = f"shard/{ShardMap.from_json(stored.body, stored.version).route(function).shard}"
     leases = PgLeaseStore(cluster.pg_url)
     try:
         old = leases.current(shard)

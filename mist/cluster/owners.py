@@ -1,0 +1,207 @@
+"""A scheduler process's share of the shards, when several share a cluster's database.
+
+Every `mist up --db URL --cluster-listen ...` process is a scheduler owning part of the shards.
+`ShardOwner.step()` runs every fourth of the lease TTL (in a thread: the stores are blocking):
+
+1. renew this process's leases (all in one statement) and poll the shard map (one read that
+   returns nothing while it is unchanged);
+2. report itself to the scheduler directory: its cluster API's address and the requests per
+   second it placed per shard since the last step; read the live schedulers (where each one
+   listens, what load each carries);
+3. **shard manager**, in the one process holding the `shard-manager` lease: read the map; give
+   the shards of schedulers that stopped reporting, and a fair count to new ones
+   (`mist.core.shardmanager.share`); every `balance_s`, even the reported load
+   (`rebalance`: moves only — splits, merges and parts need per-function rates, not reported
+   yet); write the new map by compare-and-set (a lost race is decided again next step);
+4. follow the map: acquire the lease of each shard it gives this process; for a shard it took
+   away, stop placing at once and release the lease once the calls in flight for it are done
+   (graceful: the new owner acquires it at its next step, not a TTL later).
+
+`where(function)` answers where an invocation goes: `Here` (this process holds the shard's
+lease: place, stamping the order with the lease's epoch) or `There` (the owner's cluster API).
+While the map names no live owner, or the owner has not acquired the lease yet, it waits (at
+most `handover_s`, about two TTLs): a request arriving during a move or a failover waits for the
+new owner instead of failing.
+
+Worked example (TTL 2 s, steps every 0.5 s): A and B own 8 shards each. A is killed with
+SIGKILL at t=0. Its directory row is last stamped at t<=0 and its leases run out by t=2; at the
+first step after its row is older than the TTL, the manager (B, or A's successor as manager
+once A's `shard-manager` lease ran out) writes a map giving B all 16 shards; B acquires each
+lease whose expiry has passed (new epochs, so workers refuse A's orders should A come back).
+Requests for A's shards arriving at B meanwhile wait, then are placed: failover ~TTL + 2 steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mist.cluster.directory import SchedulerDirectory, SchedulerRecord
+from mist.cluster.leases import LeaseKeeper, LeaseStore
+from mist.cluster.shardmap import ShardMapFollower, ShardMapStore
+from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share
+from mist.core.sharding import ShardMap
+from mist.errors import CoordinationUnavailable, NotShardOwner
+
+log = logging.getLogger("mist.cluster")
+
+MANAGER = "shard-manager"  # the lease of the process that runs the shard manager
+
+
+def lease_name(start: int) -> str:
+    return f"shard/{start}"
+
+
+@dataclass(frozen=True)
+class OwnerSettings:
+    holder: str  # unique per process run
+    address: str  # this process's cluster API (where others forward its shards' invocations)
+    shards: int = 16  # in the first map
+    ttl_s: float = 5.0
+    balance_s: float = 30.0  # how often the manager evens the load; 0: never (new and gone owners only)
+    # the live manager moves shards only: no splits, merges or parts (those need per-function rates)
+    config: ManagerConfig = field(default_factory=lambda: ManagerConfig(max_splits=0, max_merges=0, hot_key=1e9))
+
+    @property
+    def step_s(self) -> float:
+        return self.ttl_s / 4
+
+    @property
+    def handover_s(self) -> float:
+        """How long a request waits for its shard's owner (during a move or a failover)."""
+        return 2 * self.ttl_s + 1.0
+
+
+@dataclass(frozen=True)
+class Here:
+    name: str  # the shard's lease
+    start: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class There:
+    owner: str
+    address: str
+
+
+class ShardOwner:
+    def __init__(self, leases: LeaseStore, maps: ShardMapStore, directory: SchedulerDirectory,
+                 settings: OwnerSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.leases, self.maps, self.directory, self.settings = leases, maps, directory, settings
+        self.holder = settings.holder
+        self.clock = clock
+        self.keeper = LeaseKeeper(leases, settings.holder, settings.ttl_s, clock=clock)
+        self.follower: ShardMapFollower[ShardMap] = ShardMapFollower(maps, lambda s: ShardMap.from_json(s.body, s.version))
+        self.stamps: dict[str, tuple[int, float]] = {}  # lease name -> (epoch, monotonic deadline), shards it may place for
+        self.inflight: Counter[str] = Counter()  # lease name -> calls being placed (touched on the event loop)
+        self.addresses: dict[str, str] = {}  # live scheduler -> its cluster API
+        self.floors: dict[str, int] = {}
+        self.placed: Counter[int] = Counter()  # shard start -> placements since the last report
+        self.counts: Counter[str] = Counter()
+        self._reported_at = clock()
+        self._state = ManagerState()
+        self._balanced_at = clock()
+
+    # -- the step (blocking: run it in a thread) ----------------------------------------------
+    def step(self) -> None:
+        lost = self.keeper.renew()
+        if lost:
+            log.warning("cluster: lost the lease of %s", ", ".join(lost))
+        self.follower.poll()
+        now = self.clock()
+        placed, self.placed = self.placed, Counter()
+        span = max(now - self._reported_at, 1e-3)
+        self._reported_at = now
+        self.directory.report(self.holder, self.settings.address, {s: n / span for s, n in placed.items()})
+        live = self.directory.live(self.settings.ttl_s)
+        self.addresses = {r.holder: r.address for r in live}
+        self._manage(live, now)
+        self._follow()
+
+    def _manage(self, live: list[SchedulerRecord], now: float) -> None:
+        if MANAGER not in self.keeper.leases and self.keeper.acquire(MANAGER) is None:
+            return
+        owners = sorted({r.holder for r in live} | {self.holder})
+        stored = self.maps.read()
+        if stored is None:
+            if self.maps.compare_and_set(0, ShardMap.uniform(self.settings.shards, owners).to_json()) is not None:
+                log.info("cluster: shard manager wrote the first map (%d shards, %d schedulers)",
+                         self.settings.shards, len(owners))
+            return
+        smap = ShardMap.from_json(stored.body, stored.version)
+        actions: list = list(share(smap, owners))
+        if self.settings.balance_s > 0 and now - self._balanced_at >= self.settings.balance_s:
+            self._balanced_at = now
+            rates: Counter[int] = Counter()
+            for r in live:
+                rates.update(r.rates)
+            plan, self._state = rebalance(Load(dict(rates), owners), smap.apply(actions), now, self._state,
+                                          self.settings.config)
+            actions += plan.actions
+        if actions and self.maps.compare_and_set(stored.version, smap.apply(actions).to_json()) is not None:
+            self.counts["map_changes"] += 1
+            log.info("cluster: shard manager moved %d shards (map version %d)", len(actions), stored.version + 1)
+            self.follower.poll()
+
+    def _follow(self) -> None:
+        smap = self.follower.map
+        if smap is None:
+            self.stamps = {}
+            return
+        mine = {lease_name(s.start) for s in smap.shards() if s.owner == self.holder}
+        self.stamps = {n: v for n, v in self.stamps.items() if n in mine}  # stop placing at once
+        for name in [n for n in self.keeper.leases if n != MANAGER and n not in mine]:
+            if self.inflight[name] == 0:  # graceful: released once its calls in flight are done
+                self.keeper.release(name)
+                self.counts["released"] += 1
+        for name in sorted(mine - set(self.keeper.leases)):
+            if self.keeper.acquire(name) is not None:
+                self.counts["acquired"] += 1
+        at = self.clock()
+        self.stamps = {n: (lease.epoch, at + self.keeper.remaining_s(n))
+                       for n, lease in self.keeper.leases.items() if n in mine}
+        self.floors = self.leases.floors([lease_name(s) for s in smap.starts])
+
+    def stop(self) -> None:
+        for name in list(self.keeper.leases):
+            self.keeper.release(name)
+        self.directory.leave(self.holder)
+
+    # -- where an invocation goes (on the event loop) -----------------------------------------
+    def here(self, function: str) -> Here | None:
+        smap = self.follower.map
+        if smap is None:
+            return None
+        start = smap.route(function).shard
+        stamp = self.stamps.get(lease_name(start))
+        if stamp is None or self.clock() >= stamp[1]:
+            return None
+        return Here(lease_name(start), start, stamp[0])
+
+    async def where(self, function: str, *, forward: bool = True, avoid: frozenset[str] = frozenset()) -> Here | There:
+        """Where to place `function`'s invocation, waiting for an owner at most `handover_s`.
+        `forward=False` (a forwarded call): NotShardOwner when the map gives it to another;
+        `avoid`: owners that could not be reached (waited out until the map changes)."""
+        deadline = self.clock() + self.settings.handover_s
+        while True:
+            if (here := self.here(function)) is not None:
+                return here
+            smap = self.follower.map
+            owner = smap.route(function).owner if smap is not None else None
+            if owner is not None and owner != self.holder:
+                if not forward:
+                    raise NotShardOwner(f"scheduler {self.holder} does not own the shard of {function} "
+                                        f"(map version {self.follower.version} gives it to {owner})")
+                if owner in self.addresses and owner not in avoid:
+                    return There(owner, self.addresses[owner])
+            if self.clock() >= deadline:
+                raise CoordinationUnavailable(
+                    f"no scheduler holds the shard of {function} (map version {self.follower.version}, owner "
+                    f"{owner or 'none'}): a shard move or failover is taking longer than "
+                    f"{self.settings.handover_s:g} s, or the coordination database cannot be reached; retry shortly")
+            await asyncio.sleep(0.05)
