@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -141,15 +143,22 @@ def test_logs_follow_shows_new_lines_as_they_come(hello):
         env={"MIST_URL": hello.url, "PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
     ) as proc:  # fmt: skip
         try:
-            time.sleep(1.0)
             with hello.client() as c:
-                c.post("/v1/functions/hello/invocations", content=b'{"name": "followed"}')
+                deadline = time.monotonic() + 20  # the CLI is following once the server counts it
+                while c.get("/v1/statistics").json()["InvocationLog"]["followers"] < 1:
+                    assert time.monotonic() < deadline and proc.poll() is None, "mist logs --follow never connected"
+                    time.sleep(0.05)
+                assert c.post("/v1/functions/hello/invocations", content=b'{"name": "followed"}').status_code == 200
             deadline = time.monotonic() + 10
             seen = ""
             assert proc.stdout is not None
-            while time.monotonic() < deadline and "greeting followed" not in seen:
-                seen += proc.stdout.readline()
-            assert "greeting followed" in seen
+            while "greeting followed" not in seen:
+                left = deadline - time.monotonic()
+                assert left > 0, f"not followed within 10 s; seen: {seen!r}"
+                if select.select([proc.stdout], [], [], left)[0]:  # never blocks past the deadline
+                    chunk = os.read(proc.stdout.fileno(), 65536).decode()  # the fd itself: nothing buffered unseen
+                    assert chunk, f"mist logs --follow exited; seen: {seen!r}"
+                    seen += chunk
         finally:
             proc.terminate()
 
