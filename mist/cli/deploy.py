@@ -134,12 +134,10 @@ def deploy(
     packaging.validate_name(name)
     config = _config(handler, memory, timeout, concurrency, env)
     config.update(network_config(network, egress))
-    config.update({k: v for k, v in (
-        ("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
-        ("max_event_age_s", max_event_age), ("on_success", on_success), ("on_failure", on_failure),
-        ("http_auth", http_auth), ("reserved_concurrency", reserved_concurrency), ("rate_per_s", rate),
-        ("burst", burst), ("max_queued", max_queued),
-    ) if v is not None})  # fmt: skip
+    config.update(given(("min_instances", min_instances), ("max_instances", max_instances), ("retries", retries),
+                        ("max_event_age_s", max_event_age), ("on_success", on_success),
+                        ("on_failure", on_failure)))
+    config.update(access_and_limits(http_auth, reserved_concurrency, rate, burst, max_queued))
     for key, flag in (("on_success", "--on-success"), ("on_failure", "--on-failure")):
         if key in config:
             destination(flag, config[key])  # refused here, before packaging and uploading
@@ -177,6 +175,18 @@ def _config(
     if env:
         config["env"] = parse_env(env)
     return config
+
+
+def given(*pairs: tuple[str, object]) -> dict[str, Any]:
+    """The config keys whose options were given (None: not given)."""
+    return {key: value for key, value in pairs if value is not None}
+
+
+def access_and_limits(http_auth: str | None, reserved: int | None, rate: float | None, burst: int | None,
+                      max_queued: int | None) -> dict[str, Any]:
+    """The config keys of --http-auth and the flow-control options that were given (deploy and update)."""
+    return given(("http_auth", http_auth), ("reserved_concurrency", reserved), ("rate_per_s", rate),
+                 ("burst", burst), ("max_queued", max_queued))
 
 
 def network_config(network: str | None, egress: list[str] | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from mist.cli.deploy import (
     RateOption,
     ReservedOption,
     _config,
+    access_and_limits,
     network_config,
 )
 from mist.cli.output import EXIT_FAILED, fail, say, version_line
@@ -56,10 +57,8 @@ def update(
     as_json: Annotated[bool, typer.Option("--json", help="Print only the new version, as JSON.")] = False,
 ) -> None:
     packaging.validate_name(name)
-    config = {**_config(None, memory, timeout, concurrency, env), **network_config(network, egress)}
-    config.update({k: v for k, v in (
-        ("http_auth", http_auth), ("reserved_concurrency", reserved_concurrency), ("rate_per_s", rate),
-        ("burst", burst), ("max_queued", max_queued)) if v is not None})  # fmt: skip
+    config = {**_config(None, memory, timeout, concurrency, env), **network_config(network, egress),
+              **access_and_limits(http_auth, reserved_concurrency, rate, burst, max_queued)}
     if not config:
         raise InvalidRequest("nothing to change: give at least one option (see mist update --help)")
     with Api() as api:

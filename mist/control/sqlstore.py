@@ -155,31 +155,7 @@ class SqlStore(SqlEvents, SqlUsage):
                 conn.execute(
                     functions.insert().values(name=new.name, created_at=now, updated_at=now, latest_version=number)
                 )
-        return FunctionVersion(
-            name=new.name,
-            version=number,
-            handler=new.handler,
-            memory_mb=new.memory_mb,
-            timeout_s=new.timeout_s,
-            concurrency=new.concurrency,
-            env=dict(new.env),
-            code_sha256=new.code_sha256,
-            code_size=new.code_size,
-            layer_sha256=new.layer_sha256,
-            created_at=now,
-            min_instances=new.min_instances,
-            max_instances=new.max_instances,
-            retries=new.retries,
-            max_event_age_s=new.max_event_age_s,
-            on_success=new.on_success,
-            on_failure=new.on_failure,
-            http_auth=new.http_auth,
-            network=tuple(new.network),
-            reserved_concurrency=new.reserved_concurrency,
-            rate_per_s=new.rate_per_s,
-            burst=new.burst,
-            max_queued=new.max_queued,
-        )
+        return new.numbered(number, now)
 
     @staticmethod
     def _version(row: sa.Row) -> FunctionVersion:

@@ -12,7 +12,7 @@ same contract tests (tests/control/test_store_contract.py) run against each, Pos
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -53,6 +53,12 @@ class NewVersion:
     rate_per_s: float | None = None
     burst: int | None = None
     max_queued: int | None = None
+
+    def numbered(self, version: int, created_at: datetime) -> FunctionVersion:
+        """The version this becomes once the store has given it its number."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        given.update(env=dict(self.env), network=tuple(self.network))
+        return FunctionVersion(version=version, created_at=created_at, **given)
 
 
 class FunctionStore(Protocol):

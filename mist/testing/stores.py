@@ -67,31 +67,7 @@ class MemoryStore(MemoryUsage):
     def create_version(self, new: NewVersion, now: datetime) -> FunctionVersion:
         with self._lock:
             existing = self._versions.setdefault(new.name, [])
-            fv = FunctionVersion(
-                name=new.name,
-                version=len(existing) + 1 if not existing else existing[-1].version + 1,
-                handler=new.handler,
-                memory_mb=new.memory_mb,
-                timeout_s=new.timeout_s,
-                concurrency=new.concurrency,
-                env=dict(new.env),
-                code_sha256=new.code_sha256,
-                code_size=new.code_size,
-                layer_sha256=new.layer_sha256,
-                created_at=now,
-                min_instances=new.min_instances,
-                max_instances=new.max_instances,
-                retries=new.retries,
-                max_event_age_s=new.max_event_age_s,
-                on_success=new.on_success,
-                on_failure=new.on_failure,
-                http_auth=new.http_auth,
-                network=tuple(new.network),
-                reserved_concurrency=new.reserved_concurrency,
-                rate_per_s=new.rate_per_s,
-                burst=new.burst,
-                max_queued=new.max_queued,
-            )
+            fv = new.numbered(existing[-1].version + 1 if existing else 1, now)
             existing.append(fv)
             created = self._created.get(new.name, (now, now))[0]
             self._created[new.name] = (created, now)
