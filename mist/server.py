@@ -34,6 +34,7 @@ from typing import Any
 import uvicorn
 
 from mist.cluster.plane import ClusterOptions, ClusterPlane
+from mist.cluster.router import GatewayRouter, RouterOptions
 from mist.control.admission import Admission, tenant_limits
 from mist.control.batching import SerialWriter
 from mist.control.changes import ChangeFeed
@@ -103,6 +104,13 @@ class ServerOptions:
     event_lease_s: float | None = None  # async events' lease (another process takes one over once it runs out)
     cluster: ClusterOptions | None = None  # accept worker agents (docs/cluster.md); None: this machine alone
     embedded_worker: bool = True  # False (with cluster): no sandboxes here, invocations only on worker agents
+    role: str = "all"  # all, gateway (public API, forwards to owners: needs `route`) or scheduler (cluster API)
+    route: RouterOptions | None = None  # role gateway: how it finds the shards' owners
+
+    @property
+    def serves_api(self) -> bool:
+        """The public API and what enters through it besides HTTP: the event dispatcher, triggers, S3."""
+        return self.role in ("all", "gateway")
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -155,10 +163,12 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     except MistError as exc:
         os.close(lock_fd)
         raise StartupError(exc.message) from None
-    sock = _listen(opts.host, opts.port)
-    s3_sock = _listen(opts.host, opts.s3_port, "--s3-port") if opts.s3_port else None
-    host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    sock = _listen(opts.host, opts.port) if opts.serves_api else None  # a scheduler: the cluster API only
+    s3_sock = _listen(opts.host, opts.s3_port, "--s3-port") if opts.s3_port and opts.serves_api else None
+    url = ""
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     uploads = data_dir / "uploads"
     uploads.mkdir(exist_ok=True)
     for stale in uploads.iterdir():
@@ -200,6 +210,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     meter: Meter | None = None
     shared_limits: tuple[RedisRateLimiter, RedisPermits] | None = None
     plane: ClusterPlane | None = None
+    gateway: GatewayRouter | None = None
     try:
         await tenancy.start()
         with state.exclusive(BOOTSTRAP_LOCK):  # a cluster's processes starting at once make one admin key
@@ -209,7 +220,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             await worker.start()
         # the Worker's role (invoke, retire, provision, restart): the embedded worker, or the
         # cluster's scheduler, which uses the embedded worker until a worker agent joins
-        runner: Worker | Scheduler = worker
+        runner: Worker | Scheduler | GatewayRouter = worker
+        if opts.route is not None:  # role gateway: every invocation goes to its shard's owner
+            gateway = await GatewayRouter.start(opts.route)
+            runner = gateway
         if opts.cluster is not None:
             plane = await ClusterPlane.start(opts.cluster, data_dir, worker if opts.embedded_worker else None,
                                              blobs=state.blobs)
@@ -250,7 +264,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         # shared database other live processes may, so only leases run out are taken (claims do that)
         dispatcher = Dispatcher(store, store, events, functions, invocations, writer,
                                 _dispatcher_config(opts.event_lease_s), recover=not state.shared)
-        await dispatcher.start()
+        if opts.serves_api:  # asynchronous invocations enter where requests do (a scheduler only places)
+            await dispatcher.start()
         if s3_sock is not None:
             objects = ObjectStore(data_dir, f"sqlite:///{data_dir / 's3.db'}")
             s3_server = S3Server(objects, s3_sock)
@@ -269,13 +284,19 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             instance=process_instance(worker_cfg.instance_tag[:8]),  # stable per data dir, distinct per process
             tuning=Tuning(visibility_timeout_s=opts.event_lease_s) if opts.event_lease_s else None,
         )
-        await triggers.start()
-        services.triggers = triggers
+        if opts.serves_api:  # each trigger's events enter where requests do
+            await triggers.start()
+            services.triggers = triggers
         if state.changes is not None:
-            await _follow(state.changes, functions, tenancy, secrets, triggers, meter)
-        cluster_stats = [plane.scheduler] if plane is not None else []
+            await _follow(state.changes, functions, tenancy, secrets, triggers if opts.serves_api else None, meter)
+        cluster_stats = [plane.scheduler] if plane is not None else [gateway] if gateway is not None else []
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets, *cluster_stats)
+        if sock is None:  # role scheduler: the cluster API (and its /healthz) is all it serves
+            assert plane is not None
+            _print_admin_key(new_admin_key, data_dir)
+            await _until_signalled(lambda: (on_ready or _print_scheduler_ready)(plane.url))
+            return
         app = build_app(services)
         config = uvicorn.Config(
             app,
@@ -298,9 +319,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         if server.started:
             discovery.register(url, data_dir)  # the CLI finds this server's admin key by its URL
             registered = True
-            if new_admin_key is not None:
-                print(f"Created the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
-                      f"  {new_admin_key}\nThe mist CLI on this machine finds it by itself.", flush=True)
+            _print_admin_key(new_admin_key, data_dir)
             if on_ready:
                 on_ready(url)
             else:
@@ -324,6 +343,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         await records.stop()
         if plane is not None:
             await plane.stop()
+        if gateway is not None:
+            await gateway.stop()
         await worker.stop()
         await audit.stop()
         await tenancy.stop()
@@ -334,7 +355,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             await shared.close()
         writer.close()
         state.close()
-        sock.close()
+        if sock is not None:
+            sock.close()
         os.close(lock_fd)
         log.info("mist stopped")
 
@@ -347,8 +369,34 @@ def _dispatcher_config(lease_s: float | None) -> DispatcherConfig:
     return config
 
 
+async def _until_signalled(ready: Callable[[], None]) -> None:
+    """A process serving no public API (role scheduler) runs until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ready()
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("received a stop signal; stopping")
+
+
+def _print_admin_key(key: str | None, data_dir: Path) -> None:
+    if key is not None:  # the cluster's first process, whatever its role
+        print(f"Created the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
+              f"  {key}\nThe mist CLI on this machine finds it by itself.", flush=True)
+
+
+def _print_scheduler_ready(cluster_url: str) -> None:
+    print(f"mist scheduler is ready: cluster API at {cluster_url} (no public API: send requests to a gateway; "
+          "Ctrl-C to stop)", flush=True)
+
+
 async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy, secrets: SecretService,
-                  triggers: TriggerManager, meter: Meter) -> None:
+                  triggers: TriggerManager | None, meter: Meter) -> None:
     """What other processes of the cluster change reaches this one's memory (mist/control/changes.py)."""
 
     async def secrets_changed() -> None:
@@ -359,7 +407,8 @@ async def _follow(feed: ChangeFeed, functions: FunctionService, tenancy: Tenancy
     feed.on("functions", functions.follow)
     feed.on("tenancy", tenancy.refresh)
     feed.on("secrets", secrets_changed)
-    feed.on("triggers", triggers.follow)
+    if triggers is not None:
+        feed.on("triggers", triggers.follow)
     feed.on("billing", meter.follow)
     await feed.start()
 

@@ -1,13 +1,15 @@
-"""`mist up`: run the whole platform (gateway, control plane, worker) in this process."""
+"""`mist up`: run the whole platform (gateway, control plane, worker) in this process, or one role
+of a cluster's (`--role`, mist/cli/roles.py), with options from a TOML file (`--config`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-from mist.cli import output
+from mist.cli import output, roles
 
 HELP = """Start mist: the API, the gateway and the sandboxes, in the foreground until Ctrl-C.
 
@@ -38,11 +40,67 @@ holds the shard-manager lease); an invocation reaching a process that does not o
 shard is forwarded to the owner; a killed process's shards move within --shard-lease-ttl.
 Workers then join all of them: mist worker --join http://A:7070,http://B:7070. See docs/cluster.md.
 
+Roles (--role; default all: everything above in one process). A cluster can split them, each role
+scaled by adding processes on more machines, every one given the same --db, secrets key and
+cluster token:
+
+  gateway    the public API, triggers and async events; holds no shard:
+             sends each invocation to its shard's owner
+  scheduler  holds shards and places; serves the cluster API only
+  worker     runs sandboxes, as mist worker --join URL[,URL]
+             (--cluster-listen is then the agent's own address)
+
+  export MIST_DB_URL=postgresql+psycopg://mist@db/mist
+  export MIST_CLUSTER_TOKEN=... MIST_SECRETS_KEY_FILE=/etc/mist/secrets.key
+  sudo -E mist up --role scheduler --cluster-listen 10.0.0.1:7070
+  sudo -E mist up --role gateway --host 0.0.0.0 --port 8080
+  sudo -E mist up --role worker --join http://10.0.0.1:7070 \\
+       --cluster-listen 10.0.0.2:7071
+
+--config FILE.toml reads any option from a file, keyed by its long name (command-line flags and
+environment variables win over it):
+
+  role = "scheduler"
+  cluster-listen = "10.0.0.1:7070"
+  shard-lease-ttl = 2.0
+
 Then, in another terminal: mist deploy hello ./hello (set MIST_URL if you changed --host or --port)."""
+
+
+def _load_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    """--config: the file's values become the command's defaults (click's default_map), read
+    before the other options (eager) so that flags and environment variables still win."""
+    if value is not None:
+        try:
+            defaults = roles.config_defaults(value, {p.name for p in ctx.command.params if p.name})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _given(ctx: click.Context) -> set[str]:
+    """The options set on the command line or in --config (not by the environment or a default)."""
+    chosen = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)
+    return {p.name for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) in chosen}
 
 
 @output.handle_errors
 def up(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(metavar="FILE", is_eager=True, callback=_load_config, help="A TOML file of "
+                                  "options keyed by their long names (cluster-listen = \"...\"); flags and "
+                                  "environment variables override it.")
+    ] = None,
+    role: Annotated[
+        str, typer.Option(metavar="ROLE", envvar="MIST_ROLE", help="all (default: one process does everything), "
+                          "gateway, scheduler or worker: one role of a cluster (see below and docs/cluster.md).")
+    ] = "all",
+    join: Annotated[
+        str | None, typer.Option(metavar="URL[,URL]", help="--role worker: the schedulers' cluster APIs to join "
+                                 "(as mist worker --join).")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where mist keeps its state.")] = Path(".mist"),
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one (printed).")] = 8080,
@@ -135,10 +193,11 @@ def up(
                             "to even the schedulers' load (0: never; new and gone schedulers are handled anyway).")
     ] = 30.0,
     embedded_worker: Annotated[
-        bool, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
-                           "--no-embedded-worker runs no sandboxes on this machine; invocations wait for "
-                           "worker agents (503 until one has joined).")
-    ] = True,
+        bool | None, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
+                                  "--no-embedded-worker runs no sandboxes on this machine; invocations wait for "
+                                  "worker agents (503 until one has joined). Default: on, but off with --role "
+                                  "scheduler.")
+    ] = None,
     secrets_old_key_file: Annotated[
         list[Path] | None, typer.Option(metavar="FILE", help="A secrets key being replaced: secrets it sealed are "
                                         "sealed again with the current key at start; repeat for more.")
@@ -156,6 +215,19 @@ def up(
                                    "cluster runs it again (default 60).")
     ] = None,
 ) -> None:
+    trouble = roles.problem(roles.RoleInputs(role, db, cluster_listen, cluster_token, join, embedded_worker,
+                                             _given(ctx)))
+    if trouble:
+        output.fail(trouble)
+    if role == "worker":
+        from mist.cli.worker import run_agent
+
+        run_agent(join=join, token=cluster_token, listen=cluster_listen or "0.0.0.0:7071",
+                  advertise=cluster_advertise, data_dir=data_dir, memory_budget_mb=memory_budget, prewarm=prewarm,
+                  egress_deny=tuple(egress_deny or ()), sandbox_network=sandbox_network)
+        return
+    if embedded_worker is None:
+        embedded_worker = role == "all"
     try:
         from mist.server import ServerOptions, run
     except ImportError as exc:
@@ -188,7 +260,14 @@ def up(
         extra["cluster"] = ClusterOptions(cluster_listen, cluster_token, cluster_db or db, worker_timeout,
                                           lease_ttl_s=shard_lease_ttl, advertise=cluster_advertise,
                                           balance_s=shard_balance)
-    if not embedded_worker:
+    if role == "gateway":
+        from mist.cluster.router import RouterOptions
+
+        extra.update(role="gateway", route=RouterOptions(db, cluster_token, shard_lease_ttl),  # type: ignore[arg-type]
+                     embedded_worker=False)
+    elif role == "scheduler":
+        extra["role"] = "scheduler"
+    if not embedded_worker and role != "gateway":
         if not cluster_listen:
             output.fail("--no-embedded-worker needs --cluster-listen: without worker agents nothing could run "
                         "invocations")

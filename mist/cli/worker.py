@@ -56,9 +56,13 @@ def worker(
 ) -> None:
     if not token:
         output.fail("no cluster token: pass --token or set MIST_CLUSTER_TOKEN to the control plane's --cluster-token")
+    run_agent(join=join, token=token, listen=listen, advertise=advertise, data_dir=data_dir, worker_id=worker_id,
+              memory_budget_mb=memory, cpus=cpus, slots=slots, prewarm=prewarm, drain_timeout_s=drain_timeout,
+              egress_deny=tuple(egress_deny or ()), sandbox_network=sandbox_network)
+
+
+def run_agent(**options) -> None:
+    """The worker agent until SIGTERM (`mist worker`, and `mist up --role worker`)."""
     from mist.cluster.node import NodeOptions, run
 
-    run(NodeOptions(join=join, token=token, listen=listen, advertise=advertise, data_dir=data_dir,
-                    worker_id=worker_id, memory_budget_mb=memory, cpus=cpus, slots=slots, prewarm=prewarm,
-                    drain_timeout_s=drain_timeout, egress_deny=tuple(egress_deny or ()),
-                    sandbox_network=sandbox_network))
+    run(NodeOptions(**options))

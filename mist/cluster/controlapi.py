@@ -6,11 +6,13 @@
     POST /v1/cluster/workers/{id}/leave       a clean exit (its incarnation in the body)
     GET  /v1/cluster/code/{sha}               a version's code zip (the worker checks the sha)
     GET  /v1/cluster/layers/{key}             a dependency layer as a tar (X-Mist-Sha256)
+    GET  /healthz                             200 once serving (no token: for load balancers and
+                                              `mist up --role scheduler`, which has no public API)
     POST /v1/cluster/place                    another scheduler forwards an invocation of a shard
                                               this one owns (an order's body; the result's answer;
                                               409 NotShardOwner when the map gave the shard away)
 
-Every request must carry `Authorization: Bearer <cluster token>`; this API is not the tenants'
+Every other request must carry `Authorization: Bearer <cluster token>`; this API is not the tenants'
 API (their keys do not open it) and belongs on the cluster's private network.
 """
 
@@ -112,7 +114,11 @@ def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_r
             return JSONResponse(wire.error_json(exc), status_code=status)
         return Response(wire.encode_result(result), media_type="application/octet-stream")
 
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
     return Starlette(routes=[
+        Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/cluster/place", guard(place), methods=["POST"]),
         Route("/v1/cluster/workers", guard(register), methods=["POST"]),
         Route("/v1/cluster/workers/{worker}/heartbeat", guard(heartbeat), methods=["POST"]),

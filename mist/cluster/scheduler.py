@@ -62,7 +62,8 @@ from mist.cluster.membership import (
 from mist.core.placement import Need, WorkerReport, WorkerState
 from mist.core.routing import InstanceTable
 from mist.core.sharding import ShardMap
-from mist.cluster.owners import Here, ShardOwner, There
+from mist.cluster.owners import Here, ShardOwner
+from mist.cluster.router import ShardRouter
 from mist.errors import CoordinationUnavailable, MistError, NoCapacity, NotShardOwner, WorkerLost
 from mist.worker.types import InvokeResult, ProvisionedSpan, SandboxSpec
 
@@ -71,7 +72,6 @@ log = logging.getLogger("mist.cluster")
 _STATE = {Health.HEALTHY: WorkerState.HEALTHY, Health.DRAINING: WorkerState.DRAINING,
           Health.LATE: WorkerState.UNHEALTHY}
 TRIES = 3  # workers tried for one call when connections are refused
-FORWARDS = 4  # forwards of one call to its shard's owner (map changes, an owner gone)
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ class Scheduler:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         )
         self._agents = AgentClient(settings.token)  # invocation orders (the hot path)
+        self.router = ShardRouter(owner, self._agents) if owner is not None else None  # to other owners
         self._tasks: list[asyncio.Task] = []
         self._counts: Counter[str] = Counter()
         self._by_shard: Counter[str] = Counter()  # lease name -> invocations placed here (with an owner)
@@ -262,19 +263,8 @@ class Scheduler:
             return await self.local.invoke(spec, invocation_id, payload)
         if self.owner is None:
             return await self._place(spec, invocation_id, payload, *self._stamp(spec.function_name))
-        avoid: set[str] = set()
-        for _ in range(FORWARDS):
-            where = await self.owner.where(spec.function_name, avoid=frozenset(avoid))
-            if isinstance(where, Here):
-                return await self._owned(where, spec, invocation_id, payload)
-            try:
-                return await self._forward(where, spec, invocation_id, payload)
-            except NotShardOwner:  # its map was newer than ours (or ours newer than its): read it again
-                await asyncio.to_thread(self.owner.follower.poll)
-            except Unreachable:  # killed or stopped: wait until the map gives its shards to another
-                avoid.add(where.owner)
-        raise CoordinationUnavailable(f"the shard of {spec.function_name} kept moving while its invocation was "
-                                      "forwarded; retry shortly")
+        assert self.router is not None
+        return await self.router.invoke(spec, invocation_id, payload, owned=self._owned)
 
     async def place(self, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
         """An invocation another scheduler forwarded: placed here if this process owns its shard
@@ -295,31 +285,6 @@ class Scheduler:
             return await self._place(spec, invocation_id, payload, here.name, here.epoch)
         finally:
             self.owner.inflight[here.name] -= 1
-
-    async def _forward(self, there: There, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
-        assert self.owner is not None
-        body = wire.encode_order(wire.Order("", 0, invocation_id, spec), payload)
-        post = asyncio.ensure_future(self._agents.post(there.address, "/v1/cluster/place", body, spec.timeout_s + 60.0))
-        try:
-            while not (await asyncio.wait({post}, timeout=self.owner.settings.step_s))[0]:
-                if there.owner not in self.owner.addresses:  # paused or cut off: it stopped reporting for a TTL
-                    raise WorkerLost(f"scheduler {there.owner}", "it stopped reporting while placing the invocation")
-            status, data = post.result()
-        except Broken as exc:
-            raise WorkerLost(f"scheduler {there.owner}", f"the connection to {there.address} broke: {exc}") from exc
-        finally:
-            post.cancel()
-        self._counts["forwarded_out"] += 1
-        if status == 200:
-            result = wire.decode_result(data)
-            if spec.redactor is not None:
-                spec.redactor.result(result)
-            return result
-        err = json.loads(data).get("error") or {}
-        if err.get("code") == NotShardOwner.code:
-            raise NotShardOwner(str(err.get("message")))
-        wire.raise_error({"error": err}, f"(through scheduler {there.owner})")
-        raise AssertionError("unreachable")
 
     async def _place(self, spec: SandboxSpec, invocation_id: str, payload: bytes, shard: str,
                      epoch: int) -> InvokeResult:
@@ -479,7 +444,7 @@ class Scheduler:
             shards_held=len(self.owner.stamps if self.owner is not None else self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
             workers_lost=c["workers_lost"], calls_lost=c["calls_lost"], refused_connections=c["refused"],
             stale_epochs=c["stale"], warm_calls=t.warm, new_instances=t.new, queued_calls=t.queued,
-            unplaced_calls=t.refused, forwarded_out=c["forwarded_out"], forwarded_in=c["forwarded_in"],
+            unplaced_calls=t.refused, forwarded_out=self.router.counts["forwarded_out"] if self.router else 0, forwarded_in=c["forwarded_in"],
             placed_by_shard=dict(self._by_shard) if self.owner is not None else None,
             map_version=o.follower.version if o is not None else 0, map_changes=oc["map_changes"],
             leases_acquired=oc["acquired"], leases_released=oc["released"])
