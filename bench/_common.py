@@ -176,7 +176,8 @@ class MistServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
-            m = re.search(r"mist is ready at (http://\S+)", text)
+            m = re.search(r"mist is ready at (http://\S+)", text) or re.search(  # --role scheduler: its cluster API
+                r"mist scheduler is ready: cluster API at (http://\S+)", text)
             if m:
                 self.url = m.group(1)
                 return self
@@ -333,13 +334,13 @@ def statistics(c: httpx.Client) -> dict:
 
 
 def run_wrk(url: str, *, connections: int = 64, threads: int = 1, duration_s: float = 10.0,
-            script: Path = BENCH_DIR / "wrk_post.lua") -> dict:  # fmt: skip
+            script: Path = BENCH_DIR / "wrk_post.lua", env: dict[str, str] | None = None) -> dict:  # fmt: skip
     """Run wrk with the POST script; its JSON summary plus requests_per_s."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
-    env = dict(os.environ, MIST_AUTHORIZATION=auth_headers(url).get("Authorization", ""))
+    env = dict(os.environ, MIST_AUTHORIZATION=auth_headers(url).get("Authorization", ""), **(env or {}))
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, env=env)
     m = re.search(r"^WRK_JSON (\{.*\})$", out.stdout, re.M)
     if out.returncode != 0 or not m:

@@ -1,5 +1,11 @@
 """`mist up`: the whole platform in one process tree (gateway + control plane + worker).
 
+Roles (`ServerOptions.role`, docs/cluster.md "Roles"): `all` is everything below; `gateway`
+skips the embedded worker and the cluster API and hands invocations to a GatewayRouter (every
+one forwarded to its shard's owner); `scheduler` binds no public port and starts no dispatcher,
+triggers or S3 (events and triggers enter through gateways), serves the cluster API and runs
+until a signal. Both keep the state, the change feed, functions, secrets and the meter.
+
 Start order: data dir lock -> the secrets key (docs/secrets.md) -> listening socket (so a busy
 port fails before anything starts) -> price plans (a bad plans file fails here) -> the state
 (mist/control/state.py: SQLite in the data dir, or the cluster's PostgreSQL with --db) ->

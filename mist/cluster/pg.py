@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mist.cluster.schema import metadata
+from mist.control.sqlstore import SCHEMA_LOCK
 from mist.errors import CoordinationUnavailable
 
 
@@ -32,8 +33,14 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": max(1, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000)},
     )
-    with reachable():
-        metadata.create_all(engine)
+    with reachable(), engine.connect() as conn:
+        # processes starting at once (a cluster's schedulers and gateways) create each table once
+        # instead of failing on each other's CREATE TABLE; a session lock: this engine autocommits
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK})")
+        try:
+            metadata.create_all(conn)
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK})")
     return engine
 
 

@@ -75,7 +75,8 @@ def start_server(data_dir: Path, *extra: str) -> Server:
             break
         announced = re.search(r"S3 endpoint at (http://\S+)", line)
         s3_url = announced.group(1) if announced else s3_url
-        m = re.search(r"mist is ready at (http://\S+)", line)
+        m = re.search(r"mist is ready at (http://\S+)", line) or re.search(  # --role scheduler: its cluster API
+            r"mist scheduler is ready: cluster API at (http://\S+)", line)
         if m:
             return Server(data_dir, proc, m.group(1), log, s3_url)
     proc.kill()
