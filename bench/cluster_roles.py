@@ -217,7 +217,11 @@ def main() -> None:
                         f"cores: schedulers {cpu['schedulers_cores']:.2f}, worker agent + sandboxes "
                         f"{cpu['worker_cores']:.2f}, wrk {cpu['wrk_cores']:.2f} (of 2; the rest: PostgreSQL, the "
                         "gateway's follow loops, other sessions)")
-                rep.data[f"n{n}"] = {"results": results, "cpu": cpu}
+                per_call = cpu["schedulers_cores"] / total * 1000  # scheduler CPU ms per placement, all included
+                rep.row(f"{n} scheduler{'s' * (n > 1)}: scheduler CPU per placement", f"{per_call:.3f} ms",
+                        f"one scheduler on a core of its own: ~{1000 / per_call:,.0f} placements/s, if its "
+                        "gateways and workers keep up")
+                rep.data[f"n{n}"] = {"results": results, "cpu": cpu, "scheduler_cpu_ms_per_placement": per_call}
                 if n == 1:
                     name = next(iter(orders.values())).stem
                     w = run_wrk(f"{cl.gateway.url}/v1/functions/{name}/invocations", connections=args.connections,

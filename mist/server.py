@@ -159,6 +159,11 @@ def _stats(*components: object) -> Callable[[], dict[str, object]]:
 
 
 async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None = None) -> None:
+    if opts.role not in ("all", "gateway", "scheduler") or (opts.role == "gateway") != (opts.route is not None) \
+            or (opts.role == "scheduler" and opts.cluster is None):
+        raise StartupError(f"role {opts.role!r} with route={opts.route is not None} and cluster="
+                           f"{opts.cluster is not None}: a gateway needs its route to the schedulers and no other "
+                           "role has one, a scheduler needs the cluster API (mist up --role checks this)")
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # mist.db, keys, other tenants' code: nobody's but mist's (and root's)
