@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, MistServer, Report, arg_parser, client, deploy, free_port, mist_command, run_wrk, \
-    statistics, summary
+    statistics, summary, terminate
 
 from mist.testing.worker import remove_worker_leftovers  # noqa: E402  (after _common puts the repo on the path)
 
@@ -51,13 +51,7 @@ class Agent:
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "MIST_CLUSTER_TOKEN": token})
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
         remove_worker_leftovers(self.dir / "data")  # the killed one's cgroups
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from _common import BENCH_DIR, REPO, MistServer, Report, arg_parser, children_of, client, deploy, free_port, \
-    mist_command, run_wrk
+    mist_command, run_wrk, terminate
 
 from mist.cluster import wire  # noqa: E402  (after _common puts the repo on the path)
 from mist.core.sharding import ShardMap  # noqa: E402
@@ -123,13 +123,7 @@ class Cluster:
             max(len(v) for v in smap.owned().values()) - min(len(v) for v in smap.owned().values()) <= 1
 
     def stop(self) -> None:
-        if self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
+        terminate(self.worker)
         self.worker_log.close()
         remove_worker_leftovers(self.worker_dir / "data")
         for s in [*self.schedulers, self.gateway]:

@@ -98,6 +98,14 @@ def server(tmp_path_factory):
     s.stop()
 
 
+def shared_secrets_key(root: Path) -> Path:
+    """A secrets key file (32 random bytes, 0600) for every process of a test cluster."""
+    key_file = root / "secrets.key"
+    key_file.write_bytes(os.urandom(32))
+    key_file.chmod(0o600)
+    return key_file
+
+
 def write_function(root: Path, files: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for rel, text in files.items():

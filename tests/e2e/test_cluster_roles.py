@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from mist.testing.worker import remove_worker_leftovers
-from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
+from tests.e2e.conftest import MIST, REPO, Server, shared_secrets_key, start_server, write_function
 from tests.e2e.test_cluster import stop
 from tests.e2e.test_cluster_shards import call, deploy, until
 
@@ -41,9 +41,7 @@ def cluster(tmp_path_factory):
     from tests.conftest import pg_schema
 
     root = tmp_path_factory.mktemp("roles")
-    key_file = root / "secrets.key"
-    key_file.write_bytes(os.urandom(32))
-    key_file.chmod(0o600)
+    key_file = shared_secrets_key(root)
     started: list[Server] = []
     worker = None
     with pg_schema("mist_roles") as pg_url, cf.ThreadPoolExecutor(4) as pool:

@@ -28,7 +28,7 @@ from mist.cluster.sqlshardmap import PgShardMapStore
 from mist.core.sharding import Move, ShardMap
 from mist.testing.worker import remove_worker_leftovers
 from mist.worker.types import SandboxSpec
-from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
+from tests.e2e.conftest import MIST, REPO, Server, shared_secrets_key, start_server, write_function
 from tests.e2e.test_cluster import stop
 
 pytestmark = pytest.mark.sandbox
@@ -91,9 +91,7 @@ def shards(tmp_path_factory):
     from tests.conftest import pg_schema
 
     root = tmp_path_factory.mktemp("shards")
-    key_file = root / "secrets.key"
-    key_file.write_bytes(os.urandom(32))
-    key_file.chmod(0o600)
+    key_file = shared_secrets_key(root)
     servers: dict[str, Server] = {}
     worker = None
     with pg_schema("mist_shards") as pg_url:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import MIST, REPO, Server, start_server, write_function
+from tests.e2e.conftest import MIST, REPO, Server, shared_secrets_key, start_server, write_function
 
 pytestmark = pytest.mark.sandbox
 
@@ -42,9 +42,7 @@ def until(what: str, check, timeout: float = 30, every: float = 0.1):
 def start_both(tmp_path: Path, fresh_pg_url: str, *extra: str) -> tuple[Server, Server]:
     """Both processes started at the same moment against the empty database (`extra`: more
     options of `mist up` for both)."""
-    key_file = tmp_path / "secrets.key"
-    key_file.write_bytes(os.urandom(32))
-    key_file.chmod(0o600)
+    key_file = shared_secrets_key(tmp_path)
     started: dict[str, Server] = {}
     errors: list[BaseException] = []
 
