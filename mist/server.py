@@ -305,7 +305,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                                      meter, meter.ledger, secrets, *cluster_stats)
         if sock is None:  # role scheduler: the cluster API (and its /healthz) is all it serves
             assert plane is not None
-            _print_admin_key(new_admin_key, data_dir)
+            _print_admin_key(new_admin_key, data_dir, found=False)
             await _until_signalled(lambda: (on_ready or _print_scheduler_ready)(plane.url))
             return
         app = build_app(services)
@@ -395,10 +395,14 @@ async def _until_signalled(ready: Callable[[], None]) -> None:
     log.info("received a stop signal; stopping")
 
 
-def _print_admin_key(key: str | None, data_dir: Path) -> None:
+def _print_admin_key(key: str | None, data_dir: Path, *, found: bool = True) -> None:
+    """`found`: this process serves the public API, where the CLI on this machine finds the key."""
     if key is not None:  # the cluster's first process, whatever its role
+        how = ("The mist CLI on this machine finds it by itself." if found else
+               "This scheduler serves no public API: use it with a gateway (MIST_API_KEY, or copy admin.key "
+               "into the gateway's data dir).")
         print(f"Created the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
-              f"  {key}\nThe mist CLI on this machine finds it by itself.", flush=True)
+              f"  {key}\n{how}", flush=True)
 
 
 def _print_scheduler_ready(cluster_url: str) -> None:
