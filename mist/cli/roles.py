@@ -26,6 +26,10 @@ _NOT_FOR_WORKERS = ("db", "cluster_db", "port", "host", "s3_port", "plans", "lim
                     "usage_fsync", "worker_timeout")
 
 
+# what a gateway has no use for: it serves no cluster API, holds no shard and watches no worker
+_NOT_FOR_GATEWAYS = ("cluster_listen", "cluster_advertise", "cluster_db", "shard_balance", "worker_timeout")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -70,9 +74,10 @@ def problem(i: RoleInputs) -> str | None:
     if not i.cluster_token:
         return f"--role {i.role} needs {token}"
     if i.role == "gateway":
-        if "cluster_listen" in i.given:
-            return ("--role gateway serves no cluster API (it holds no shards and workers do not join it): drop "
-                    "--cluster-listen, or start a --role scheduler there")
+        extra = [flag(n) for n in _NOT_FOR_GATEWAYS if n in i.given]
+        if extra:
+            return (f"--role gateway does not use {', '.join(extra)}: it serves no cluster API (it holds no shards "
+                    "and workers do not join it); give those to a --role scheduler")
         if i.embedded_worker:
             return ("--role gateway runs no sandboxes: drop --embedded-worker, or start a --role worker "
                     "(or --role all) on this machine")
