@@ -37,14 +37,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mist.cluster.directory import SchedulerDirectory, SchedulerRecord
 from mist.cluster.leases import LeaseKeeper, LeaseStore
 from mist.cluster.shardmap import ShardMapFollower, ShardMapStore
-from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share
-from mist.core.sharding import ShardMap
+from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share, stage_merges
+from mist.core.sharding import Merge, ShardMap
 from mist.errors import CoordinationUnavailable, NotShardOwner
 
 log = logging.getLogger("mist.cluster")
@@ -52,8 +52,34 @@ log = logging.getLogger("mist.cluster")
 MANAGER = "shard-manager"  # the lease of the process that runs the shard manager
 
 
+HOT_MAX = 64  # functions an owner reports (the busiest of each of its busiest shards)
+
+
 def lease_name(start: int) -> str:
     return f"shard/{start}"
+
+
+def busiest(placed: Mapping[tuple[int, str], int], span_s: float,
+            most: int = HOT_MAX) -> tuple[dict[int, float], dict[str, float]]:
+    """What an owner reports from its placements since the last report (`placed`: (shard start,
+    function) -> count, over `span_s` seconds): requests/s per shard, and the busiest function
+    of each shard with its requests/s, at most `most` of them, the busiest shards' first.
+
+    The shard manager splits a hot shard only if no one function carries half of it or more
+    (`rebalance`), so each shard's busiest function is all it needs to know.
+
+    >>> busiest({(0, "a"): 30, (0, "b"): 10, (8, "c"): 4}, 2.0, most=1)
+    ({0: 20.0, 8: 2.0}, {'a': 15.0})
+    """
+    rates: Counter[int] = Counter()
+    top: dict[int, tuple[int, str]] = {}
+    for (start, fn), n in placed.items():
+        rates[start] += n
+        if (n, fn) > top.get(start, (0, "")):
+            top[start] = (n, fn)
+    kept = sorted(top, key=lambda start: (-rates[start], start))[:most]
+    return ({start: n / span_s for start, n in rates.items()},
+            {top[start][1]: top[start][0] / span_s for start in kept})
 
 
 @dataclass(frozen=True)
@@ -63,8 +89,8 @@ class OwnerSettings:
     shards: int = 16  # in the first map
     ttl_s: float = 5.0
     balance_s: float = 30.0  # how often the manager evens the load; 0: never (new and gone owners only)
-    # the live manager moves shards only: no splits, merges or parts (those need per-function rates)
-    config: ManagerConfig = field(default_factory=lambda: ManagerConfig(max_splits=0, max_merges=0, hot_key=1e9))
+    # moves, splits and merges, a few per round; no parts (`where` routes a function's part 0 only)
+    config: ManagerConfig = field(default_factory=lambda: ManagerConfig(hot_key=1e9, max_splits=2, max_merges=4))
 
     @property
     def step_s(self) -> float:
@@ -101,7 +127,7 @@ class ShardOwner:
         self.inflight: Counter[str] = Counter()  # lease name -> calls being placed (touched on the event loop)
         self.addresses: dict[str, str] = {}  # live scheduler -> its cluster API
         self.floors: dict[str, int] = {}
-        self.placed: Counter[int] = Counter()  # shard start -> placements since the last report
+        self.placed: Counter[tuple[int, str]] = Counter()  # (shard start, function) -> placements since the last report
         self.counts: Counter[str] = Counter()
         self._reported_at = clock()
         self._state = ManagerState()
@@ -115,9 +141,9 @@ class ShardOwner:
         self.follower.poll()
         now = self.clock()
         placed, self.placed = self.placed, Counter()
-        span = max(now - self._reported_at, 1e-3)
+        rates, hot = busiest(placed, max(now - self._reported_at, 1e-3))
         self._reported_at = now
-        self.directory.report(self.holder, self.settings.address, {s: n / span for s, n in placed.items()})
+        self.directory.report(self.holder, self.settings.address, rates, hot=hot, version=self.follower.version)
         live = self.directory.live(self.settings.ttl_s)
         self.addresses = {r.holder: r.address for r in live}
         self._manage(live, now)
@@ -133,20 +159,31 @@ class ShardOwner:
                 log.info("cluster: shard manager wrote the first map (%d shards, %d schedulers)",
                          self.settings.shards, len(owners))
             return
+        if any(r.version < stored.version for r in live):
+            return  # one change at a time: every live owner must follow the last one first
         smap = ShardMap.from_json(stored.body, stored.version)
         actions: list = list(share(smap, owners))
-        if self.settings.balance_s > 0 and now - self._balanced_at >= self.settings.balance_s:
+        if not actions and self.settings.balance_s > 0 and now - self._balanced_at >= self.settings.balance_s:
             self._balanced_at = now
             rates: Counter[int] = Counter()
+            hot: Counter[str] = Counter()
             for r in live:
                 rates.update(r.rates)
-            plan, self._state = rebalance(Load(dict(rates), owners), smap.apply(actions), now, self._state,
-                                          self.settings.config)
-            actions += plan.actions
+                hot.update(r.hot)
+            plan, state = rebalance(Load(dict(rates), owners, dict(hot)), smap, now, self._state, self.settings.config)
+            actions, self._state = stage_merges(plan.actions, smap, self._holders(smap, plan.actions), state)
         if actions and self.maps.compare_and_set(stored.version, smap.apply(actions).to_json()) is not None:
-            self.counts["map_changes"] += 1
-            log.info("cluster: shard manager moved %d shards (map version %d)", len(actions), stored.version + 1)
+            kinds = Counter(type(a).__name__ for a in actions)
+            self.counts.update({"map_changes": 1, "splits": kinds["Split"], "merges": kinds["Merge"]})
+            log.info("cluster: shard manager changed the map to version %d (%s)", stored.version + 1,
+                     ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
             self.follower.poll()
+
+    def _holders(self, smap: ShardMap, actions) -> dict[int, str | None]:
+        """The holders of the leases of the shards the merges among `actions` would join."""
+        starts = {smap.starts[i + k] for a in actions if isinstance(a, Merge) for i in [smap.index(a.start)]
+                  for k in (0, 1)}
+        return {s: lease.holder if (lease := self.leases.current(lease_name(s))) else None for s in sorted(starts)}
 
     def _follow(self) -> None:
         smap = self.follower.map

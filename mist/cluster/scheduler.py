@@ -289,7 +289,7 @@ class Scheduler:
     async def _owned(self, here: Here, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
         assert self.owner is not None
         self.owner.inflight[here.name] += 1
-        self.owner.placed[here.start] += 1
+        self.owner.placed[(here.start, spec.function_name)] += 1
         self._by_shard[here.name] += 1
         try:
             return await self._place(spec, invocation_id, payload, here.name, here.epoch)
