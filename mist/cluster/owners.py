@@ -5,17 +5,34 @@ Every `mist up --db URL --cluster-listen ...` process is a scheduler owning part
 
 1. renew this process's leases (all in one statement) and poll the shard map (one read that
    returns nothing while it is unchanged);
-2. report itself to the scheduler directory: its cluster API's address and the requests per
-   second it placed per shard since the last step; read the live schedulers (where each one
-   listens, what load each carries);
-3. **shard manager**, in the one process holding the `shard-manager` lease: read the map; give
-   the shards of schedulers that stopped reporting, and a fair count to new ones
-   (`mist.core.shardmanager.share`); every `balance_s`, even the reported load
-   (`rebalance`: moves only — splits, merges and parts need per-function rates, not reported
-   yet); write the new map by compare-and-set (a lost race is decided again next step);
-4. follow the map: acquire the lease of each shard it gives this process; for a shard it took
-   away, stop placing at once and release the lease once the calls in flight for it are done
-   (graceful: the new owner acquires it at its next step, not a TTL later).
+2. report itself to the scheduler directory: its cluster API's address, the requests per
+   second it placed per shard since the last step, each of those shards' busiest function with
+   its rate (`busiest`: at most `HOT_MAX` = 64 functions) and the map version it follows; read
+   the live schedulers (where each one listens, what load each carries);
+3. **shard manager**, in the one process holding the `shard-manager` lease, and only once every
+   live scheduler reports following the current map (one change at a time: no process is ever
+   more than one change behind the map being written): read the map; give the shards of
+   schedulers that stopped reporting, and a fair count to new ones
+   (`mist.core.shardmanager.share`); else, every `balance_s`, even the reported load
+   (`rebalance` with `OwnerSettings.config`: moves, at most 2 splits and 4 merges a round, no
+   hot-function parts), a merge of shards under two owners first made a move
+   (`stage_merges`); write the new map by compare-and-set (a lost race is decided again next
+   step);
+4. follow the map: acquire the lease of each shard it gives this process (a split's new half
+   included: a new lease name, with an epoch above every epoch granted before); for a shard it
+   took away or merged into its left neighbour, stop placing at once and release the lease
+   once the calls in flight for it are done (graceful: the new owner acquires it at its next
+   step, not a TTL later).
+
+Why no function is ever placed by two processes across splits and merges (each process places
+only under a lease it holds, and leases of different names do not exclude each other): a
+split keeps both halves with the shard's owner; a move hands one lease name from one process
+to the next; a merge is written only once one process owns both shards and holds both leases;
+and a map change that moves a split half waits until the owner follows the split (it then
+routes that half's functions to the half's own lease, not to the old shard's). A process cut
+off from the database stops placing when its leases run out (`LeaseKeeper`), whatever map it
+holds. The workers' fences (mist/cluster/agent.py) are per lease name; a new name starts with
+a fresh epoch above all others, so a split or merge never makes a worker refuse the owner.
 
 `where(function)` answers where an invocation goes: `Here` (this process holds the shard's
 lease: place, stamping the order with the lease's epoch) or `There` (the owner's cluster API).
@@ -222,15 +239,24 @@ class ShardOwner:
 
     async def where(self, function: str, *, forward: bool = True, avoid: frozenset[str] = frozenset()) -> Here | There:
         """Where to place `function`'s invocation, waiting for an owner at most `handover_s`.
-        `forward=False` (a forwarded call): NotShardOwner when the map gives it to another;
+        `forward=False` (a forwarded call): NotShardOwner when the map, read again, gives it to another
+        (without reading it again, two processes a map change apart would send a call back and forth);
         `avoid`: owners that could not be reached (waited out until the map changes)."""
         deadline = self.clock() + self.settings.handover_s
+        reread = forward  # a forwarded call reads the map once before refusing: the sender's may be newer
         while True:
             if (here := self.here(function)) is not None:
                 return here
             smap = self.follower.map
             owner = smap.route(function).owner if smap is not None else None
             if owner is not None and owner != self.holder:
+                if not reread:
+                    reread = True
+                    try:
+                        if await asyncio.to_thread(self.follower.poll):
+                            continue
+                    except CoordinationUnavailable:
+                        pass
                 if not forward:
                     raise NotShardOwner(f"scheduler {self.holder} does not own the shard of {function} "
                                         f"(map version {self.follower.version} gives it to {owner})")

@@ -194,3 +194,24 @@ def test_the_manager_changes_the_map_only_once_every_live_owner_follows_its_last
     assert w.map().version == version and "c" not in w.map().owners
     w.steps(c, a)  # c follows the map: it gets its share
     assert w.map().version == version + 1 and "c" in w.map().owners
+
+
+def test_a_forwarded_call_its_receiver_s_stale_map_gives_to_another_makes_it_read_the_map_before_refusing():
+    w = World()
+    a, b = w.owner("a"), w.owner("b")
+    w.steps(a, b, rounds=4)
+    smap = w.map()
+    start = smap.starts[smap.owned()["a"][0]]
+    fn = in_shard(smap, start, 1)[0]
+    assert w.maps.compare_and_set(smap.version, smap.apply([Move(start, "b")]).to_json())
+    a.step()  # a follows the move and forwards fn to b; b has not read the new map yet
+
+    async def forwarded() -> Here:
+        placing = asyncio.create_task(b.where(fn, forward=False))
+        await asyncio.sleep(0.2)
+        assert not placing.done()  # b read the map: the shard is its own, it waits for the lease
+        b.step()
+        return await asyncio.wait_for(placing, 1.0)
+
+    assert asyncio.run(a.where(fn)) == There("b", "http://b")
+    assert asyncio.run(forwarded()).name == f"shard/{start}"
