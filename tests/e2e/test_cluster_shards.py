@@ -235,6 +235,8 @@ def test_a_hot_shard_is_split_live_and_cold_neighbours_merged_without_a_failed_r
             finally:
                 done.set()
                 cf.wait(runs)
+        made = [c.stats(s) for s in (c.a, c.b)]  # as the manager counts them (GET /v1/statistics)
+        assert sum(m["shard_splits"] for m in made) >= 1 and sum(m["shard_merges"] for m in made) >= 1
         assert len(answers) > 30 and [r.status_code for r in answers] == [200] * len(answers), \
             [r.text for r in answers if r.status_code != 200]
         # every shard of the final map is held by its owner, and no lease outlives its shard
