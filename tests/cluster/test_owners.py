@@ -45,6 +45,18 @@ class World:
         stored = self.maps.read()
         return ShardMap.from_json(stored.body, stored.version)
 
+    def settled(self) -> tuple[ShardOwner, ShardOwner, ShardMap]:
+        """Owners a and b holding 8 shards each, and the map."""
+        a, b = self.owner("a"), self.owner("b")
+        self.steps(a, b, rounds=4)
+        return a, b, self.map()
+
+    def change(self, smap: ShardMap, *actions) -> ShardMap:
+        """Write `actions` on `smap` as the shard manager would."""
+        new = smap.apply(actions)
+        assert self.maps.compare_and_set(smap.version, new.to_json())
+        return new
+
 
 FUNCTIONS = [f"f{i}" for i in range(200)]
 
@@ -87,13 +99,11 @@ def test_a_killed_scheduler_s_shards_go_to_the_survivor_about_a_ttl_later_with_n
 
 def test_a_move_is_graceful_the_old_owner_stops_placing_and_releases_once_its_calls_are_done():
     w = World()
-    a, b = w.owner("a"), w.owner("b")
-    w.steps(a, b, rounds=4)
-    smap = w.map()
+    a, b, smap = w.settled()
     start = smap.starts[smap.owned()["a"][0]]
     name = f"shard/{start}"
     a.inflight[name] = 1  # a call being placed
-    assert w.maps.compare_and_set(smap.version, smap.apply([Move(start, "b")]).to_json())
+    w.change(smap, Move(start, "b"))
     w.steps(a, b)
     assert name not in a.stamps and name in a.keeper.leases  # stopped placing, still holds the lease
     assert name not in b.stamps
@@ -104,9 +114,7 @@ def test_a_move_is_graceful_the_old_owner_stops_placing_and_releases_once_its_ca
 
 def test_where_places_its_own_shards_forwards_the_others_and_waits_then_fails_when_nobody_owns_one():
     w = World()
-    a, b = w.owner("a"), w.owner("b")
-    w.steps(a, b, rounds=4)
-    smap = w.map()
+    a, b, smap = w.settled()
     mine = next(f"f{i}" for i in range(100) if smap.route(f"f{i}").owner == "a")
     theirs = next(f"f{i}" for i in range(100) if smap.route(f"f{i}").owner == "b")
     assert isinstance(asyncio.run(a.where(mine)), Here)
@@ -125,14 +133,12 @@ def in_shard(smap: ShardMap, start: int, count: int) -> list[str]:
 
 def test_a_split_shard_s_new_half_is_acquired_by_its_owner_with_a_newer_epoch_and_the_old_half_kept():
     w = World()
-    a, b = w.owner("a"), w.owner("b")
-    w.steps(a, b, rounds=4)
-    smap = w.map()
+    a, b, smap = w.settled()
     start = smap.starts[smap.owned()["a"][0]]
     at = start + (smap.end(smap.index(start)) - start) // 2
     left_epoch = a.stamps[f"shard/{start}"][0]
     newest = max(e for o in (a, b) for e, _ in o.stamps.values())
-    assert w.maps.compare_and_set(smap.version, smap.apply([Split(start, at)]).to_json())
+    w.change(smap, Split(start, at))
     w.steps(a, b)
     assert a.stamps[f"shard/{start}"][0] == left_epoch  # the left half keeps its lease
     assert a.stamps[f"shard/{at}"][0] > newest  # a new lease: above every epoch granted before
@@ -143,18 +149,16 @@ def test_a_split_shard_s_new_half_is_acquired_by_its_owner_with_a_newer_epoch_an
 
 def test_merged_neighbours_are_placed_under_the_left_lease_at_once_and_the_right_one_released_when_its_calls_end():
     w = World()
-    a, b = w.owner("a"), w.owner("b")
-    w.steps(a, b, rounds=4)
-    smap = w.map()
+    a, b, smap = w.settled()
     i = next(i for i in range(len(smap) - 1) if smap.owners[i:i + 2] == ("a", "b"))
     left, right = smap.starts[i], smap.starts[i + 1]
-    assert w.maps.compare_and_set(smap.version, smap.apply([Move(right, "a")]).to_json())
+    w.change(smap, Move(right, "a"))
     w.steps(a, b, rounds=2)  # b hands the right shard over
     assert f"shard/{right}" in a.stamps
     smap = w.map()
     fn = in_shard(smap, right, 1)[0]
     a.inflight[f"shard/{right}"] = 1  # a call being placed under the right lease
-    assert w.maps.compare_and_set(smap.version, smap.apply([Merge(left, "a")]).to_json())
+    w.change(smap, Merge(left, "a"))
     w.steps(a, b)
     assert asyncio.run(a.where(fn)) == Here(f"shard/{left}", left, a.stamps[f"shard/{left}"][0])
     assert f"shard/{right}" in a.keeper.leases  # released only once its call is done
@@ -198,12 +202,10 @@ def test_the_manager_changes_the_map_only_once_every_live_owner_follows_its_last
 
 def test_a_forwarded_call_its_receiver_s_stale_map_gives_to_another_makes_it_read_the_map_before_refusing():
     w = World()
-    a, b = w.owner("a"), w.owner("b")
-    w.steps(a, b, rounds=4)
-    smap = w.map()
+    a, b, smap = w.settled()
     start = smap.starts[smap.owned()["a"][0]]
     fn = in_shard(smap, start, 1)[0]
-    assert w.maps.compare_and_set(smap.version, smap.apply([Move(start, "b")]).to_json())
+    w.change(smap, Move(start, "b"))
     a.step()  # a follows the move and forwards fn to b; b has not read the new map yet
 
     async def forwarded() -> Here:
