@@ -176,7 +176,7 @@ class ShardOwner:
                 log.info("cluster: shard manager wrote the first map (%d shards, %d schedulers)",
                          self.settings.shards, len(owners))
             return
-        if any(r.version < stored.version for r in live):
+        if any(0 < r.version < stored.version for r in live):  # 0: a mist that does not report it (an upgrade)
             return  # one change at a time: every live owner must follow the last one first
         smap = ShardMap.from_json(stored.body, stored.version)
         actions: list = list(share(smap, owners))

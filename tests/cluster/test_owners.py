@@ -2,11 +2,13 @@
 shards step by step (the same code runs live on PostgreSQL: tests/e2e/test_cluster_shards.py)."""
 
 import asyncio
+import doctest
 import time
 
 import pytest
 
-from mist.cluster.owners import MANAGER, Here, OwnerSettings, ShardOwner, There
+from mist.cluster import owners
+from mist.cluster.owners import MANAGER, Here, OwnerSettings, ShardOwner, There, busiest
 from mist.core.sharding import Merge, Move, ShardMap, Split
 from mist.errors import CoordinationUnavailable, NotShardOwner
 from mist.testing.cluster import ManualClock, MemoryLeaseStore, MemorySchedulerDirectory, MemoryShardMapStore
@@ -198,6 +200,10 @@ def test_the_manager_changes_the_map_only_once_every_live_owner_follows_its_last
     assert w.map().version == version and "c" not in w.map().owners
     w.steps(c, a)  # c follows the map: it gets its share
     assert w.map().version == version + 1 and "c" in w.map().owners
+    w.steps(b, c)  # they follow it
+    w.directory.report("d", "http://d", {})  # an older mist, which reports no version: it does not hold changes up
+    w.steps(a)
+    assert w.map().version == version + 2 and "d" in w.map().owners
 
 
 def test_a_forwarded_call_its_receiver_s_stale_map_gives_to_another_makes_it_read_the_map_before_refusing():
@@ -217,3 +223,20 @@ def test_a_forwarded_call_its_receiver_s_stale_map_gives_to_another_makes_it_rea
 
     assert asyncio.run(a.where(fn)) == There("b", "http://b")
     assert asyncio.run(forwarded()).name == f"shard/{start}"
+
+
+@pytest.mark.parametrize(("placed", "most", "rates", "hot"), [
+    ({}, 64, {}, {}),
+    # per shard, its busiest function only; ties go to the name that sorts last, steadily
+    ({(0, "a"): 6, (0, "b"): 2, (8, "c"): 4}, 64, {0: 4.0, 8: 2.0}, {"a": 3.0, "c": 2.0}),
+    ({(0, "a"): 2, (0, "b"): 2}, 64, {0: 2.0}, {"b": 1.0}),
+    # bounded: the busiest shards' functions first; every shard's rate still reported
+    ({(0, "a"): 2, (8, "b"): 8, (16, "c"): 4}, 2, {0: 1.0, 8: 4.0, 16: 2.0}, {"b": 4.0, "c": 2.0}),
+])
+def test_an_owner_reports_each_shard_s_rate_and_its_busiest_function_at_most_a_bounded_number(placed, most, rates,
+                                                                                               hot):
+    assert busiest(placed, 2.0, most) == (rates, hot)
+
+
+def test_worked_examples():
+    assert doctest.testmod(owners).failed == 0
