@@ -5,7 +5,9 @@ What a user would notice: invocations through either process succeed, each proce
 the invocations of the shards the map gives it (the others are forwarded to their owner); a
 graceful move of a shard loses no request; a scheduler paused past its lease places nothing for
 the shards it lost when it wakes; one killed with SIGKILL under load has its shards taken over by
-the survivor about a TTL later, after which every invocation through the survivor succeeds.
+the survivor about a TTL later, after which every invocation through the survivor succeeds; and
+(two more processes, balancing every second) a hot shard is split live and cold neighbours are
+merged while it is called through both, with no failed request.
 """
 
 from __future__ import annotations
@@ -91,51 +93,60 @@ def until(what: str, check, timeout: float = 20, every: float = 0.1):
 
 @contextmanager
 def running(root: Path, balance_s: float, functions: Callable[[ShardMap, dict[str, str]], dict[str, str]], *,
-            join_both: bool = True):
+            early: bool = False):
     """Two `mist up --db` schedulers on a fresh schema and one worker; `functions(map, holders)`
     names the functions to deploy ("a" / "b" / ... -> name), once each owns half the shards.
-    `join_both=False`: the worker joins through a only (for tests that never stop a)."""
+    `early` (for tests that never stop a, and choose functions by shard range only, not owner):
+    the worker joins through a only, and the functions, chosen on a uniform map, are deployed
+    through a, both while b starts (seconds saved)."""
     from tests.conftest import pg_schema
 
     key_file = root / "secrets.key"
     key_file.write_bytes(os.urandom(32))
     key_file.chmod(0o600)
+    src = write_function(root / "fn", {"main.py": (
+        "import os, time\n"
+        "def handler(event, context):\n"
+        "    time.sleep(event.get('sleep', 0))\n"
+        "    return {'n': event.get('n'), 'fn': context.function_name}\n")})  # fmt: skip
     servers: dict[str, Server] = {}
     worker = None
-    with pg_schema("mist_shards") as pg_url:
+
+    def start_worker(join: str) -> subprocess.Popen:
+        with open(root / "worker.log", "ab") as out:
+            return subprocess.Popen(
+                [MIST, "worker", "--join", join, "--listen", "127.0.0.1:0", "--data-dir",
+                 str(root / "w"), "--id", "w0", "--memory", "2048", "--prewarm", "1"],
+                stdout=out, stderr=out, cwd=REPO, env={**os.environ, "MIST_CLUSTER_TOKEN": TOKEN})  # fmt: skip
+
+    with pg_schema("mist_shards") as pg_url, cf.ThreadPoolExecutor(4) as pool:
         try:
             opts = ("--db", pg_url, "--secrets-key-file", str(key_file), "--cluster-listen", "127.0.0.1:0",
                     "--cluster-token", TOKEN, "--no-embedded-worker", "--shard-lease-ttl", str(TTL),
                     "--shard-balance", str(balance_s), "--worker-timeout", "3")
-            def start_worker(join: str) -> subprocess.Popen:
-                with open(root / "worker.log", "ab") as out:
-                    return subprocess.Popen(
-                        [MIST, "worker", "--join", join, "--listen", "127.0.0.1:0", "--data-dir",
-                         str(root / "w"), "--id", "w0", "--memory", "2048", "--prewarm", "1"],
-                        stdout=out, stderr=out, cwd=REPO, env={**os.environ, "MIST_CLUSTER_TOKEN": TOKEN})  # fmt: skip
-
             servers["a"] = start_server(root / "a", *opts)
-            if not join_both:  # the worker starts while b does (seconds saved); it reaches a only
+            names: dict[str, str] = {}
+            deploying: list[cf.Future] = []
+            if early:
                 worker = start_worker(until("a reports", lambda: _holders(pg_url, servers).get("a"))[1])
+                names = functions(ShardMap.uniform(16, ["a"]), {})
+                deploying = [pool.submit(deploy, servers["a"], name, src) for name in names.values()]
             servers["b"] = start_server(root / "b", *opts)
             holders = until("both schedulers report", lambda: (h := _holders(pg_url, servers)) and len(h) == 2 and h)
-            if join_both:
+            if not early:
                 worker = start_worker(f"{holders['a'][1]},{holders['b'][1]}")
             admin = next(s for s in servers.values() if (s.data_dir / "admin.key").exists()).admin_key
             for s in servers.values():
                 if not (s.data_dir / "admin.key").exists():
                     (s.data_dir / "admin.key").write_text(admin)
-            probe = Shards(servers["a"], servers["b"], worker, pg_url, {}, {k: h for k, (h, _) in holders.items()})
+            probe = Shards(servers["a"], servers["b"], worker, pg_url, names, {k: h for k, (h, _) in holders.items()})
             until("each scheduler owns half the shards", lambda: sorted(
                 len(v) for v in probe.map().owned().values()) == [8, 8])
-            probe.names = functions(probe.map(), probe.holders)
-            src = write_function(root / "fn", {"main.py": (
-                "import os, time\n"
-                "def handler(event, context):\n"
-                "    time.sleep(event.get('sleep', 0))\n"
-                "    return {'n': event.get('n'), 'fn': context.function_name}\n")})  # fmt: skip
-            with cf.ThreadPoolExecutor(4) as pool:
-                list(pool.map(lambda name: deploy(servers["a"], name, src), probe.names.values()))
+            if not early:
+                probe.names = functions(probe.map(), probe.holders)
+                deploying = [pool.submit(deploy, servers["a"], name, src) for name in probe.names.values()]
+            for done in deploying:
+                done.result()
             until("the worker joined both schedulers' view", lambda: all(
                 probe.stats(s)["healthy"] == 1 for s in servers.values()), timeout=30)
             yield probe
@@ -206,7 +217,7 @@ def _live_shard_leases(pg_url: str) -> dict[str, str]:
 def test_a_hot_shard_is_split_live_and_cold_neighbours_merged_without_a_failed_request(tmp_path):
     """First in this file: its own two schedulers (balancing every second) are gone before the
     module's fixture starts the next two."""
-    with running(tmp_path, 1.0, _three_in_one_shard, join_both=False) as c:
+    with running(tmp_path, 1.0, _three_in_one_shard, early=True) as c:
         before = c.map()
         hot = list(c.names.values())
         start = before.route(hot[0]).shard
