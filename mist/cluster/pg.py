@@ -1,5 +1,5 @@
 """The PostgreSQL connection the cluster stores share: one autocommit engine per URL, its tables
-created on first use, and PostgreSQL's failures mapped to CoordinationUnavailable at this edge.
+created on first use (columns added since, added: `schema.UPGRADES`), and PostgreSQL's failures mapped to CoordinationUnavailable at this edge.
 
 Autocommit: every store operation is a single statement (an INSERT/UPDATE ... RETURNING), so each
 costs one round trip instead of three (BEGIN, statement, COMMIT), and `now()` is the
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mist.cluster.schema import metadata
+from mist.cluster.schema import UPGRADES, metadata
 from mist.errors import CoordinationUnavailable
 
 
@@ -34,6 +34,9 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
     )
     with reachable():
         metadata.create_all(engine)
+        with engine.connect() as conn:
+            for ddl in UPGRADES:
+                conn.exec_driver_sql(ddl)
     return engine
 
 
