@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mist.cluster.schema import UPGRADES, metadata
+from mist.control.sqlstore import SCHEMA_LOCK
 from mist.errors import CoordinationUnavailable
 
 
@@ -32,9 +33,14 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": max(1, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000)},
     )
-    with reachable():
-        metadata.create_all(engine)
-        with engine.connect() as conn:
+    with reachable(), engine.connect() as conn:
+        # in a real transaction (the engine autocommits), under the schema lock: processes
+        # started at once against an empty database each create every table once instead of
+        # failing on each other's CREATE TABLE (DuplicateTable)
+        conn = conn.execution_options(isolation_level="READ COMMITTED")
+        with conn.begin():
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            metadata.create_all(conn)
             for ddl in UPGRADES:
                 conn.exec_driver_sql(ddl)
     return engine
