@@ -15,7 +15,11 @@ chosen by their shard so that each scheduler owns one (`own-A`, `own-B`).
    measured from the write to the new owner holding the shard's lease (cluster_leases polled
    every 5 ms). Expected: up to a step (TTL/4) for the old owner to see it and release, then up
    to a step for the new one to acquire.
-3. Failover (`--trials` times): a third scheduler C joins and gets its share of shards; it is
+3. Split and merge (`--trials` times): a shard of A is split at its midpoint by compare-and-set
+   (as the manager splits a hot one); measured from the write to A holding the new half's
+   lease; then merged back, measured to the new half's lease being released. Expected: up to a
+   step each (the owner acquires or releases at its next step).
+4. Failover (`--trials` times): a third scheduler C joins and gets its share of shards; it is
    killed with SIGKILL; measured from the kill to every one of C's shards being held by a live
    scheduler. Expected: about one TTL (its leases and its directory row run out), plus up to a
    step for the manager to reassign and one for the owner to acquire.
@@ -38,7 +42,7 @@ import sqlalchemy as sa
 from _common import REPO, MistServer, Report, arg_parser, client, deploy, free_port, mist_command, run_wrk, \
     summary
 
-from mist.core.sharding import Move, ShardMap  # noqa: E402  (after _common puts the repo on the path)
+from mist.core.sharding import Merge, Move, ShardMap, Split  # noqa: E402  (after _common puts the repo on the path)
 from mist.testing.worker import remove_worker_leftovers  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1/test"
@@ -194,6 +198,27 @@ def main() -> None:
         rep.row("graceful move: map written -> new owner holds the lease",
                 f"p50 {m['p50']:.0f} ms, max {max(moves):.0f} ms",
                 f"{args.trials} moves; TTL {args.ttl:g} s, steps every {args.ttl / 4:g} s")
+        # a live split and merge back (what the shard manager writes for a hot shard, then cold halves)
+        splits, merges = [], []
+        for t in range(args.trials):
+            smap = cl.map()
+            i = smap.owned()[ha][t % 8]
+            start, end = smap.starts[i], smap.end(i)
+            at = start + (end - start) // 2
+            written = time.monotonic()
+            assert cl.cas(smap, smap.apply([Split(start, at)]))
+            cl.wait("the owner holds the new half's lease", lambda: cl.lease_holders().get(f"shard/{at}") == ha)
+            splits.append((time.monotonic() - written) * 1000)
+            smap = cl.map()
+            written = time.monotonic()
+            assert cl.cas(smap, smap.apply([Merge(start, ha)]))
+            cl.wait("the right half's lease released", lambda: f"shard/{at}" not in cl.lease_holders())
+            merges.append((time.monotonic() - written) * 1000)
+            time.sleep(0.3)
+        for label, ms in (("split: map written -> the owner holds the new half's lease", splits),
+                          ("merge: map written -> the absorbed lease released", merges)):
+            rep.row(label, f"p50 {summary(ms)['p50']:.0f} ms, max {max(ms):.0f} ms",
+                    f"{args.trials} trials; steps every {args.ttl / 4:g} s")
         # failover after kill -9 of a third scheduler
         fails = []
         for _ in range(args.trials):
@@ -217,7 +242,8 @@ def main() -> None:
         f = summary([x * 1000 for x in fails])
         rep.row("failover: kill -9 -> its shards held by the others", f"p50 {f['p50'] / 1000:.2f} s, max {max(fails):.2f} s",
                 f"{args.trials} kills; lease TTL {args.ttl:g} s")
-        rep.data.update(rates={k: v[0] for k, v in rates.items()}, moves_ms=moves, failover_s=fails, ttl_s=args.ttl)
+        rep.data.update(rates={k: v[0] for k, v in rates.items()}, moves_ms=moves, splits_ms=splits, merges_ms=merges,
+                        failover_s=fails, ttl_s=args.ttl)
         rep.notes.append("every process (2-3 schedulers, a worker agent and its sandboxes, wrk, PostgreSQL) shares "
                          "this machine's CPUs (2 vCPU, shared with other sessions): compare rows of one run")
     finally:

@@ -5,6 +5,8 @@ Validation lives here (one place); messages name the key, the value and the rule
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import math
 import re
@@ -309,8 +311,8 @@ class FunctionVersion:
     burst: int | None = None
     max_queued: int | None = None  # requests waiting to run at once
 
-    @property
-    def tenant(self) -> str:
+    @functools.cached_property
+    def tenant(self) -> str:  # asked several times per invocation
         return split_id(self.name)[0]
 
     @property

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from mist.cli import output
-from mist.cli.api import Api
+from mist.cli.api import Api, ApiError
+from mist.cli.secrets import SecretApi
 from mist.cli.output import EXIT_FAILED, fmt_bytes, fmt_seconds, fmt_ts, say
 from mist.control import packaging
 
@@ -83,11 +84,17 @@ def show(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     packaging.validate_name(name)
-    with Api() as api:
+    with SecretApi() as api:
         function = api.get_function(name)
         invocations = api.list_invocations(name, limit=5)
+        try:  # names only, never values
+            secrets: list[dict[str, Any]] | None = api.list_secrets(name)
+            secrets_text = " ".join(str(s.get("name")) for s in secrets or []) or "-"
+        except ApiError as exc:  # a role without access to secrets, a server without a secrets key
+            secrets = None
+            secrets_text = "(not readable with this API key)" if exc.status == 403 else f"(unavailable: {exc})"
     if as_json:
-        output.print_json({"function": function, "invocations": invocations})
+        output.print_json({"function": function, "invocations": invocations, "secrets": secrets})
         return
     latest: dict[str, Any] = function.get("latest") or {}
     env = latest.get("env") or {}
@@ -97,6 +104,7 @@ def show(
         ("timeout", fmt_seconds(latest.get("timeout_s"))),
         ("concurrency", latest.get("concurrency")),
         ("env", " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"),
+        ("secrets", secrets_text),
         ("code", f"{str(latest.get('code_sha256'))[:12]} ({fmt_bytes(latest.get('code_size'))} zipped)"),
         ("dependencies", f"layer {str(latest.get('layer_sha256'))[:12]}" if latest.get("layer_sha256") else "none"),
         ("instances", f"min {latest.get('min_instances') or 0}, max {latest.get('max_instances') or 'unlimited'}"),

@@ -5,17 +5,34 @@ Every `mist up --db URL --cluster-listen ...` process is a scheduler owning part
 
 1. renew this process's leases (all in one statement) and poll the shard map (one read that
    returns nothing while it is unchanged);
-2. report itself to the scheduler directory: its cluster API's address and the requests per
-   second it placed per shard since the last step; read the live schedulers (where each one
-   listens, what load each carries);
-3. **shard manager**, in the one process holding the `shard-manager` lease: read the map; give
-   the shards of schedulers that stopped reporting, and a fair count to new ones
-   (`mist.core.shardmanager.share`); every `balance_s`, even the reported load
-   (`rebalance`: moves only — splits, merges and parts need per-function rates, not reported
-   yet); write the new map by compare-and-set (a lost race is decided again next step);
-4. follow the map: acquire the lease of each shard it gives this process; for a shard it took
-   away, stop placing at once and release the lease once the calls in flight for it are done
-   (graceful: the new owner acquires it at its next step, not a TTL later).
+2. report itself to the scheduler directory: its cluster API's address, the requests per
+   second it placed per shard since the last step, each of those shards' busiest function with
+   its rate (`busiest`: at most `HOT_MAX` = 64 functions) and the map version it follows; read
+   the live schedulers (where each one listens, what load each carries);
+3. **shard manager**, in the one process holding the `shard-manager` lease, and only once every
+   live scheduler reports following the current map (one change at a time: no process is ever
+   more than one change behind the map being written): read the map; give the shards of
+   schedulers that stopped reporting, and a fair count to new ones
+   (`mist.core.shardmanager.share`); else, every `balance_s`, even the reported load
+   (`rebalance` with `OwnerSettings.config`: moves, at most 2 splits and 4 merges a round, no
+   hot-function parts), a merge of shards under two owners first made a move
+   (`stage_merges`); write the new map by compare-and-set (a lost race is decided again next
+   step);
+4. follow the map: acquire the lease of each shard it gives this process (a split's new half
+   included: a new lease name, with an epoch above every epoch granted before); for a shard it
+   took away or merged into its left neighbour, stop placing at once and release the lease
+   once the calls in flight for it are done (graceful: the new owner acquires it at its next
+   step, not a TTL later).
+
+Why no function is ever placed by two processes across splits and merges (each process places
+only under a lease it holds, and leases of different names do not exclude each other): a
+split keeps both halves with the shard's owner; a move hands one lease name from one process
+to the next; a merge is written only once one process owns both shards and holds both leases;
+and a map change that moves a split half waits until the owner follows the split (it then
+routes that half's functions to the half's own lease, not to the old shard's). A process cut
+off from the database stops placing when its leases run out (`LeaseKeeper`), whatever map it
+holds. The workers' fences (mist/cluster/agent.py) are per lease name; a new name starts with
+a fresh epoch above all others, so a split or merge never makes a worker refuse the owner.
 
 `where(function)` answers where an invocation goes: `Here` (this process holds the shard's
 lease: place, stamping the order with the lease's epoch) or `There` (the owner's cluster API).
@@ -37,14 +54,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mist.cluster.directory import SchedulerDirectory, SchedulerRecord
 from mist.cluster.leases import LeaseKeeper, LeaseStore
 from mist.cluster.shardmap import ShardMapFollower, ShardMapStore
-from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share
-from mist.core.sharding import ShardMap
+from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share, stage_merges
+from mist.core.sharding import Merge, ShardMap
 from mist.errors import CoordinationUnavailable, NotShardOwner
 
 log = logging.getLogger("mist.cluster")
@@ -52,8 +69,34 @@ log = logging.getLogger("mist.cluster")
 MANAGER = "shard-manager"  # the lease of the process that runs the shard manager
 
 
+HOT_MAX = 64  # functions an owner reports (the busiest of each of its busiest shards)
+
+
 def lease_name(start: int) -> str:
     return f"shard/{start}"
+
+
+def busiest(placed: Mapping[tuple[int, str], int], span_s: float,
+            most: int = HOT_MAX) -> tuple[dict[int, float], dict[str, float]]:
+    """What an owner reports from its placements since the last report (`placed`: (shard start,
+    function) -> count, over `span_s` seconds): requests/s per shard, and the busiest function
+    of each shard with its requests/s, at most `most` of them, the busiest shards' first.
+
+    The shard manager splits a hot shard only if no one function carries half of it or more
+    (`rebalance`), so each shard's busiest function is all it needs to know.
+
+    >>> busiest({(0, "a"): 30, (0, "b"): 10, (8, "c"): 4}, 2.0, most=1)
+    ({0: 20.0, 8: 2.0}, {'a': 15.0})
+    """
+    rates: Counter[int] = Counter()
+    top: dict[int, tuple[int, str]] = {}
+    for (start, fn), n in placed.items():
+        rates[start] += n
+        if (n, fn) > top.get(start, (0, "")):
+            top[start] = (n, fn)
+    kept = sorted(top, key=lambda start: (-rates[start], start))[:most]
+    return ({start: n / span_s for start, n in rates.items()},
+            {top[start][1]: top[start][0] / span_s for start in kept})
 
 
 @dataclass(frozen=True)
@@ -63,8 +106,8 @@ class OwnerSettings:
     shards: int = 16  # in the first map
     ttl_s: float = 5.0
     balance_s: float = 30.0  # how often the manager evens the load; 0: never (new and gone owners only)
-    # the live manager moves shards only: no splits, merges or parts (those need per-function rates)
-    config: ManagerConfig = field(default_factory=lambda: ManagerConfig(max_splits=0, max_merges=0, hot_key=1e9))
+    # moves, splits and merges, a few per round; no parts (`where` routes a function's part 0 only)
+    config: ManagerConfig = field(default_factory=lambda: ManagerConfig(hot_key=1e9, max_splits=2, max_merges=4))
 
     @property
     def step_s(self) -> float:
@@ -101,7 +144,7 @@ class ShardOwner:
         self.inflight: Counter[str] = Counter()  # lease name -> calls being placed (touched on the event loop)
         self.addresses: dict[str, str] = {}  # live scheduler -> its cluster API
         self.floors: dict[str, int] = {}
-        self.placed: Counter[int] = Counter()  # shard start -> placements since the last report
+        self.placed: Counter[tuple[int, str]] = Counter()  # (shard start, function) -> placements since the last report
         self.counts: Counter[str] = Counter()
         self._reported_at = clock()
         self._state = ManagerState()
@@ -115,9 +158,9 @@ class ShardOwner:
         self.follower.poll()
         now = self.clock()
         placed, self.placed = self.placed, Counter()
-        span = max(now - self._reported_at, 1e-3)
+        rates, hot = busiest(placed, max(now - self._reported_at, 1e-3))
         self._reported_at = now
-        self.directory.report(self.holder, self.settings.address, {s: n / span for s, n in placed.items()})
+        self.directory.report(self.holder, self.settings.address, rates, hot=hot, version=self.follower.version)
         live = self.directory.live(self.settings.ttl_s)
         self.addresses = {r.holder: r.address for r in live}
         self._manage(live, now)
@@ -133,20 +176,31 @@ class ShardOwner:
                 log.info("cluster: shard manager wrote the first map (%d shards, %d schedulers)",
                          self.settings.shards, len(owners))
             return
+        if any(0 < r.version < stored.version for r in live):  # 0: a mist that does not report it (an upgrade)
+            return  # one change at a time: every live owner must follow the last one first
         smap = ShardMap.from_json(stored.body, stored.version)
         actions: list = list(share(smap, owners))
-        if self.settings.balance_s > 0 and now - self._balanced_at >= self.settings.balance_s:
+        if not actions and self.settings.balance_s > 0 and now - self._balanced_at >= self.settings.balance_s:
             self._balanced_at = now
             rates: Counter[int] = Counter()
+            hot: Counter[str] = Counter()
             for r in live:
                 rates.update(r.rates)
-            plan, self._state = rebalance(Load(dict(rates), owners), smap.apply(actions), now, self._state,
-                                          self.settings.config)
-            actions += plan.actions
+                hot.update(r.hot)
+            plan, state = rebalance(Load(dict(rates), owners, dict(hot)), smap, now, self._state, self.settings.config)
+            actions, self._state = stage_merges(plan.actions, smap, self._holders(smap, plan.actions), state)
         if actions and self.maps.compare_and_set(stored.version, smap.apply(actions).to_json()) is not None:
-            self.counts["map_changes"] += 1
-            log.info("cluster: shard manager moved %d shards (map version %d)", len(actions), stored.version + 1)
+            kinds = Counter(type(a).__name__ for a in actions)
+            self.counts.update({"map_changes": 1, "splits": kinds["Split"], "merges": kinds["Merge"]})
+            log.info("cluster: shard manager changed the map to version %d (%s)", stored.version + 1,
+                     ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
             self.follower.poll()
+
+    def _holders(self, smap: ShardMap, actions) -> dict[int, str | None]:
+        """The holders of the leases of the shards the merges among `actions` would join."""
+        starts = {smap.starts[i + k] for a in actions if isinstance(a, Merge) for i in [smap.index(a.start)]
+                  for k in (0, 1)}
+        return {s: lease.holder if (lease := self.leases.current(lease_name(s))) else None for s in sorted(starts)}
 
     def _follow(self) -> None:
         smap = self.follower.map
@@ -185,15 +239,24 @@ class ShardOwner:
 
     async def where(self, function: str, *, forward: bool = True, avoid: frozenset[str] = frozenset()) -> Here | There:
         """Where to place `function`'s invocation, waiting for an owner at most `handover_s`.
-        `forward=False` (a forwarded call): NotShardOwner when the map gives it to another;
+        `forward=False` (a forwarded call): NotShardOwner when the map, read again, gives it to another
+        (without reading it again, two processes a map change apart would send a call back and forth);
         `avoid`: owners that could not be reached (waited out until the map changes)."""
         deadline = self.clock() + self.settings.handover_s
+        reread = forward  # a forwarded call reads the map once before refusing: the sender's may be newer
         while True:
             if (here := self.here(function)) is not None:
                 return here
             smap = self.follower.map
             owner = smap.route(function).owner if smap is not None else None
             if owner is not None and owner != self.holder:
+                if not reread:
+                    reread = True
+                    try:
+                        if await asyncio.to_thread(self.follower.poll):
+                            continue
+                    except CoordinationUnavailable:
+                        pass
                 if not forward:
                     raise NotShardOwner(f"scheduler {self.holder} does not own the shard of {function} "
                                         f"(map version {self.follower.version} gives it to {owner})")

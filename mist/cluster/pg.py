@@ -1,5 +1,5 @@
 """The PostgreSQL connection the cluster stores share: one autocommit engine per URL, its tables
-created on first use, and PostgreSQL's failures mapped to CoordinationUnavailable at this edge.
+created on first use (columns added since, added: `schema.UPGRADES`), and PostgreSQL's failures mapped to CoordinationUnavailable at this edge.
 
 Autocommit: every store operation is a single statement (an INSERT/UPDATE ... RETURNING), so each
 costs one round trip instead of three (BEGIN, statement, COMMIT), and `now()` is the
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mist.cluster.schema import metadata
+from mist.cluster.schema import UPGRADES, metadata
 from mist.control.sqlstore import SCHEMA_LOCK
 from mist.errors import CoordinationUnavailable
 
@@ -34,13 +34,15 @@ def connect(url: str, *, timeout_s: float = 5.0) -> sa.Engine:
         connect_args={"connect_timeout": max(1, round(timeout_s)), "tcp_user_timeout": int(timeout_s * 1000)},
     )
     with reachable(), engine.connect() as conn:
-        # processes starting at once (a cluster's schedulers and gateways) create each table once
-        # instead of failing on each other's CREATE TABLE; a session lock: this engine autocommits
-        conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK})")
-        try:
+        # in a real transaction (the engine autocommits), under the schema lock: processes
+        # started at once against an empty database each create every table once instead of
+        # failing on each other's CREATE TABLE (DuplicateTable)
+        conn = conn.execution_options(isolation_level="READ COMMITTED")
+        with conn.begin():
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             metadata.create_all(conn)
-        finally:
-            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK})")
+            for ddl in UPGRADES:
+                conn.exec_driver_sql(ddl)
     return engine
 
 

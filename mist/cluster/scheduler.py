@@ -103,6 +103,8 @@ class SchedulerStatistics:
     placed_by_shard: dict[str, int] | None = None  # lease name -> invocations placed here (shared shards)
     map_version: int = 0  # the shard map followed (shared shards)
     map_changes: int = 0  # maps this process wrote as shard manager
+    shard_splits: int = 0  # splits and merges in those maps
+    shard_merges: int = 0
     leases_acquired: int = 0
     leases_released: int = 0
 
@@ -279,7 +281,7 @@ class Scheduler:
     async def _owned(self, here: Here, spec: SandboxSpec, invocation_id: str, payload: bytes) -> InvokeResult:
         assert self.owner is not None
         self.owner.inflight[here.name] += 1
-        self.owner.placed[here.start] += 1
+        self.owner.placed[(here.start, spec.function_name)] += 1
         self._by_shard[here.name] += 1
         try:
             return await self._place(spec, invocation_id, payload, here.name, here.epoch)
@@ -444,9 +446,11 @@ class Scheduler:
             shards_held=len(self.owner.stamps if self.owner is not None else self._stamps), remote_invocations=c["remote"], local_invocations=c["local"],
             workers_lost=c["workers_lost"], calls_lost=c["calls_lost"], refused_connections=c["refused"],
             stale_epochs=c["stale"], warm_calls=t.warm, new_instances=t.new, queued_calls=t.queued,
-            unplaced_calls=t.refused, forwarded_out=self.router.counts["forwarded_out"] if self.router else 0, forwarded_in=c["forwarded_in"],
+            unplaced_calls=t.refused, forwarded_in=c["forwarded_in"],
+            forwarded_out=self.router.counts["forwarded_out"] if self.router is not None else 0,
             placed_by_shard=dict(self._by_shard) if self.owner is not None else None,
             map_version=o.follower.version if o is not None else 0, map_changes=oc["map_changes"],
+            shard_splits=oc["splits"], shard_merges=oc["merges"],
             leases_acquired=oc["acquired"], leases_released=oc["released"])
 
 

@@ -54,5 +54,13 @@ schedulers = sa.Table(
     sa.Column("holder", sa.String(200), primary_key=True),  # the scheduler process (host:pid:random)
     sa.Column("address", sa.String(300), nullable=False),  # its cluster API (forwarded invocations)
     sa.Column("rates", sa.JSON, nullable=False),  # {shard start: requests/s} it placed since its last report
+    sa.Column("hot", sa.JSON, nullable=False, server_default="{}"),  # {function: requests/s}: each shard's busiest, <= 64
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),  # the shard map version it follows
     sa.Column("reported_at", TS, nullable=False),  # live while reported_at > now() - ttl
+)
+
+# Columns added since the tables were first created: added to an existing database at connect.
+UPGRADES = (
+    "ALTER TABLE cluster_schedulers ADD COLUMN IF NOT EXISTS hot json NOT NULL DEFAULT '{}'",
+    "ALTER TABLE cluster_schedulers ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
 )

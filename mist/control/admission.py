@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -165,26 +164,26 @@ class Admission:
 
     # -- concurrency (around each execution) ---------------------------------------------------
 
-    @asynccontextmanager
-    async def slot(self, fv: FunctionVersion, timeout_s: float) -> AsyncIterator[None]:
+    def slot(self, fv: FunctionVersion, timeout_s: float) -> _Slot:
+        """`async with admission.slot(fv, timeout_s):` around one execution: waits for the
+        limits (fair queue) and holds a place until the block ends."""
+        return _Slot(self, fv, timeout_s)
+
+    async def _take(self, fv: FunctionVersion, timeout_s: float) -> tuple[flow.Ask, Permit | None]:
         ask = flow.Ask(fv.tenant, fv.name, fv.reserved_concurrency)
         if ask.reserved == 0:
             raise LimitExceeded(
                 f"function {fv.local_name} has reserved concurrency 0: it is stopped; raise it to run it",
                 retry_after=60.0, limit=f"function {fv.local_name}: reserved concurrency 0")
-        tenant_max = self._tenant_limits(ask.tenant).max_concurrency
-        if self._permits is None or (ask.reserved is None and tenant_max is None):
+        if self._permits is None or (ask.reserved is None and self._tenant_limits(ask.tenant).max_concurrency is None):
             await self._take_node_slot(ask, fv, timeout_s)
-            try:
-                yield
-            finally:
-                self._leave(ask)
-            return
-        permit = await self._take_node_slot_and_permit(ask, fv, timeout_s)
-        try:
-            yield
-        finally:
-            self._leave(ask)
+            return ask, None
+        return ask, await self._take_node_slot_and_permit(ask, fv, timeout_s)
+
+    async def _give_back(self, ask: flow.Ask, permit: Permit | None) -> None:
+        self._leave(ask)
+        if permit is not None:
+            assert self._permits is not None
             await asyncio.shield(self._permits.release(permit))
 
     async def _take_node_slot(self, ask: flow.Ask, fv: FunctionVersion, timeout_s: float) -> None:
@@ -317,3 +316,22 @@ class Admission:
             {t: {"running": s.running, "waiting": self._queue.waiting(t)} for t, s in self._by_tenant.items()},
             self._permits.statistics() if self._permits is not None else None,
         )
+
+
+class _Slot:
+    """What `Admission.slot` returns: a class, not a generator-based context manager (it is
+    entered on every invocation)."""
+
+    __slots__ = ("_admission", "_fv", "_timeout_s", "_held")
+
+    def __init__(self, admission: Admission, fv: FunctionVersion, timeout_s: float) -> None:
+        self._admission, self._fv, self._timeout_s = admission, fv, timeout_s
+        self._held: tuple[flow.Ask, Permit | None] | None = None
+
+    async def __aenter__(self) -> None:
+        self._held = await self._admission._take(self._fv, self._timeout_s)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await self._admission._give_back(*held)

@@ -102,6 +102,7 @@ class FunctionService:
         self._followed: dict[str, tuple[int, datetime]] | None = None  # follow(): newest version seen per id
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
+        self._specs: dict[tuple[str, int], tuple[FunctionVersion, object, SandboxSpec]] = {}  # spec()'s
         self._extract_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[Callable[[str, FunctionVersion | None], None]] = []
         self._checks: list[Callable[[str, FunctionConfig], None]] = []
@@ -142,7 +143,17 @@ class FunctionService:
 
     def spec(self, fv: FunctionVersion) -> SandboxSpec:
         """What an instance of `fv` runs with. SecretsUnavailable if the function has secrets
-        this server's key does not open."""
+        this server's key does not open. Built once per version and state of its secrets (this
+        is asked on every invocation)."""
+        token = self.secrets.token(fv.name) if self.secrets is not None else None
+        cached = self._specs.get((fv.name, fv.version))
+        if cached is not None and cached[0] is fv and cached[1] is token:
+            return cached[2]
+        spec = self._build_spec(fv)
+        self._specs[(fv.name, fv.version)] = (fv, token, spec)
+        return spec
+
+    def _build_spec(self, fv: FunctionVersion) -> SandboxSpec:
         env, revision, redactor = fv.env, 0, None
         if self.secrets is not None:
             secret_env = self.secrets.environment(fv.name)
@@ -211,6 +222,7 @@ class FunctionService:
         self._latest.pop(name, None)
         for key in [k for k in self._versions if k[0] == name]:
             del self._versions[key]
+            self._specs.pop(key, None)
         if not existed:
             raise _missing(name)
         if self._followed is not None:
@@ -400,6 +412,7 @@ class FunctionService:
             self._latest.pop(name, None)
             for key in [k for k in self._versions if k[0] == name]:
                 del self._versions[key]
+                self._specs.pop(key, None)
             fv = newest.get(name)
             for listener in self._listeners:
                 listener(name, fv)

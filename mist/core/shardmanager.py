@@ -343,6 +343,46 @@ class _Round:
 
 
 
+def stage_merges(actions: Sequence[Action], smap: ShardMap, holders: Mapping[int, str | None],
+                 state: ManagerState) -> tuple[tuple[Action, ...], ManagerState]:
+    """`rebalance`'s actions made safe for live owners, who place a shard's functions only while
+    they hold that shard's lease (`holders`: shard start -> its lease's holder, None if nobody).
+
+    A merge is kept only when the merged owner owns both shards in `smap` and holds both their
+    leases: it then places the absorbed range under its own lease at once, while the absorbed
+    lease is released once its calls in flight are done, so no two owners ever place one
+    function. Otherwise the merge becomes a graceful `Move` of the shard another owner has (the
+    lease is handed over as in any move) and waits: its dwell is cleared, so a later round,
+    finding both shards under one holder, proposes it again. Other actions pass unchanged
+    (a round's actions touch distinct shards, so dropping a merge leaves the others valid).
+
+    Worked example: b's cold shard is to merge into a's; a round later a holds both leases.
+
+    >>> m = ShardMap.uniform(4, ["a", "b"])          # a: 0, 2; b: 1, 3
+    >>> s0, s1 = m.starts[:2]
+    >>> actions, state = stage_merges([Merge(s0, "a")], m, {s0: "a", s1: "b"}, ManagerState({s0: 5.0}))
+    >>> actions == (Move(s1, "a"),), dict(state.moved_at)
+    (True, {})
+    >>> m2 = m.apply([Move(s1, "a")])
+    >>> stage_merges([Merge(s0, "a")], m2, {s0: "a", s1: "a"}, ManagerState({s0: 5.0}))[0]
+    (Merge(start=0, owner='a'),)
+    """
+    out: list[Action] = []
+    moved_at = dict(state.moved_at)
+    for action in actions:
+        if not isinstance(action, Merge):
+            out.append(action)
+            continue
+        i = smap.index(action.start)
+        pair = (i, i + 1)
+        if all(smap.owners[k] == action.owner and holders.get(smap.starts[k]) == action.owner for k in pair):
+            out.append(action)
+            continue
+        moved_at.pop(action.start, None)  # proposed again once the pair is under one holder
+        out.extend(Move(smap.starts[k], action.owner) for k in pair if smap.owners[k] != action.owner)
+    return tuple(out), ManagerState(MappingProxyType(moved_at), state.parts_at)
+
+
 def share(smap: ShardMap, owners: Sequence[str]) -> list[Move]:
     """Shards for owners that have none and from owners that are gone, by count (no load needed).
 

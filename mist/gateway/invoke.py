@@ -63,7 +63,7 @@ def check_payload(body: bytes) -> bytes:
     if not body.strip():
         return b"null"
     try:
-        json.loads(body, parse_constant=_not_json)
+        _STRICT.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # json.loads, one decoder
     except ValueError as exc:
         raise InvalidRequest(
             f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"
@@ -75,6 +75,9 @@ def _not_json(name: str) -> object:
     """NaN and Infinity: Python's json reads them, JSON (RFC 8259) has no such values, and a
     handler in another language or the Lambda runtime would refuse the event."""
     raise ValueError(f"{name} is not a JSON value; send null or a string instead")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_not_json)
 
 
 def error_json(error: dict[str, object] | None) -> bytes:

@@ -135,6 +135,11 @@ class SecretService:
                 f"sealed them, or set them again (mist secret set {_local(fid)} NAME=VALUE)")
         return fs.values or None
 
+    def token(self, fid: str) -> object:
+        """An object replaced whenever the function's secrets change in memory (set, removed,
+        opened again): a cache of what was built from them holds while it is the same."""
+        return self._functions.get(fid)
+
     def revision(self, fid: str) -> int:
         fs = self._functions.get(fid)
         return fs.revision if fs is not None else 0

@@ -1,8 +1,9 @@
 """How the CLI finds its API key without being told: the environment, its config file, or, for
 a `mist up` on this machine, that server's DATA_DIR/admin.key.
 
-A running `mist up` registers its URL and data dir in `CONFIG_DIR/servers/HOST_PORT` (and
-removes the entry when it stops), so `mist` pointed at that URL (MIST_URL) reads the admin key
+A running `mist up` registers its URL, data dir and pid in `CONFIG_DIR/servers/HOST_PORT` (and
+removes the entry when it stops; entries of servers that were killed are removed by the next
+`mist up` to register), so `mist` pointed at that URL (MIST_URL) reads the admin key
 from that data dir, if the user may read it (mode 0600: the user who ran mist up, or root).
 
 Order: MIST_API_KEY; the config file (`CONFIG_DIR/config.json`, written by `mist login`) when
@@ -43,17 +44,45 @@ def register(url: str, data_dir: Path) -> None:
         return
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        _prune(entry.parent)
         tmp = entry.with_name(entry.name + f".{os.getpid()}")
-        tmp.write_text(str(data_dir.resolve()) + "\n")
+        tmp.write_text(f"{data_dir.resolve()}\n{os.getpid()}\n")
         os.replace(tmp, entry)
     except OSError:
         pass  # not fatal: the key can still be given by MIST_API_KEY or `mist login`
 
 
+def _prune(servers: Path) -> None:
+    """Remove the entries of servers that are gone: their process died (killed, so never
+    unregistered) or their data dir was deleted."""
+    for entry in servers.iterdir():
+        try:
+            lines = entry.read_text().splitlines()
+            if entry.name.rpartition(".")[2].isdigit() or not lines:
+                continue  # another process's entry being written, or unreadable: not ours to judge
+            gone = not Path(lines[0]).is_dir()
+            if not gone and len(lines) > 1 and lines[1].isdigit():
+                gone = not _alive(int(lines[1]))
+            if gone:
+                entry.unlink()
+        except OSError:
+            continue
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def unregister(url: str, data_dir: Path) -> None:
     entry = _entry(url)
     try:
-        if entry is not None and entry.read_text().strip() == str(data_dir.resolve()):
+        if entry is not None and entry.read_text().splitlines()[:1] == [str(data_dir.resolve())]:
             entry.unlink()
     except OSError:
         pass
@@ -66,7 +95,8 @@ def local_admin_key(url: str) -> str | None:
         return None
     entry = _entry(url)
     try:
-        data_dir = Path(entry.read_text().strip()) if entry is not None else None
+        lines = entry.read_text().splitlines() if entry is not None else []
+        data_dir = Path(lines[0].strip()) if lines and lines[0].strip() else None
         return (data_dir / ADMIN_KEY_FILE).read_text().strip() if data_dir else None
     except OSError:
         return None

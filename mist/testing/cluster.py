@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from mist.cluster.directory import SchedulerRecord
@@ -185,9 +186,10 @@ class MemorySchedulerDirectory:
         self._rows: dict[str, tuple[SchedulerRecord, datetime]] = {}
         self._lock = threading.Lock()
 
-    def report(self, holder: str, address: str, rates: Mapping[int, float]) -> None:
+    def report(self, holder: str, address: str, rates: Mapping[int, float], *,
+               hot: Mapping[str, float] = MappingProxyType({}), version: int = 0) -> None:
         with self._lock:
-            self._rows[holder] = (SchedulerRecord(holder, address, dict(rates)), self.clock())
+            self._rows[holder] = (SchedulerRecord(holder, address, dict(rates), dict(hot), version), self.clock())
 
     def live(self, within_s: float) -> list[SchedulerRecord]:
         since = self.clock() - timedelta(seconds=within_s)

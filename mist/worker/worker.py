@@ -194,6 +194,7 @@ class Worker:
         self._keepalive_state: dict[str, object] = {}  # function name -> the policy's state
         self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
+        self._pool_target_at: tuple[int, int] | None = None  # (second, _pool_target() then)
         self._invocations = 0
         self._last_cold_start: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
@@ -755,13 +756,20 @@ class Worker:
             self._cold_seconds[-1][1] += 1
         else:
             self._cold_seconds.append([second, 1])
+        self._pool_target_at = None
 
     def _pool_target(self) -> int:
+        """policy.pool_target over the last minute's starts; asked after every invocation, so
+        computed again only when the second or the starts changed."""
         if self.config.prewarm_max == self.config.prewarm:
             return self.config.prewarm
         now = int(self._clock())
+        if self._pool_target_at is not None and self._pool_target_at[0] == now:
+            return self._pool_target_at[1]
         recent = [n for second, n in self._cold_seconds if now - second < 60]
-        return policy.pool_target(recent, minimum=self.config.prewarm, maximum=self.config.prewarm_max)
+        target = policy.pool_target(recent, minimum=self.config.prewarm, maximum=self.config.prewarm_max)
+        self._pool_target_at = (now, target)
+        return target
 
     def _schedule_refill(self, delay_s: float = 0.0) -> None:
         """Refill the pool now, or in `delay_s` (after an invocation: the fork and the build of

@@ -321,6 +321,10 @@ def main(ctrl_fd: int, root_dir: str) -> None:
     host.seccomp = {False: seccomp.compile_filter(network=False), True: seccomp.compile_filter(network=True)}
     host.seccomp_layer = seccomp.compile_layer_filter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker stops us by closing the socket
+    # Sandboxes (forked from here: they inherit it) run as SCHED_BATCH: same CPU share, but a
+    # sandbox woken by its next invocation does not preempt the gateway in the middle of its
+    # write; it runs when the gateway waits or on the other CPU (docs/sandbox.md, "Scheduling").
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     runtime.warm_up()
     isolation.warm_up(host)
     isolation.prepare_zygote(host)

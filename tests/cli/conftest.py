@@ -45,6 +45,7 @@ class FakeMist:
         self.keys: dict[tuple[str, str], str] = {}  # (function, idempotency key) -> invocation id
         self.dead_letters: dict[str, list[dict[str, Any]]] = {}  # function -> [{"id", "sent_at", "record"}]
         self.queues: dict[str, list[dict[str, Any]]] = {}  # queue -> [{"id", "sent_at", "receive_count", "body"}]
+        self.secrets: dict[str, list[str]] = {}  # function -> secret names (GET .../secrets)
         self.interrupt_followed_logs = False  # Ctrl-C after the history of a followed log stream
         self._clock = 0
 
@@ -63,6 +64,7 @@ class FakeMist:
             ("POST", name + "/invocations", self.invoke),
             ("GET", name + "/invocations", self.list_invocations),
             ("GET", name + "/logs", self.logs),
+            ("GET", name + "/secrets", self.list_secrets),
             ("GET", r"/v1/invocations/(?P<inv_id>[^/]+)", self.get_invocation),
             ("GET", name + "/dlq", self.list_dead_letters),
             ("GET", name + r"/dlq/(?P<message_id>[^/]+)", self.get_dead_letter),
@@ -91,6 +93,11 @@ class FakeMist:
 
     def list_functions(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"functions": [self.summary(n) for n in sorted(self.functions)]})
+
+    def list_secrets(self, request: httpx.Request, name: str) -> httpx.Response:
+        self._versions(name)
+        return httpx.Response(200, json={"secrets": [{"name": n, "updated_at": "2026-12-07T03:00:00+00:00"}
+                                                     for n in sorted(self.secrets.get(name, []))]})
 
     def get_function(self, request: httpx.Request, name: str) -> httpx.Response:
         return httpx.Response(200, json=self.summary(name))

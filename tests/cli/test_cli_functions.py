@@ -1,5 +1,6 @@
 import json
 
+import httpx
 import pytest
 
 from mist.cli import functions
@@ -50,7 +51,30 @@ def test_show_prints_the_configuration_and_recent_invocations(cli, fake, hello):
     assert "  on failure   the function's dead-letter queue (mist dlq ls)" in lines
     assert "Recent invocations" in lines
     assert lines[-1].split() == ["inv-1", "1", "succeeded", "yes", "1.5", "ms", "2026-11-26T05:00:00Z"]
-    assert fake.requests[-1].url.params["limit"] == "5"
+    assert [r.url.params["limit"] for r in fake.requests if r.method == "GET" and r.url.path.endswith("/invocations")][-1] == "5"
+    assert "  secrets      -" in lines
+
+
+def test_show_lists_secret_names_never_values(cli, fake, hello):
+    cli("deploy", "hello", str(hello))
+    fake.secrets["hello"] = ["DB_PASSWORD", "API_TOKEN"]
+
+    assert "  secrets      API_TOKEN DB_PASSWORD" in cli("show", "hello").stdout.splitlines()
+    assert [s["name"] for s in json.loads(cli("show", "hello", "--json").stdout)["secrets"]] == ["API_TOKEN", "DB_PASSWORD"]
+
+
+def test_show_says_when_the_key_may_not_read_secrets(cli, fake, hello):
+    cli("deploy", "hello", str(hello))
+    real = fake.list_secrets
+    fake.list_secrets = lambda request, name: httpx.Response(  # type: ignore[method-assign]
+        403, json={"error": {"code": "Forbidden", "message": "role viewer may not read secrets"}})
+    try:
+        result = cli("show", "hello")
+    finally:
+        fake.list_secrets = real  # type: ignore[method-assign]
+
+    assert result.exit_code == 0
+    assert "  secrets      (not readable with this API key)" in result.stdout.splitlines()
 
 
 def test_show_json_has_the_function_and_its_invocations(cli, fake, hello):

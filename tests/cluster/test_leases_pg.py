@@ -131,3 +131,20 @@ def test_a_partitioned_holder_stops_and_its_old_epoch_is_refused_after_another_p
     finally:
         cut_off.close()
         proxy.close()
+
+
+def test_processes_starting_at_once_on_an_empty_database_create_the_cluster_tables_once(fresh_pg_url):
+    """`mist up --db` processes of a new cluster started together: none fails on another's
+    CREATE TABLE (they take turns under the schema lock)."""
+    code = ("import sys, time; from mist.cluster.pg import connect\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all imported: go together\n"
+            "connect(sys.argv[1]).dispose()")
+    go = str(time.time() + 4.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, fresh_pg_url, go], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-800:] for _, err in outs]
+    engine = connect(fresh_pg_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM cluster_leases").scalar_one() == 0
+    engine.dispose()

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from mist.core import shardmanager
-from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share
+from mist.core.shardmanager import Load, ManagerConfig, ManagerState, rebalance, share, stage_merges
 from mist.core.sharding import SPACE, Merge, Move, Parts, ShardMap, Split, point
 from mist.errors import InvalidRequest
 
@@ -281,3 +281,47 @@ def test_share_gives_newcomers_a_fair_count_and_adopts_the_shards_of_gone_owners
     after = m.apply(moves)
     counts = sorted(len(v) for v in after.owned().values())
     assert set(after.owners) <= set(live) and counts[-1] - counts[0] <= 1
+
+
+
+S = ShardMap.uniform(4, ["a", "b"]).starts
+
+
+@pytest.mark.parametrize(("merged_owner", "owners", "holders", "expected"), [
+    # one owner in the map and holding both leases: merged at once
+    ("a", "aabb", "aabb", (Merge(S[0], "a"),)),
+    # the other shard is b's: it moves to a first (a graceful move), the merge waits
+    ("a", "abab", "abab", (Move(S[1], "a"),)),
+    # the merged owner is b, who has the right shard: a's moves to b
+    ("b", "abab", "abab", (Move(S[0], "b"),)),
+    # moved to a in the map, but b still holds the lease (calls in flight): nothing yet
+    ("a", "aabb", "abbb", ()),
+    # nobody holds the absorbed shard's lease yet: nothing yet
+    ("a", "aabb", "a-bb", ()),
+])
+def test_a_merge_is_applied_only_once_its_owner_holds_both_leases_else_it_moves_first(merged_owner, owners, holders,
+                                                                                          expected):
+    m = ShardMap(S, tuple(owners), (0,) * 4)
+    held = {s: (h if h != "-" else None) for s, h in zip(S, holders)}
+    other = Split(S[3], S[3] + 1)  # other actions pass unchanged
+    actions, state = stage_merges([Merge(S[0], merged_owner), other], m, held,
+                                  ManagerState({S[0]: 1.0, S[2]: 1.0}))
+    assert actions == (*expected, other)
+    m.apply(actions)  # still a valid sequence
+    # a merge put off has its dwell cleared (a later round proposes it again); others keep theirs
+    assert dict(state.moved_at) == ({S[0]: 1.0, S[2]: 1.0} if expected == (Merge(S[0], "a"),) else {S[2]: 1.0})
+
+
+def test_cold_neighbours_under_two_owners_merge_in_two_rounds_a_move_then_the_merge():
+    m = ShardMap.uniform(8, ["a", "b"])
+    rates = [0.1, 0.1, 40.0, 40.0, 9.0, 9.0, 9.0, 9.0]
+    config = ManagerConfig(min_shards_per_owner=3, trigger=5.0, goal=5.0, split_above=1.0, max_merges=1)
+    plan, state = rebalance(load_on(m, rates), m, now=0.0, config=config)
+    assert plan.actions == (Merge(m.starts[0], "a"),)
+    actions, state = stage_merges(plan.actions, m, dict(zip(m.starts, m.owners)), state)
+    assert actions == (Move(m.starts[1], "a"),)
+    m = m.apply(actions)  # a acquires shard 1's lease once b released it
+    plan, state = rebalance(load_on(m, rates), m, now=5.0, state=state, config=config)
+    actions, state = stage_merges(plan.actions, m, dict(zip(m.starts, m.owners)), state)
+    assert actions == (Merge(m.starts[0], "a"),)
+    assert len(m.apply(actions)) == 7

@@ -5,7 +5,9 @@ What a user would notice: invocations through either process succeed, each proce
 the invocations of the shards the map gives it (the others are forwarded to their owner); a
 graceful move of a shard loses no request; a scheduler paused past its lease places nothing for
 the shards it lost when it wakes; one killed with SIGKILL under load has its shards taken over by
-the survivor about a TTL later, after which every invocation through the survivor succeeds.
+the survivor about a TTL later, after which every invocation through the survivor succeeds; and
+(two more processes, balancing every second) a hot shard is split live and cold neighbours are
+merged while it is called through both, with no failed request.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,52 +91,60 @@ def until(what: str, check, timeout: float = 20, every: float = 0.1):
     return got
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+@contextmanager
+def running(root: Path, balance_s: float, functions: Callable[[ShardMap, dict[str, str]], dict[str, str]], *,
+            early: bool = False):
+    """Two `mist up --db` schedulers on a fresh schema and one worker; `functions(map, holders)`
+    names the functions to deploy ("a" / "b" / ... -> name), once each owns half the shards.
+    `early` (for tests that never stop a, and choose functions by shard range only, not owner):
+    the worker joins through a only, and the functions, chosen on a uniform map, are deployed
+    through a, both while b starts (seconds saved)."""
     from tests.conftest import pg_schema
 
-    root = tmp_path_factory.mktemp("shards")
     key_file = shared_secrets_key(root)
+    src = write_function(root / "fn", {"main.py": (
+        "import os, time\n"
+        "def handler(event, context):\n"
+        "    time.sleep(event.get('sleep', 0))\n"
+        "    return {'n': event.get('n'), 'fn': context.function_name}\n")})  # fmt: skip
     servers: dict[str, Server] = {}
     worker = None
-    with pg_schema("mist_shards") as pg_url:
+
+    def start_worker(join: str) -> subprocess.Popen:
+        with open(root / "worker.log", "ab") as out:
+            return subprocess.Popen(
+                [MIST, "worker", "--join", join, "--listen", "127.0.0.1:0", "--data-dir",
+                 str(root / "w"), "--id", "w0", "--memory", "2048", "--prewarm", "1"],
+                stdout=out, stderr=out, cwd=REPO, env={**os.environ, "MIST_CLUSTER_TOKEN": TOKEN})  # fmt: skip
+
+    with pg_schema("mist_shards") as pg_url, cf.ThreadPoolExecutor(4) as pool:
         try:
             opts = ("--db", pg_url, "--secrets-key-file", str(key_file), "--cluster-listen", "127.0.0.1:0",
                     "--cluster-token", TOKEN, "--no-embedded-worker", "--shard-lease-ttl", str(TTL),
-                    "--shard-balance", "0", "--worker-timeout", "3")
+                    "--shard-balance", str(balance_s), "--worker-timeout", "3")
             servers["a"] = start_server(root / "a", *opts)
+            names: dict[str, str] = {}
+            deploying: list[cf.Future] = []
+            if early:
+                worker = start_worker(until("a reports", lambda: _holders(pg_url, servers).get("a"))[1])
+                names = functions(ShardMap.uniform(16, ["a"]), {})
+                deploying = [pool.submit(deploy, servers["a"], name, src) for name in names.values()]
             servers["b"] = start_server(root / "b", *opts)
             holders = until("both schedulers report", lambda: (h := _holders(pg_url, servers)) and len(h) == 2 and h)
-            log = root / "worker.log"
-            with open(log, "ab") as out:
-                worker = subprocess.Popen(
-                    [MIST, "worker", "--join", f"{holders['a'][1]},{holders['b'][1]}", "--listen", "127.0.0.1:0", "--data-dir",
-                     str(root / "w"), "--id", "w0", "--memory", "2048", "--prewarm", "1"],
-                    stdout=out, stderr=out, cwd=REPO, env={**os.environ, "MIST_CLUSTER_TOKEN": TOKEN})  # fmt: skip
+            if not early:
+                worker = start_worker(f"{holders['a'][1]},{holders['b'][1]}")
             admin = next(s for s in servers.values() if (s.data_dir / "admin.key").exists()).admin_key
             for s in servers.values():
                 if not (s.data_dir / "admin.key").exists():
                     (s.data_dir / "admin.key").write_text(admin)
-            probe = Shards(servers["a"], servers["b"], worker, pg_url, {}, {k: h for k, (h, _) in holders.items()})
+            probe = Shards(servers["a"], servers["b"], worker, pg_url, names, {k: h for k, (h, _) in holders.items()})
             until("each scheduler owns half the shards", lambda: sorted(
                 len(v) for v in probe.map().owned().values()) == [8, 8])
-            smap = probe.map()
-            for i in range(200):  # two functions in two different shards of each scheduler
-                route = smap.route(f"fn{i}")
-                key = next(k for k, h in probe.holders.items() if h == route.owner)
-                if key not in probe.names:
-                    probe.names[key] = f"fn{i}"
-                elif key + "2" not in probe.names and smap.route(probe.names[key]).shard != route.shard:
-                    probe.names[key + "2"] = f"fn{i}"
-                if len(probe.names) == 4:
-                    break
-            src = write_function(root / "fn", {"main.py": (
-                "import os, time\n"
-                "def handler(event, context):\n"
-                "    time.sleep(event.get('sleep', 0))\n"
-                "    return {'n': event.get('n'), 'fn': context.function_name}\n")})  # fmt: skip
-            for name in probe.names.values():
-                deploy(servers["a"], name, src)
+            if not early:
+                probe.names = functions(probe.map(), probe.holders)
+                deploying = [pool.submit(deploy, servers["a"], name, src) for name in probe.names.values()]
+            for done in deploying:
+                done.result()
             until("the worker joined both schedulers' view", lambda: all(
                 probe.stats(s)["healthy"] == 1 for s in servers.values()), timeout=30)
             yield probe
@@ -141,6 +154,27 @@ def shards(tmp_path_factory):
                 remove_worker_leftovers(root / "w")
             for s in servers.values():
                 s.stop()
+
+
+def _two_per_scheduler(smap: ShardMap, holders: dict[str, str]) -> dict[str, str]:
+    """Two functions in two different shards of each scheduler: "a", "a2", "b", "b2"."""
+    names: dict[str, str] = {}
+    for i in range(200):
+        route = smap.route(f"fn{i}")
+        key = next(k for k, h in holders.items() if h == route.owner)
+        if key not in names:
+            names[key] = f"fn{i}"
+        elif key + "2" not in names and smap.route(names[key]).shard != route.shard:
+            names[key + "2"] = f"fn{i}"
+        if len(names) == 4:
+            break
+    return names
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("shards"), 0, _two_per_scheduler) as probe:
+        yield probe
 
 
 def deploy(s: Server, name: str, src: Path) -> None:
@@ -153,6 +187,70 @@ def deploy(s: Server, name: str, src: Path) -> None:
 def call(s: Server, fn: str, n: int, sleep: float = 0.0) -> httpx.Response:
     return httpx.post(f"{s.url}/v1/functions/{fn}/invocations", json={"n": n, "sleep": sleep}, headers=s.auth,
                       timeout=60)
+
+
+def _three_in_one_shard(smap: ShardMap, holders: dict[str, str]) -> dict[str, str]:
+    """Three functions in one shard: none carries half of it, so the manager may split it."""
+    by_shard: dict[int, list[str]] = {}
+    for i in range(5000):
+        same = by_shard.setdefault(smap.route(f"hot{i}").shard, [])
+        same.append(f"hot{i}")
+        if len(same) == 3:
+            return {f"h{k}": fn for k, fn in enumerate(same)}
+    raise AssertionError("no three functions in one shard")
+
+
+def _live_shard_leases(pg_url: str) -> dict[str, str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text(
+                "SELECT name, holder FROM cluster_leases WHERE name LIKE 'shard/%' AND expires_at > now()")).all())
+    finally:
+        engine.dispose()
+
+
+def test_a_hot_shard_is_split_live_and_cold_neighbours_merged_without_a_failed_request(tmp_path):
+    """First in this file: its own two schedulers (balancing every second) are gone before the
+    module's fixture starts the next two."""
+    with running(tmp_path, 1.0, _three_in_one_shard, early=True) as c:
+        before = c.map()
+        hot = list(c.names.values())
+        start = before.route(hot[0]).shard
+        end = before.end(before.index(start))
+        answers: list[httpx.Response] = []
+        seen = [before]
+        done = threading.Event()
+
+        def load(s: Server) -> None:
+            n = 0
+            while not done.is_set():
+                answers.append(call(s, hot[n % 3], n))
+                n += 1
+
+        def split_and_merged() -> bool:
+            seen.append(c.map())
+            split = any(start < p < end for p in seen[-1].starts)
+            merged = set().union(*(m.starts for m in seen)) - set(seen[-1].starts)  # only merges remove starts
+            return split and bool(merged)
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            runs = [pool.submit(load, s) for s in (c.a, c.b, c.a, c.b)]
+            try:
+                until("the hot shard split and cold neighbours merged", split_and_merged, timeout=30, every=0.2)
+                time.sleep(TTL)  # and the leases handed over since, under load
+            finally:
+                done.set()
+                cf.wait(runs)
+        made = [c.stats(s) for s in (c.a, c.b)]  # as the manager counts them (GET /v1/statistics)
+        assert sum(m["shard_splits"] for m in made) >= 1 and sum(m["shard_merges"] for m in made) >= 1
+        assert len(answers) > 30 and [r.status_code for r in answers] == [200] * len(answers), \
+            [r.text for r in answers if r.status_code != 200]
+        # every shard of the final map is held by its owner, and no lease outlives its shard
+        until("each shard's lease is held by its owner, none other", lambda: _live_shard_leases(c.pg_url) == {
+            f"shard/{s.start}": s.owner for s in c.map().shards()}, timeout=4 * TTL)
 
 
 def test_invocations_through_either_scheduler_are_placed_by_their_shards_owner(shards):

@@ -78,6 +78,9 @@ PROBES = {
     "task_files": lambda: sorted(os.listdir("/var/task")),
     "mount_points": lambda: sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
     "unmount_task": lambda: libc_call("umount2", b"/var/task", 2),
+    "scheduling": lambda: [os.sched_getscheduler(0) == os.SCHED_BATCH,
+                           attempt(lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))),
+                           attempt(lambda: os.setpriority(os.PRIO_PROCESS, 0, -5))],
 }
 
 
@@ -130,6 +133,10 @@ async def test_cannot_raise_rlimits_or_write_its_cgroup(probe):
     assert (await probe("raise_nofile")).startswith("ValueError:")
     assert (await probe("raise_nproc")).startswith("ValueError:")
     assert await probe("cgroup_write") == "FileNotFoundError:ENOENT"
+
+
+async def test_runs_as_a_batch_task_and_cannot_raise_its_cpu_priority(probe):
+    assert await probe("scheduling") == [True, "PermissionError:EPERM", "PermissionError:EACCES"]
 
 
 async def test_runs_as_an_unprivileged_per_sandbox_uid(probe, worker):
