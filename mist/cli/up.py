@@ -189,8 +189,9 @@ def up(
                             "long (renewed every fourth of it).")
     ] = 5.0,
     shard_balance: Annotated[
-        float, typer.Option(metavar="SECONDS", min=0, help="With --db: how often the shard manager moves shards "
-                            "to even the schedulers' load (0: never; new and gone schedulers are handled anyway).")
+        float, typer.Option(metavar="SECONDS", min=0, help="With --db: how often the shard manager evens the "
+                            "schedulers' load: moves shards, splits a hot shard, merges cold neighbours (0: never; "
+                            "new and gone schedulers are handled anyway).")
     ] = 30.0,
     embedded_worker: Annotated[
         bool | None, typer.Option("--embedded-worker/--no-embedded-worker", help="With --cluster-listen: "
