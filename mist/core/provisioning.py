@@ -59,6 +59,11 @@ class Asked:
     done: bool = False
     failures: int = 0
 
+    @staticmethod
+    def sent(previous: Asked | None, now: float) -> Asked:
+        """A new order at `now` (the failures before it still count for the backoff)."""
+        return Asked(now, False, previous.failures if previous is not None else 0)
+
     def answered(self, ok: bool, now: float) -> Asked:
         return Asked(now, True, 0 if ok else self.failures + 1)
 

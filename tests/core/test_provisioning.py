@@ -61,7 +61,9 @@ def test_retry_delays_double_up_to_the_cap(failures, expected):
 
 
 def test_answers_count_consecutive_failures_and_a_success_resets_them():
-    a = Asked(0.0).answered(False, 1.0).answered(False, 3.0)
+    a = Asked.sent(Asked.sent(None, 0.0).answered(False, 1.0), 2.0)
+    assert (a.failures, a.at, a.done) == (1, 2.0, False)
+    a = a.answered(False, 3.0)
     assert (a.failures, a.at, a.done) == (2, 3.0, True)
     assert a.answered(True, 4.0).failures == 0
 
