@@ -55,6 +55,12 @@ class SlowWorker(FakeWorker):
             self.kept.pop(spec.function_name, None)
         return spec.min_instances
 
+    async def retire(self, function_name, keep_version=None):
+        await super().retire(function_name, keep_version)
+        kept = self.kept.get(function_name)
+        if kept is not None and kept.version != keep_version:  # as the Worker: its provisioning ends
+            del self.kept[function_name]
+
     async def invoke(self, spec, invocation_id, payload):
         self.started.append(invocation_id)
         if self.hang:
@@ -259,6 +265,15 @@ async def test_provisioned_instances_of_a_lost_worker_are_started_on_another_and
     await scheduler._reconcile()
     await wait_for(lambda: scheduler.statistics().provisions_released == 1)
     assert [bool(a.worker.kept) for a in (w0, w1)] == [True, False]  # one kept (ties: the first by id)
+
+    newer = replace(wanted, version=2)  # a deploy, as FunctionService sends it: retire the others, provision
+    scheduler.provisioned = lambda: [newer]
+    await scheduler.retire("f", keep_version=2)
+    await scheduler.provision(newer)
+    await wait_for(lambda: scheduler._held.get(newer.key) is not None)
+    for _ in range(3):
+        await scheduler._reconcile()
+    assert [a.worker.kept["f"].key for a in (w0, w1) if a.worker.kept] == [newer.key]  # v1 kept nowhere
     scheduler.provisioned = lambda: []  # deleted: nothing is ordered any more
     await scheduler._reconcile()
     assert scheduler.statistics().reprovisioned == 2
