@@ -264,6 +264,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                               rates=shared_limits[0] if shared_limits else None,
                               permits=shared_limits[1] if shared_limits else None)
         worker.tenant_weight = lambda t: limits_of(t).weight  # tenants share the CPU by weight
+        if plane is not None:  # it starts again the provisioned instances of a lost worker
+            plane.scheduler.provisioned = functions.provisioned
         functions.add_check(admission.check_config)
         functions.on_change(admission.function_changed)
         if state.shared:

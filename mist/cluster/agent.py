@@ -198,7 +198,8 @@ class Agent:
             per = spec.memory_mb if spec else (f.memory_mb // max(1, f.instances))
             for i in range(f.instances):
                 instances.append(InstanceReport(f"{f.name}:{f.version}/{i}", f.name, f.version, per,
-                                                spec.concurrency if spec else 1, f.in_flight if i == 0 else 0))
+                                                spec.concurrency if spec else 1, f.in_flight if i == 0 else 0,
+                                                i < f.provisioned))
         load = Load(memory_used_mb=stats.memory_reserved_mb, slots_used=stats.instances + stats.prewarmed,
                     inflight=self._inflight)
         return {"incarnation": self.incarnation, "load": asdict(load),

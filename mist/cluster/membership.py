@@ -64,6 +64,7 @@ class InstanceReport:
     memory_mb: int
     concurrency: int
     inflight: int = 0
+    provisioned: bool = False  # one of the instances the worker keeps for min_instances
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ An invocation, step by step:
 
 With no cluster worker known the embedded worker (`local`) serves, exactly as `mist up` alone.
 
+Provisioned instances (min_instances) are kept on one worker each. Every `PROVISION_CHECK_S`,
+and right after a worker is forgotten, the scheduler compares the provisioned functions of the
+shards it owns (`provisioned`: FunctionService.provisioned, from memory) with the provisioned
+instances workers report, and starts again those no live worker holds
+(mist/core/provisioning.py): after a worker is lost, within the heartbeat timeout plus a check
+and the instances' init; after a failover, at the new owner's first check.
+
 Membership is read from the store (`snapshot` every half heartbeat interval, judged by
 `assess`, with `changes` naming the workers to forget); leases are renewed every third of
 their TTL. Both stores are synchronous and are called from threads.
@@ -37,7 +44,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -60,7 +67,8 @@ from mist.cluster.membership import (
     warm_from_json,
 )
 from mist.core.placement import Need, WorkerReport, WorkerState
-from mist.core.routing import InstanceTable
+from mist.core.provisioning import Asked, ProvisionConfig, reconcile
+from mist.core.routing import InstanceTable, Key
 from mist.core.sharding import ShardMap
 from mist.cluster.owners import Here, ShardOwner
 from mist.cluster.router import ShardRouter
@@ -72,6 +80,7 @@ log = logging.getLogger("mist.cluster")
 _STATE = {Health.HEALTHY: WorkerState.HEALTHY, Health.DRAINING: WorkerState.DRAINING,
           Health.LATE: WorkerState.UNHEALTHY}
 TRIES = 3  # workers tried for one call when connections are refused
+PROVISION_CHECK_S = 3.0  # how often provisioned functions are checked against the workers' reports
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,8 @@ class SchedulerStatistics:
     shard_merges: int = 0
     leases_acquired: int = 0
     leases_released: int = 0
+    reprovisioned: int = 0  # provisioned functions the reconciliation started (no live worker kept them)
+    provisions_released: int = 0  # workers told to stop keeping a version another worker keeps too
 
 
 class Scheduler:
@@ -140,6 +151,11 @@ class Scheduler:
         self.floors: dict[str, int] = {}
         self.on_provisioned: Callable[[ProvisionedSpan], None] | None = None  # the meter's (billing)
         self._spans_seen: dict[tuple[str, int], int] = {}  # (worker, incarnation) -> last span seq billed
+        self.provisioned: Callable[[], list[SandboxSpec]] | None = None  # what to keep (FunctionService's)
+        self._provisioning = ProvisionConfig(settle_s=3 * self.policy.interval_s).validate()  # a report's lag
+        self._held: dict[Key, dict[str, int]] = {}  # version -> live worker -> provisioned instances reported
+        self._asked: dict[Key, Asked] = {}  # version -> the last provisioning order
+        self._orders: set[asyncio.Task] = set()  # provisioning orders sent by the reconciliation
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,12 +163,13 @@ class Scheduler:
         await self._watch_once()
         period = self.owner.settings.step_s if self.owner is not None else self.settings.lease_ttl_s / 3
         self._tasks = [asyncio.create_task(self._loop(self._keep_leases, period)),
-                       asyncio.create_task(self._loop(self._watch_once, self.policy.interval_s / 2))]
+                       asyncio.create_task(self._loop(self._watch_once, self.policy.interval_s / 2)),
+                       asyncio.create_task(self._loop(self._reconcile, PROVISION_CHECK_S))]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._orders]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._orders, return_exceptions=True)
         if self.owner is not None:
             try:
                 await asyncio.to_thread(self.owner.stop)
@@ -199,16 +216,17 @@ class Scheduler:
     async def _watch_once(self) -> None:
         snapshot = await asyncio.to_thread(self.members.snapshot)
         current = assess(snapshot, self.policy)
-        if self._previous is not None:
-            for worker in changes(self._previous, current).forget:
-                if worker not in current.health:
-                    self._forget(worker, "it left the cluster")
-                elif current.health[worker] is Health.LOST:
-                    self._forget(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
-                else:
-                    self._forget(worker, "it restarted and joined again as a new incarnation")
+        forget = changes(self._previous, current).forget if self._previous is not None else ()
+        for worker in forget:
+            if worker not in current.health:
+                self._forget(worker, "it left the cluster")
+            elif current.health[worker] is Health.LOST:
+                self._forget(worker, f"it missed heartbeats for {self.policy.timeout_s:g} s")
+            else:
+                self._forget(worker, "it restarted and joined again as a new incarnation")
         self._previous = current
         reports, instances = [], {}
+        held: dict[Key, dict[str, int]] = {}
         for rec in snapshot.workers:
             health = current.health[rec.id]
             if health is Health.LOST:
@@ -222,13 +240,21 @@ class Scheduler:
             counts: Counter[tuple[str, int]] = Counter((i.function, i.version) for i in rec.instances)
             instances[rec.id] = dict(counts)
             self._addresses[rec.id] = rec.info.address
+            if health is not Health.DRAINING:  # a draining worker's are started elsewhere before it leaves
+                for i in rec.instances:
+                    if i.provisioned:
+                        per = held.setdefault((i.function, i.version), {})
+                        per[rec.id] = per.get(rec.id, 0) + 1
         self.table.update(reports, instances)
+        self._held = held
         self._beats = beats = {rec.id: rec.heartbeat_at for rec in snapshot.workers}
         for worker, at in list(self._excluded_at.items()):
             if beats.get(worker) == at:
                 self.table.exclude(worker)  # no report since it refused a connection
             else:
                 del self._excluded_at[worker]
+        if forget:
+            await self._reconcile()  # their provisioned instances: started elsewhere now
 
     def _forget(self, worker: str, how: str) -> None:
         if how.startswith("it left"):
@@ -391,16 +417,76 @@ class Scheduler:
         if spec.min_instances <= 0 or self._skip(spec.function_name):
             return 0
         shard, epoch = self._stamp(spec.function_name)
-        need = Need(spec.function_name, spec.memory_mb * spec.min_instances, code=spec.code_dir.name)
-        choice = self.table.choose(spec.key, need, spec.concurrency)
-        if choice.worker is None:
-            raise NoCapacity(choice.reason)
+        self._asked[spec.key] = asked = Asked.sent(self._asked.get(spec.key), time.monotonic())
+        ok = False
+        try:
+            need = Need(spec.function_name, spec.memory_mb * spec.min_instances, code=spec.code_dir.name)
+            choice = self.table.choose(spec.key, need, spec.concurrency)
+            if choice.worker is None:
+                raise NoCapacity(choice.reason)
+            started = await self._order_provision(choice.worker, spec, shard, epoch)
+            ok = True
+            return started
+        finally:
+            self._asked[spec.key] = asked.answered(ok, time.monotonic())
+
+    async def _order_provision(self, worker: str, spec: SandboxSpec, shard: str, epoch: int) -> int:
         body = wire.encode_order(wire.Order(shard, epoch, "", spec), b"")
-        r = await self._client.post(self._addresses[choice.worker] + "/v1/agent/provision", content=body,
-                                    timeout=60.0)
+        try:
+            r = await self._client.post(self._addresses[worker] + "/v1/agent/provision", content=body, timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise WorkerLost(worker, f"the provisioning order could not be delivered: {exc!r}") from exc
         if r.status_code != 200:
-            wire.raise_error(r.json(), choice.worker)
+            wire.raise_error(r.json(), worker)
         return int(r.json()["started"])
+
+    async def _reconcile(self) -> None:
+        """Start again the provisioned functions of this scheduler's shards that no live worker
+        keeps, and release duplicates (mist/core/provisioning.py); the orders run as tasks."""
+        if self.provisioned is None or not self.table.workers():
+            return
+        specs = {s.key: s for s in self.provisioned() if self._owns(s.function_name)}
+        self._asked = {k: a for k, a in self._asked.items() if k in specs}
+        plan = reconcile({k: s.min_instances for k, s in specs.items()}, self._held, self._asked, time.monotonic(),
+                         self._provisioning)
+        for key in plan.provision:
+            self._spawn(self._reprovision(specs[key]))
+        for key, worker in plan.release:
+            self._spawn(self._release(specs[key], worker))
+
+    def _owns(self, function_name: str) -> bool:
+        try:
+            self._stamp(function_name)
+        except MistError:
+            return False
+        return True
+
+    def _spawn(self, order) -> None:
+        task = asyncio.create_task(order)
+        self._orders.add(task)
+        task.add_done_callback(self._orders.discard)
+
+    async def _reprovision(self, spec: SandboxSpec) -> None:
+        try:
+            started = await self.provision(spec)
+        except MistError as exc:
+            log.warning("cluster: %s:%s has no live worker keeping its %d provisioned instances, and they could "
+                        "not be started again yet (%s); retrying", *spec.key, spec.min_instances, exc.message)
+            return
+        self._counts["reprovisioned"] += 1
+        log.info("cluster: %s:%s had no live worker keeping its provisioned instances: %d started again",
+                 *spec.key, started)
+
+    async def _release(self, spec: SandboxSpec, worker: str) -> None:
+        """`worker` stops keeping `spec`'s provisioned instances (another keeps enough): they
+        become ordinary warm instances, reaped when idle."""
+        try:
+            await self._order_provision(worker, replace(spec, min_instances=0), *self._stamp(spec.function_name))
+        except MistError as exc:
+            log.warning("cluster: could not tell worker %s to stop provisioning %s:%s (%s)", worker, *spec.key,
+                        exc.message)
+            return
+        self._counts["provisions_released"] += 1
 
     # -- what workers tell the control plane (mist/cluster/controlapi.py) -------------------
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +537,8 @@ class Scheduler:
             placed_by_shard=dict(self._by_shard) if self.owner is not None else None,
             map_version=o.follower.version if o is not None else 0, map_changes=oc["map_changes"],
             shard_splits=oc["splits"], shard_merges=oc["merges"],
-            leases_acquired=oc["acquired"], leases_released=oc["released"])
+            leases_acquired=oc["acquired"], leases_released=oc["released"],
+            reprovisioned=c["reprovisioned"], provisions_released=c["provisions_released"])
 
 
 class _Refused(Exception):

@@ -103,6 +103,7 @@ class FunctionService:
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
         self._specs: dict[tuple[str, int], tuple[FunctionVersion, object, SandboxSpec]] = {}  # spec()'s
+        self._provisioned: dict[str, FunctionVersion] = {}  # id -> newest version, if it has min_instances
         self._extract_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[Callable[[str, FunctionVersion | None], None]] = []
         self._checks: list[Callable[[str, FunctionConfig], None]] = []
@@ -227,6 +228,7 @@ class FunctionService:
             raise _missing(name)
         if self._followed is not None:
             self._followed.pop(name, None)
+        self._provisioned.pop(name, None)
         for listener in self._listeners:
             listener(name, None)
         await self._retire(name, None)
@@ -335,7 +337,13 @@ class FunctionService:
 
     async def provision(self, fv: FunctionVersion) -> None:
         """Start the version's min_instances (a short budget only delays them: the worker keeps
-        trying, and the function still serves on demand meanwhile)."""
+        trying, and the function still serves on demand meanwhile). `fv` is the newest version."""
+        kept = self._provisioned.get(fv.name)
+        if kept is None or kept.version <= fv.version:
+            if fv.min_instances > 0:
+                self._provisioned[fv.name] = fv
+            else:
+                self._provisioned.pop(fv.name, None)
         try:
             await self.materialise(fv)
             await self._provision(self.spec(fv))
@@ -346,6 +354,19 @@ class FunctionService:
         for summary in await self.list():
             if summary.latest.min_instances > 0:
                 await self.provision(summary.latest)
+
+    def provisioned(self) -> list[SandboxSpec]:
+        """The specs of the functions whose newest version has min_instances, from memory (kept
+        by deploys, deletes, `provision_all` and `follow`): what a cluster scheduler checks are
+        running on some worker (mist/core/provisioning.py). A function whose secrets this
+        process cannot open is left out (its deploy logged why)."""
+        specs = []
+        for fv in list(self._provisioned.values()):
+            try:
+                specs.append(self.spec(fv))
+            except MistError:
+                continue
+        return specs
 
     # -- a cluster: code and layers shared, changes followed (mist up --db, docs/cluster.md) ----------
 
@@ -414,6 +435,8 @@ class FunctionService:
                 del self._versions[key]
                 self._specs.pop(key, None)
             fv = newest.get(name)
+            if fv is None or fv.min_instances == 0:
+                self._provisioned.pop(name, None)
             for listener in self._listeners:
                 listener(name, fv)
             await self._retire(name, fv.version if fv is not None else None)

@@ -66,6 +66,7 @@ class FunctionStatistics:
     scale_reason: str = ""  # what decided `desired` (autoscale.Reason)
     keepalive_s: float | None = None  # the keep-alive policy's decision for the current idle
     prewarm_delay_s: float | None = None  # period (None while busy or not decided yet)
+    provisioned: int = 0  # of `instances`, those kept as its provisioned ones (at most min_instances)
 
 
 @dataclass(frozen=True)
@@ -1062,6 +1063,10 @@ class Worker:
     def _function_statistics(self, key: tuple[str, int], sandboxes: list[Sandbox]) -> FunctionStatistics:
         d = self._demand.get(key)
         window = d.idle_window if d is not None and d.count == 0 else None
+        kept = self._provisioned.get(key[0])
+        provisioned = 0
+        if kept is not None and kept.key == key:
+            provisioned = min(kept.min_instances, sum(not sb.retiring for sb in sandboxes))
         return FunctionStatistics(
             name=key[0], version=key[1], instances=len(sandboxes),
             busy=sum(sb.state is State.BUSY for sb in sandboxes),
@@ -1075,6 +1080,7 @@ class Worker:
             scale_reason=str(d.decision.reason) if d is not None and d.decision is not None else "",
             keepalive_s=window.keepalive_s if window is not None else None,
             prewarm_delay_s=window.prewarm_delay_s if window is not None else None,
+            provisioned=provisioned,
         )
 
     async def wait_prewarmed(self, timeout: float = 10.0) -> bool:

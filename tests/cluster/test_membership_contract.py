@@ -20,7 +20,7 @@ W1 = WorkerInfo("w1", "10.0.0.1:7070", Capacity(memory_mb=8192, cpu_millis=4000,
 W2 = WorkerInfo("w2", "10.0.0.2:7070", Capacity(memory_mb=4096, cpu_millis=2000, slots=32))
 BEAT = Heartbeat(
     Load(memory_used_mb=256, cpu_used_millis=500, slots_used=2, inflight=3),
-    (InstanceReport("i1", "acme/hello", 3, 128, 1, 1), InstanceReport("i2", "resize", 1, 128, 4, 2)),
+    (InstanceReport("i1", "acme/hello", 3, 128, 1, 1), InstanceReport("i2", "resize", 1, 128, 4, 2, provisioned=True)),
     Warm(code=frozenset({"c1", "c2"}), layers=frozenset({"l1"}), zygotes=frozenset({"l1"})),
 )
 

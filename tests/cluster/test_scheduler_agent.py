@@ -37,13 +37,29 @@ def utcnow() -> datetime:
 
 
 class SlowWorker(FakeWorker):
-    """A FakeWorker whose calls take `delay` seconds (forever while `hang` is set)."""
+    """A FakeWorker whose calls take `delay` seconds (forever while `hang` is set); it keeps the
+    provisioned instances it is asked for (`kept`) and reports them, as the Worker does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.delay = 0.0
         self.hang = False
         self.started: list[str] = []
+        self.kept: dict[str, SandboxSpec] = {}  # function -> the spec whose min_instances it keeps
+
+    async def provision(self, spec):
+        await super().provision(spec)
+        if spec.min_instances > 0:
+            self.kept[spec.function_name] = spec
+        else:
+            self.kept.pop(spec.function_name, None)
+        return spec.min_instances
+
+    async def retire(self, function_name, keep_version=None):
+        await super().retire(function_name, keep_version)
+        kept = self.kept.get(function_name)
+        if kept is not None and kept.version != keep_version:  # as the Worker: its provisioning ends
+            del self.kept[function_name]
 
     async def invoke(self, spec, invocation_id, payload):
         self.started.append(invocation_id)
@@ -53,7 +69,10 @@ class SlowWorker(FakeWorker):
         return await super().invoke(spec, invocation_id, payload)
 
     def statistics(self):
-        return SimpleNamespace(functions=(), memory_reserved_mb=0, instances=0, prewarmed=0)
+        functions = tuple(SimpleNamespace(name=k.function_name, version=k.version, instances=k.min_instances,
+                                          in_flight=0, memory_mb=k.memory_mb, provisioned=k.min_instances)
+                          for k in self.kept.values())
+        return SimpleNamespace(functions=functions, memory_reserved_mb=0, instances=0, prewarmed=0)
 
 
 async def serve(app) -> tuple[uvicorn.Server, asyncio.Task, str]:
@@ -220,3 +239,41 @@ async def test_a_worker_with_the_wrong_token_is_told_so_and_stops_trying(cluster
         await asyncio.wait_for(agent.run_membership(), 5)
     await client.aclose()
     assert "w9" not in cluster.scheduler.table.workers()
+
+
+async def test_provisioned_instances_of_a_lost_worker_are_started_on_another_and_duplicates_released(cluster):
+    scheduler, (w0, w1) = cluster.scheduler, cluster.agents
+    wanted = replace(spec(), min_instances=1, memory_mb=128)
+    scheduler.provisioned = lambda: [wanted]
+    await scheduler._reconcile()  # nobody keeps it yet (a start with no worker joined, say)
+    await wait_for(lambda: sum(len(a.worker.kept) for a in (w0, w1)) == 1)
+    holder, other = (w0, w1) if w0.worker.kept else (w1, w0)
+    await wait_for(lambda: scheduler._held == {wanted.key: {holder.config.worker_id: 1}})
+    for _ in range(3):  # held and reported: no second order
+        await scheduler._reconcile()
+    assert len(holder.worker.provisioned) == 1 and not other.worker.provisioned
+
+    cluster.tasks[cluster.agents.index(holder)].cancel()  # it stops heartbeating: lost after the timeout
+    started = asyncio.get_running_loop().time()
+    await wait_for(lambda: scheduler.statistics().reprovisioned == 2, timeout=POLICY.timeout_s + 2.0)
+    assert asyncio.get_running_loop().time() - started < POLICY.timeout_s + 1.0  # forgotten, then at once
+    assert wanted.function_name in other.worker.kept
+
+    i = cluster.agents.index(holder)  # it comes back (a new incarnation) still keeping its instance
+    cluster.tasks[i] = asyncio.create_task(holder.run_membership())
+    await wait_for(lambda: len(scheduler._held.get(wanted.key, {})) == 2)
+    await scheduler._reconcile()
+    await wait_for(lambda: scheduler.statistics().provisions_released == 1)
+    assert [bool(a.worker.kept) for a in (w0, w1)] == [True, False]  # one kept (ties: the first by id)
+
+    newer = replace(wanted, version=2)  # a deploy, as FunctionService sends it: retire the others, provision
+    scheduler.provisioned = lambda: [newer]
+    await scheduler.retire("f", keep_version=2)
+    await scheduler.provision(newer)
+    await wait_for(lambda: scheduler._held.get(newer.key) is not None)
+    for _ in range(3):
+        await scheduler._reconcile()
+    assert [a.worker.kept["f"].key for a in (w0, w1) if a.worker.kept] == [newer.key]  # v1 kept nowhere
+    scheduler.provisioned = lambda: []  # deleted: nothing is ordered any more
+    await scheduler._reconcile()
+    assert scheduler.statistics().reprovisioned == 2

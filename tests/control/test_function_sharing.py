@@ -106,3 +106,21 @@ async def test_a_process_following_its_own_deploy_does_nothing_twice(pair, tmp_p
     await a.functions.deploy("hello", {}, make_zip(tmp_path / "1.zip", {"main.py": "def handler(e, c): return 1\n"}))
     assert await a.functions.follow() == []
     assert a.heard == [("hello", 1)]
+
+
+async def test_each_process_knows_the_provisioned_functions_from_memory_as_they_change_elsewhere(pair, tmp_path):
+    a, b, _ = pair
+    code = {"main.py": "def handler(e, c): return 1\n"}
+    await a.functions.deploy("warm", {"min_instances": 2}, make_zip(tmp_path / "1.zip", code))
+    await a.functions.deploy("cold", {}, make_zip(tmp_path / "2.zip", code))
+    await b.functions.follow()
+    await b.functions.provision_all()  # a process starting: what exists now
+    assert [(s.function_name, s.version, s.min_instances) for s in b.functions.provisioned()] == [("warm", 1, 2)]
+    await a.functions.update_config("cold", {"min_instances": 1})
+    await a.functions.update_config("warm", {"min_instances": 0})
+    assert await b.functions.follow() == ["cold", "warm"]
+    for process in (a, b):
+        assert [(s.function_name, s.version) for s in process.functions.provisioned()] == [("cold", 2)]
+    await a.functions.delete("cold")
+    await b.functions.follow()
+    assert a.functions.provisioned() == [] and b.functions.provisioned() == []

@@ -7,7 +7,8 @@ What a user of the cluster would notice: invocations run on both workers; a work
 SIGKILL under load fails only the calls it was running (WorkerLost, 502) and later calls
 succeed on the other; an order stamped with the epoch of a shard lease that has moved is
 refused by the worker (StaleEpoch), and the control plane that lost the lease places nothing
-for that shard until it holds it again.
+for that shard until it holds it again; the provisioned instance of a function with
+min_instances on the killed worker is started on the other, and its calls are warm again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from mist.cluster import wire
+from mist.cluster.pg import connect
 from mist.cluster.sqlleases import PgLeaseStore
 from mist.cluster.sqlshardmap import PgShardMapStore
 from mist.core.sharding import ShardMap
@@ -162,6 +164,8 @@ def cluster(tmp_path_factory, pg_url):
             "    return {'n': event.get('n')}\n")})  # fmt: skip
         deployed = server.cli("deploy", "where", str(fn))
         assert deployed.returncode == 0, deployed.stderr
+        deployed = server.cli("deploy", "kept", str(fn), "--min-instances", "1")
+        assert deployed.returncode == 0, deployed.stderr
         time.sleep(TIMEOUT_S / 5 * 2)  # the control plane has read the workers' first heartbeats
         yield Cluster(server, agents, pg_url)
     finally:
@@ -189,6 +193,28 @@ def settled(client: httpx.Client, invocation_id: str, timeout: float = 20.0) -> 
         assert time.monotonic() < deadline, body
         time.sleep(0.1)
     return body
+
+
+def provisioned(cluster: Cluster, function: str) -> dict[str, int]:
+    """Live worker -> provisioned instances of `function`, as their last heartbeats reported."""
+    engine = connect(cluster.pg_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, instances FROM cluster_workers WHERE heartbeat_at > "
+                                        f"now() - interval '{TIMEOUT_S} seconds'")).all()
+    finally:
+        engine.dispose()
+    held = {worker: sum(1 for i in instances if i[1].rsplit("/", 1)[-1] == function and len(i) > 6 and i[6])
+            for worker, instances in rows}
+    return {worker: n for worker, n in held.items() if n}
+
+
+def wait_provisioned(cluster: Cluster, function: str, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while not (held := provisioned(cluster, function)):
+        assert time.monotonic() < deadline, f"no worker reports a provisioned instance of {function}"
+        time.sleep(0.2)
+    return held
 
 
 def invocations(cluster: Cluster) -> list[int]:
@@ -270,7 +296,8 @@ def test_an_order_stamped_with_a_moved_shards_old_epoch_is_refused(cluster):
 
 
 def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_over(cluster):
-    victim, survivor = cluster.agents
+    (holder,) = wait_provisioned(cluster, "kept", 10)  # the function with min_instances 1 is kept there
+    victim, survivor = sorted(cluster.agents, key=lambda a: a.id != holder)  # killed: the one keeping it
     outcomes: list[tuple[float, float, int, dict]] = []
 
     def call(n: int) -> None:
@@ -297,7 +324,7 @@ def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_ove
     assert len(failed) <= 8, failed  # at most the calls running on it
     for _, _, code, body in failed:
         assert code == 502 and body["error"]["code"] == "WorkerLost"
-        assert "worker w0 was lost" in body["error"]["message"]
+        assert f"worker {victim.id} was lost" in body["error"]["message"]
     assert survivor.status()["invocations"] - survivor_before >= len(late)
     # asynchronous invocations running on it are run again (the dispatcher's retry of a platform error)
     with cluster.server.client() as client:
@@ -309,7 +336,17 @@ def test_a_worker_killed_under_load_fails_only_its_calls_and_the_other_takes_ove
     assert "WorkerLost" in attempts, attempts
     log = cluster.server.log.read_text()
     deadline = time.monotonic() + TIMEOUT_S + 3
-    while "worker w0 is lost (it missed heartbeats" not in log:  # declared lost by the heartbeat timeout
+    while f"worker {victim.id} is lost (it missed heartbeats" not in log:  # declared lost by the heartbeat timeout
         assert time.monotonic() < deadline, log[-3000:]
         time.sleep(0.2)
         log = cluster.server.log.read_text()
+    # its provisioned instance is started on the survivor (at once, plus the instance's init and
+    # a heartbeat to report it), and calls of that function are warm again
+    assert wait_provisioned(cluster, "kept", 5) == {survivor.id: 1}
+    reprovised_s = time.monotonic() - killed_at
+    with cluster.server.client() as client:
+        r = client.post("/v1/functions/kept/invocations", json={"n": 7})
+    assert r.status_code == 200 and r.json() == {"n": 7}, r.text
+    assert r.headers["X-Mist-Cold-Start"] == "false"
+    assert reprovised_s < TIMEOUT_S + 8, reprovised_s
+    print(f"provisioned again {reprovised_s:.1f} s after the kill (heartbeat timeout {TIMEOUT_S} s)")

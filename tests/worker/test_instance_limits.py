@@ -51,6 +51,7 @@ async def test_min_instances_are_loaded_before_any_request_and_their_calls_are_w
         spec = function("def handler(event, context):\n    return event\n", min_instances=2)
         assert await w.provision(spec) == 2
         assert instances_of(w, "fn") == 2
+        assert [f.provisioned for f in w.statistics().functions] == [2]  # what a cluster worker reports
         first = await call(w, spec, "x")
         assert value(first) == "x" and first.cold_start is False and first.init_ms == 0.0
         clock.now += 10_000  # long past the keep-alive
@@ -61,6 +62,7 @@ async def test_min_instances_are_loaded_before_any_request_and_their_calls_are_w
         await w.retire("fn", keep_version=newer.version)
         await w.provision(newer)
         assert instances_of(w, "fn") == 0
+        assert [f.provisioned for f in w.statistics().functions] == []
     finally:
         await w.stop()
 
