@@ -7,7 +7,9 @@
       - the loopback HTTP floor: the same client against a raw-socket server with a fixed answer;
       - functions-framework serving the same handler (one connection);
       - optional: a direct call into a sandbox through `mist.worker.Worker` (no HTTP), run after
-        the server stopped (its own data dir), skipped when the worker API is not importable.
+        the server stopped (its own data dir), skipped when the worker API is not importable;
+        then the same Worker driven by as many concurrent callers as wrk's connections: the
+        throughput limit of the sandboxes themselves, whatever serves HTTP in front of them.
 (ii) Throughput: `wrk -c64 -d10s` POST (bench/wrk_post.lua) against mist's invocation route and
     against Google's functions-framework (own venv bench/.venvs/ff, production mode = gunicorn,
     as its CLI runs it without --debug) serving the same handler. mist runs with isolation and
@@ -148,15 +150,17 @@ def time_inprocess(n: int) -> list[float]:
     return out
 
 
-def time_worker_direct(n: int) -> tuple[list[float] | None, str]:
-    """Optional: Worker.invoke into a warm sandbox, no HTTP. Needs the server stopped."""
+def time_worker_direct(n: int, callers: int, seconds: float) -> tuple[list[float] | None, float | None, str]:
+    """Optional: Worker.invoke into a warm sandbox, no HTTP. Needs the server stopped.
+    Returns its latencies, then the invocations/s of `callers` concurrent callers for
+    `seconds` (the worker alone: the limit of what any gateway in front of it could serve)."""
     try:
         from mist.worker import Worker, WorkerConfig  # type: ignore[attr-defined]
         from mist.worker.types import SandboxSpec
     except ImportError as exc:
-        return None, f"mist.worker API not importable ({exc})"
+        return None, None, f"mist.worker API not importable ({exc})"
 
-    async def run() -> list[float]:
+    async def run() -> tuple[list[float], float]:
         with tempfile.TemporaryDirectory(prefix="bench-worker-") as td:
             data = Path(td) / "data"
             code = Path(td) / "code"
@@ -178,7 +182,22 @@ def time_worker_direct(n: int) -> tuple[list[float] | None, str]:
                     await worker.invoke(spec, f"bench-{i}", payload)
                     t1 = time.perf_counter_ns()
                     out.append((t1 - t0) / 1e6)
-                return out
+                done = 0
+                loop = asyncio.get_running_loop()
+
+                async def caller(c: int, until: float) -> None:
+                    nonlocal done
+                    i = 0
+                    while loop.time() < until:
+                        await worker.invoke(spec, f"rate-{c}-{i}", payload)
+                        i += 1
+                        if loop.time() >= until - seconds:  # counted once every caller started
+                            done += 1
+
+                warm_s = 2.0  # the instances for `callers` at once are started first
+                start = loop.time()
+                await asyncio.gather(*(caller(c, start + warm_s + seconds) for c in range(callers)))
+                return out, done / (loop.time() - start - warm_s)
             finally:
                 await worker.stop()
 
@@ -186,11 +205,12 @@ def time_worker_direct(n: int) -> tuple[list[float] | None, str]:
         try:
             import uvloop
 
-            return uvloop.run(run()), ""
+            lat, rate = uvloop.run(run())
         except ImportError:
-            return asyncio.run(run()), ""
+            lat, rate = asyncio.run(run())
+        return lat, rate, ""
     except Exception as exc:  # noqa: BLE001 - optional part: report, don't fail the benchmark
-        return None, f"direct worker call failed: {type(exc).__name__}: {exc}"
+        return None, None, f"direct worker call failed: {type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- main
@@ -270,7 +290,8 @@ def main() -> None:
         floor.stop()
         asgi.stop()
 
-    direct, why = (None, "skipped (--skip-worker-direct)") if args.skip_worker_direct else time_worker_direct(args.n)
+    direct, direct_rate, why = (None, None, "skipped (--skip-worker-direct)") if args.skip_worker_direct \
+        else time_worker_direct(args.n, args.connections, args.duration)
 
     sm, sf, sfl, si = summary(lat["mist"]), summary(lat["ff"]), summary(lat["floor"]), summary(inproc)
     rep.row("mist warm invoke (HTTP)", f"p50 {sm['p50']:.3f} / p99 {sm['p99']:.3f} ms", f"n={sm['n']}")
@@ -301,6 +322,10 @@ def main() -> None:
         lu = w["latency_us"]
         rep.row(f"wrk -c{args.connections} {label}", f"{w['requests_per_s']:.0f} req/s",
                 f"latency p50 {lu['p50'] / 1000:.2f} / p99 {lu['p99'] / 1000:.2f} ms, errors {nerr} {e if nerr else ''}")  # fmt: skip
+    if direct_rate:
+        rep.row(f"limit: the worker alone, {args.connections} callers", f"{direct_rate:.0f} inv/s",
+                f"Worker.invoke, no HTTP/records/metering; mist over HTTP reaches {w_mist['requests_per_s'] / direct_rate:.0%} of it")  # fmt: skip
+        rep.data["worker_direct_per_s"] = direct_rate
     rep.row("throughput ratio mist / ff", f"{ratio:.2f}x", "")
     if records is not None:
         rep.row("mist invocation records written", f"{records}", f"(wrk counted {w_mist['requests']} completed)")
