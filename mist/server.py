@@ -320,6 +320,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             lifespan="off",
             http=HttpToolsProtocol,  # httptools, each response in one write (mist/gateway/transport.py)
             proxy_headers=False,  # mist up is the edge; X-Forwarded-* are not trusted
+            server_header=False,  # no `server: uvicorn`: the stack behind the API is not advertised
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)

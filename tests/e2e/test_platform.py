@@ -38,6 +38,7 @@ def test_invoke_over_http_returns_json_and_the_record_tells_cold_then_warm(hello
         second = c.post("/v1/functions/fresh/invocations", content=b'{"name": "b"}')
         assert first.status_code == 200 and first.json()["hello"] == "a"
         assert first.json()["request_id"] == first.headers["x-mist-invocation-id"]
+        assert "server" not in first.headers and "date" in first.headers  # the stack is not advertised
         rec1 = c.get(f"/v1/invocations/{first.headers['x-mist-invocation-id']}").json()
         rec2 = c.get(f"/v1/invocations/{second.headers['x-mist-invocation-id']}").json()
     assert rec1["cold_start"] is True and rec1["init_ms"] > 0
