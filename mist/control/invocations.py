@@ -16,6 +16,7 @@ returned in the Outcome instead, for the dispatcher to store with the attempt's 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,14 +56,16 @@ def new_invocation_id(now_ns: int | None = None) -> str:
     over the b-tree), which cost the gateway a tenth of its throughput under load.
     """
     global _last_micros
-    if now_ns is not None:
-        micros = now_ns // 1000
-    else:  # strictly increasing within the process, so ids made in one microsecond keep their order
-        micros = max(time.time_ns() // 1000, _last_micros + 1)
-        _last_micros = micros
-    return f"{micros:014x}{_random_hex()}"
+    with _id_lock:  # the SQL stores make ids in their threads too
+        if now_ns is not None:
+            micros = now_ns // 1000
+        else:  # strictly increasing within the process, so ids made in one microsecond keep their order
+            micros = max(time.time_ns() // 1000, _last_micros + 1)
+            _last_micros = micros
+        return f"{micros:014x}{_random_hex()}"
 
 
+_id_lock = threading.Lock()
 _RANDOM_BATCH = 9 * 455  # one getrandom(2) call per 455 ids instead of one per id
 _random = memoryview(b"")
 
@@ -77,8 +80,9 @@ def _random_hex() -> str:
 
 
 def _forget_random() -> None:
-    global _random
+    global _random, _id_lock
     _random = memoryview(b"")  # a forked child must not hand out its parent's next ids
+    _id_lock = threading.Lock()  # nor wait for a lock a thread of its parent held
 
 
 os.register_at_fork(after_in_child=_forget_random)
