@@ -286,6 +286,10 @@ class Agent:
             await self._post(path + "/drain", {"incarnation": self.incarnation})
         except (httpx.HTTPError, RuntimeError) as exc:
             log.warning("could not tell the control plane this worker drains (%s)", exc)
+        # its provisioned instances are started on another worker by their shard's owner (a
+        # draining worker's count for nothing): their time ends here, not at the leave
+        if handed := self.worker.stop_provisioning():
+            log.info("draining: %d provisioned function(s) handed to the cluster: %s", len(handed), ", ".join(handed))
         try:
             await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout_s)
         except asyncio.TimeoutError:

@@ -50,6 +50,7 @@ class FakeWorker:
     provisioned: list[SandboxSpec] = field(default_factory=list)
     restarted: list[tuple[str, int]] = field(default_factory=list)  # (function, revision): secrets changed
     _warm: set[tuple[str, int]] = field(default_factory=set)
+    _provisioning_from: int = 0  # orders in `provisioned` before this one were ended by stop_provisioning
 
     async def start(self) -> None:
         return None
@@ -69,6 +70,13 @@ class FakeWorker:
     async def provision(self, spec: SandboxSpec) -> int:
         self.provisioned.append(spec)
         return spec.min_instances
+
+    def stop_provisioning(self) -> list[str]:
+        """As Worker.stop_provisioning: the functions whose newest provisioning kept instances;
+        nothing is kept afterwards."""
+        newest = {spec.function_name: spec for spec in self.provisioned[self._provisioning_from:]}
+        self._provisioning_from = len(self.provisioned)  # `provisioned` stays the history of orders
+        return sorted(name for name, spec in newest.items() if spec.min_instances > 0)
 
     async def restart(self, function_name: str, revision: int) -> None:
         self.restarted.append((function_name, revision))

@@ -1002,6 +1002,17 @@ class Worker:
         for key in list(self._spans):
             self._account(key)
 
+    def stop_provisioning(self) -> list[str]:
+        """This worker is leaving (a cluster worker draining): it keeps no provisioned instances
+        any more, and their provisioned time ends now, so the time is not billed twice while
+        another worker starts them for the cluster. The instances stay as ordinary warm ones for
+        what is in flight. Returns the functions that were provisioned here."""
+        names = sorted(self._provisioned)
+        self._provisioned.clear()
+        for name in names:
+            self._account_function(name)
+        return names
+
     def _account_function(self, function_name: str) -> None:
         for key in [k for k in self._spans if k[0] == function_name]:
             self._account(key)

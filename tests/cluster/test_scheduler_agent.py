@@ -55,6 +55,11 @@ class SlowWorker(FakeWorker):
             self.kept.pop(spec.function_name, None)
         return spec.min_instances
 
+    def stop_provisioning(self):
+        super().stop_provisioning()
+        names, self.kept = sorted(self.kept), {}
+        return names
+
     async def retire(self, function_name, keep_version=None):
         await super().retire(function_name, keep_version)
         kept = self.kept.get(function_name)
@@ -197,10 +202,12 @@ async def test_a_draining_worker_finishes_its_calls_gets_nothing_new_and_leaves(
     draining, other = cluster.agents
     for agent in cluster.agents:
         agent.worker.delay = 0.3
+    await draining.worker.provision(replace(spec(), function_name="kept", min_instances=1))
     running = [asyncio.create_task(cluster.scheduler.invoke(spec(), f"r{n}", b"{}")) for n in range(6)]
     await wait_for(lambda: draining.worker.started)
     leaving = asyncio.create_task(draining.drain_and_leave())
     await wait_for(lambda: "w0" not in cluster.scheduler.table.healthy())
+    assert draining.worker.kept == {}  # its provisioned function is the cluster's to start elsewhere, now
     before = len(draining.worker.started)
     later = await asyncio.gather(*(cluster.scheduler.invoke(spec(), f"l{n}", b"{}") for n in range(4)))
     assert all(r.ok for r in await asyncio.gather(*running)) and all(r.ok for r in later)

@@ -79,3 +79,26 @@ async def test_stopping_the_worker_ends_the_provisioned_time(tmp_path, function)
     wall.now += 7.5
     await w.stop()
     assert [(s.instances, s.start_ms, s.end_ms, s.tenant) for s in spans] == [(1, 1_000_000, 1_007_500, "default")]
+
+
+@pytest.mark.sandbox
+async def test_a_draining_worker_stops_provisioning_and_billing_at_once_but_keeps_serving(tmp_path, function):
+    """A cluster worker that drains hands its provisioned functions to the cluster (another
+    worker starts them): its own provisioned time ends when the drain starts, not when it leaves."""
+    wall = Wall()
+    w = Worker(worker_config(tmp_path, autoscale_tick_s=3600.0), wall=wall)
+    spans: list[ProvisionedSpan] = []
+    w.on_provisioned = spans.append
+    await w.start()
+    try:
+        spec = function(DIES, min_instances=1)
+        await w.provision(spec)
+        wall.now += 4
+        assert w.stop_provisioning() == [spec.function_name]
+        wall.now += 30
+        w.bill_provisioned()
+        assert (await call(w, spec, "still here")).ok  # in-flight and later calls still run meanwhile
+        assert [f.provisioned for f in w.statistics().functions if f.name == spec.function_name] == [0]
+    finally:
+        await w.stop()
+    assert [(s.instances, s.start_ms, s.end_ms) for s in spans] == [(1, 1_000_000, 1_004_000)]
