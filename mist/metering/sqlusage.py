@@ -1,6 +1,6 @@
 """SqlUsage: the UsageStore (mist/metering/store.py) over SQLAlchemy, mixed into SqlStore.
 
-Usage rows are inserted CHUNK at a time with `ON CONFLICT DO NOTHING` on the attempt id, so a journal segment
+Usage rows are inserted many per statement (mist/control/sqlbatch.py) with `ON CONFLICT DO NOTHING` on the attempt id, so a journal segment
 imported twice (a crash between the import and the segment's deletion) or a settlement retried
 stores nothing twice. Imports commit through `durable_writes` (SQLite: synchronous=FULL): the
 journal segment is deleted only once its records are on disk in the database.
@@ -8,12 +8,12 @@ journal segment is deleted only once its records are on disk in the database.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from decimal import Decimal
 
 import sqlalchemy as sa
 
+from mist.control.sqlbatch import insert_rows
 from mist.control.sqlschema import tenant_billing, usage
 from mist.core.pricing import Usage
 from mist.metering.plans import TenantBilling
@@ -25,13 +25,6 @@ COLUMNS = (
     "id", "kind", "tenant", "function", "version", "trigger", "started_us", "ended_us", "hour", "init_us",
     "duration_us", "billed_ms", "memory_mb", "instances", "mb_ms", "requests", "cold_start", "outcome", "error_type",
 )  # fmt: skip
-CHUNK = 500  # rows per INSERT: one statement step per chunk, not per row (a third less CPU)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert(rows: int, mark: str) -> str:
-    one = f"({', '.join([mark] * len(COLUMNS))})"
-    return f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES {', '.join([one] * rows)} ON CONFLICT DO NOTHING"
 
 
 def _row(r: UsageRecord) -> tuple[object, ...]:
@@ -69,13 +62,7 @@ class SqlUsage:
     durable_writes: sa.Engine
 
     def _insert_usage(self, conn: sa.Connection, records: Sequence[UsageRecord]) -> int:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        stored = 0
-        for i in range(0, len(records), CHUNK):
-            chunk = records[i : i + CHUNK]
-            params = tuple(value for r in chunk for value in _row(r))
-            stored += int(conn.exec_driver_sql(_insert(len(chunk), mark), params).rowcount or 0)
-        return stored
+        return insert_rows(conn, usage.name, COLUMNS, [_row(r) for r in records])
 
     def add_usage(self, records: Sequence[UsageRecord]) -> int:
         if not records:

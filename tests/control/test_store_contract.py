@@ -96,6 +96,18 @@ def test_records_are_idempotent_by_id_and_keep_their_logs(store):
     assert len(store.list_logs("hello")) == 2
 
 
+def test_a_large_batch_with_a_retried_part_is_stored_whole_and_once_with_logs_in_order(store):
+    def entry(i):
+        return record(i), [LogRecord(f"inv-{i}", "hello", 1, 1000 + i, "stdout", f"line {i}.{n}") for n in range(3)]
+
+    store.add_invocations([entry(i) for i in range(300)])  # several statements of different sizes
+    store.add_invocations([entry(i) for i in range(250, 601)])  # 50 already stored, 301 new
+    assert len(store.list_invocations("hello", 1000)) == 601
+    assert store.get_invocation("inv-600")[0] == record(600)
+    lines = store.list_logs("hello", limit=10_000)
+    assert [l.text for l in lines] == [f"line {i}.{n}" for i in range(601) for n in range(3)]
+
+
 def test_lists_are_newest_first_and_logs_oldest_first_with_limit(store):
     batch = []
     for i in range(5):
