@@ -318,8 +318,8 @@ def main(ctrl_fd: int, root_dir: str) -> None:
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     host = isolation.HostLayout.probe(root_dir)
-    host.seccomp = {False: seccomp.compile_filter(network=False), True: seccomp.compile_filter(network=True)}
-    host.seccomp_layer = seccomp.compile_layer_filter()
+    without, with_network, host.seccomp_layer = seccomp.compile_in_child()
+    host.seccomp = {False: without, True: with_network}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker stops us by closing the socket
     # Sandboxes (forked from here: they inherit it) run as SCHED_BATCH: same CPU share, but a
     # sandbox woken by its next invocation does not preempt the gateway in the middle of its

@@ -97,3 +97,30 @@ async def function_call(worker, function):
     result = await call(worker, function("def handler(e, c):\n    return 1\n"))
     assert result.ok
     return result
+
+
+@pytest.mark.sandbox
+async def test_a_sandbox_starts_without_the_zygotes_build_tools_loaded(worker, function):
+    """Every module the zygote has loaded is mapped by every sandbox forked from it. pyseccomp
+    (and ctypes.util, shutil, bz2, lzma it pulls in) only compiles the filters, in a child."""
+    from tests.worker.conftest import call, value
+
+    source = "import sys\ndef handler(e, c):\n    return sorted(sys.modules)\n"
+    loaded = set(value(await call(worker, function(source))))
+    assert {"json", "asyncio", "logging"} <= loaded  # the zygote's preloaded modules are there
+    assert not loaded & {"pyseccomp", "ctypes.util", "shutil", "bz2", "lzma", "tempfile"}
+
+
+def test_the_filters_compiled_in_a_child_are_the_ones_compiled_here():
+    from mist.worker import seccomp
+
+    assert seccomp.compile_in_child() == (seccomp.compile_filter(network=False), seccomp.compile_filter(network=True),
+                                          seccomp.compile_layer_filter())  # fmt: skip
+
+
+def test_a_filter_compile_that_fails_in_the_child_says_why(monkeypatch):
+    from mist.worker import seccomp
+
+    monkeypatch.setattr(seccomp, "DENIED", ("no_such_syscall_anywhere",))
+    with pytest.raises(RuntimeError, match=r"(?s)compiling the seccomp filters failed:.*Traceback.*add_rule"):
+        seccomp.compile_in_child()
