@@ -12,7 +12,9 @@
         throughput limit of the sandboxes themselves, whatever serves HTTP in front of them.
 (ii) Throughput: `wrk -c64 -d10s` POST (bench/wrk_post.lua) against mist's invocation route and
     against Google's functions-framework (own venv bench/.venvs/ff, production mode = gunicorn,
-    as its CLI runs it without --debug) serving the same handler. mist runs with isolation and
+    as its CLI runs it without --debug) serving the same handler, in `--rounds` alternating
+    rounds (mist, ff, mist, ff, ...): this VM's speed drifts by tens of percent within minutes,
+    so each side's figure is its total over all rounds and every round's ratio is shown too. mist runs with isolation and
     invocation records on (the record count is checked after the run). A limit is measured
     too: the smallest ASGI app on mist's own server stack (uvicorn + httptools + uvloop, one
     process, fixed answer; bench/peers/asgi_floor.py).
@@ -213,13 +215,26 @@ def time_worker_direct(n: int, callers: int, seconds: float) -> tuple[list[float
         return None, None, f"direct worker call failed: {type(exc).__name__}: {exc}"
 
 
+def combine(runs: list[dict]) -> dict:
+    """Several wrk runs of one side as one: requests and errors summed, requests/s over the
+    summed duration, latency percentiles as the median of the runs' (wrk gives no histogram)."""
+    total_us = sum(r["duration_us"] for r in runs)
+    out = {"requests": sum(r["requests"] for r in runs), "duration_us": total_us,
+           "errors": {k: sum(r["errors"][k] for r in runs) for k in runs[0]["errors"]},
+           "latency_us": {k: sorted(r["latency_us"][k] for r in runs)[len(runs) // 2] for k in runs[0]["latency_us"]},
+           "runs": runs}  # fmt: skip
+    out["requests_per_s"] = out["requests"] / (total_us / 1e6)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main() -> None:
     ap = arg_parser(__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=2000, help="latency samples per side (default 2000)")
-    ap.add_argument("--duration", type=float, default=10.0, help="wrk seconds per side (default 10)")
+    ap.add_argument("--duration", type=float, default=10.0, help="wrk seconds per side and round (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds, mist then ff (default 3)")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the 2 CPUs to the servers)")
     ap.add_argument("--concurrency", type=int, default=None, help="hello's concurrency config (default: mist's default)")
@@ -262,14 +277,18 @@ def main() -> None:
             # ---- (ii) throughput
             stats0 = statistics(c)
             run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads, duration_s=2)  # warm-up
+            run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads, duration_s=2)
+            time.sleep(0.5)  # let the record writer flush
             stats1 = statistics(c)
-            w_mist = run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads,
-                             duration_s=args.duration)  # fmt: skip
+            rounds_mist, rounds_ff = [], []
+            for _ in range(max(1, args.rounds)):
+                rounds_mist.append(run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads,
+                                           duration_s=args.duration))  # fmt: skip
+                rounds_ff.append(run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads,
+                                         duration_s=args.duration))  # fmt: skip
             time.sleep(0.5)  # let the record writer flush
             stats2 = statistics(c)
-            run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads, duration_s=2)
-            w_ff = run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads,
-                           duration_s=args.duration)  # fmt: skip
+            w_mist, w_ff = combine(rounds_mist), combine(rounds_ff)
             run_wrk(asgi.url + "/", connections=args.connections, threads=args.wrk_threads, duration_s=2)
             w_asgi = run_wrk(asgi.url + "/", connections=args.connections, threads=args.wrk_threads,
                              duration_s=args.duration)  # fmt: skip
@@ -316,6 +335,7 @@ def main() -> None:
     else:
         rep.notes.append(f"direct worker call: {why}")
     ratio = w_mist["requests_per_s"] / w_ff["requests_per_s"]
+    per_round = [m["requests_per_s"] / f["requests_per_s"] for m, f in zip(rounds_mist, rounds_ff)]
     for label, w in (("mist", w_mist), ("functions-framework", w_ff), ("limit: bare uvicorn ASGI app", w_asgi)):
         e = w["errors"]
         nerr = sum(e.values())
@@ -326,7 +346,10 @@ def main() -> None:
         rep.row(f"limit: the worker alone, {args.connections} callers", f"{direct_rate:.0f} inv/s",
                 f"Worker.invoke, no HTTP/records/metering; mist over HTTP reaches {w_mist['requests_per_s'] / direct_rate:.0%} of it")  # fmt: skip
         rep.data["worker_direct_per_s"] = direct_rate
-    rep.row("throughput ratio mist / ff", f"{ratio:.2f}x", "")
+    rep.row("throughput ratio mist / ff", f"{ratio:.2f}x", f"totals over {len(per_round)} alternating rounds")
+    rep.row("  each round: mist / ff req/s", "  ".join(f"{m['requests_per_s']:.0f}/{f['requests_per_s']:.0f}"
+                                                      for m, f in zip(rounds_mist, rounds_ff)),
+            "ratios " + " ".join(f"{r:.2f}x" for r in per_round))  # fmt: skip
     if records is not None:
         rep.row("mist invocation records written", f"{records}", f"(wrk counted {w_mist['requests']} completed)")
         if records < w_mist["requests"]:
@@ -341,7 +364,7 @@ def main() -> None:
     if sum(w_mist["errors"].values()):
         rep.notes.append(f"mist wrk errors: {w_mist['errors']} (non-2xx count as errors; the check needs 0)")
     rep.data.update({"mist_ms": sm, "ff_ms": sf, "floor_ms": sfl, "inprocess_ms": si,
-                     "wrk_mist": w_mist, "wrk_ff": w_ff, "wrk_asgi_floor": w_asgi, "ff_env": {"WORKERS": args.ff_workers or "default(1)",
+                     "wrk_mist": w_mist, "wrk_ff": w_ff, "round_ratios": per_round, "wrk_asgi_floor": w_asgi, "ff_env": {"WORKERS": args.ff_workers or "default(1)",
                      "THREADS": args.ff_threads or f"default({(os.cpu_count() or 1) * 4})"}})  # fmt: skip
     rep.notes.append(
         f"functions-framework in production mode: gunicorn gthread, WORKERS={args.ff_workers or 1}, "
