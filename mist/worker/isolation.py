@@ -486,17 +486,38 @@ def prepare_zygote(host: HostLayout) -> None:
     inherits as the user code should find it (no mist modules in sys.modules, import caches
     for the stdlib paths only, an empty environment), so that a sandbox does not have to undo
     it: undoing it un-shares (copies) every page of the objects it touches."""
-    for name in [n for n in sys.modules if n == "mist" or n.startswith("mist.") or n == "pyseccomp"]:
-        del sys.modules[name]
-    keep = set(host.stdlib_paths)
-    for path in [p for p in sys.path_importer_cache if p not in keep]:
-        del sys.path_importer_cache[path]
+    _hide_mist_modules(host)
     sys.path[:] = host.stdlib_paths
     import time
 
     os.environ["TZ"] = ":UTC"  # sandboxes inherit the loaded time zone (enter_function sets TZ too)
     time.tzset()
     os.environ.clear()
+
+
+_HIDDEN: dict[str, object] = {}  # mist's modules, out of sys.modules since prepare_zygote
+
+
+def _hide_mist_modules(host: HostLayout) -> None:
+    for name in [n for n in sys.modules if n == "mist" or n.startswith("mist.") or n == "pyseccomp"]:
+        _HIDDEN[name] = sys.modules.pop(name)
+    keep = set(host.stdlib_paths)
+    for path in [p for p in sys.path_importer_cache if p not in keep]:
+        del sys.path_importer_cache[path]
+
+
+def import_late(name: str, host: HostLayout) -> object:
+    """Import mist module `name` in the zygote after `prepare_zygote` (for what is needed only
+    once some function needs it, see zygote._LazyTree): mist's modules are back in sys.modules
+    for the import, so it finds the ones loaded already and its package's path, then hidden
+    again with the new ones."""
+    import importlib
+
+    sys.modules.update(_HIDDEN)  # type: ignore[arg-type]
+    try:
+        return importlib.import_module(name)
+    finally:
+        _hide_mist_modules(host)
 
 
 def enter_function(assign: dict, host: HostLayout) -> None:

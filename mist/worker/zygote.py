@@ -41,9 +41,13 @@ import sys
 import time
 import traceback
 
-# Pre-imported so sandboxes start with them loaded (shared copy-on-write with the zygote).
-import asyncio  # noqa: F401
-import base64  # noqa: F401
+# Pre-imported so sandboxes start with them loaded (shared copy-on-write with the zygote);
+# asyncio first, without loading ssl (mist/worker/lazyssl.py).
+from mist.worker import lazyssl
+
+lazyssl.import_asyncio()
+
+import base64  # noqa: F401, E402
 import collections  # noqa: F401
 import concurrent.futures  # noqa: F401
 import copy  # noqa: F401
@@ -67,7 +71,6 @@ import uuid  # noqa: F401
 from mist.worker import isolation, protocol, runtime, seccomp
 from mist.worker.protocol import recv_control, send_control
 from mist.worker import syscalls as sc
-from mist.worker.zygotetree import LayerTree
 
 _PID = struct.Struct("!i")
 SPAWN_TIMEOUT_S = 10.0  # an intermediate that has not forked the sandbox's pid 1 by then failed
@@ -80,6 +83,71 @@ class _Pending:
     deadline: float
 
 
+class _LazyTree:
+    """The zygote tree (zygotetree.LayerTree), imported when the first function with a
+    dependency layer needs it: its modules (and pathlib, which they use) would otherwise be
+    mapped by every sandbox forked from this zygote, whether or not any function has a layer.
+    Until then it holds the Worker's settings and answers as an empty tree."""
+
+    def __init__(self, zygote: "Zygote") -> None:
+        self._zygote = zygote
+        self._settings: dict = {}
+        self._tree = None
+
+    @property
+    def tree(self):  # the LayerTree, imported and made now if need be
+        if self._tree is None:
+            zygotetree = isolation.import_late("mist.worker.zygotetree", self._zygote.host)
+            self._tree = zygotetree.LayerTree(self._zygote)  # type: ignore[attr-defined]
+            self._tree.configure(self._settings)
+        return self._tree
+
+    def configure(self, settings: dict) -> None:
+        self._settings = settings
+        if self._tree is not None:
+            self._tree.configure(settings)
+
+    def accepts(self, req: dict) -> bool:
+        return bool(req.get("layer_dir") and self._settings.get("enabled")) and self.tree.accepts(req)
+
+    def spawn(self, req: dict, fds: list[int]) -> None:
+        self.tree.spawn(req, fds)
+
+    def prepare(self, key: str) -> None:
+        if self._settings.get("enabled"):
+            self.tree.prepare(key)
+
+    def is_child(self, sid: str) -> bool:
+        return self._tree is not None and self._tree.is_child(sid)
+
+    def learn(self, sid: str) -> None:
+        self.tree.learn(sid)
+
+    def forget(self, sid: str) -> None:
+        if self._tree is not None:
+            self._tree.forget(sid)
+
+    def exited(self, pid: int, status: int) -> bool:
+        return self._tree is not None and self._tree.exited(pid, status)
+
+    def owns(self, fd: int) -> bool:
+        return self._tree is not None and self._tree.owns(fd)
+
+    def readable(self, fd: int) -> None:
+        self.tree.readable(fd)
+
+    def timeout_ms(self) -> int:
+        return -1 if self._tree is None else self._tree.timeout_ms()
+
+    def tick(self) -> None:
+        if self._tree is not None:
+            self._tree.tick()
+
+    def shutdown(self) -> None:
+        if self._tree is not None:
+            self._tree.shutdown()
+
+
 class Zygote:
     def __init__(self, ctrl: socket.socket, host: isolation.HostLayout) -> None:
         self.ctrl = ctrl
@@ -90,7 +158,7 @@ class Zygote:
         self.touched: list[tuple[int, int]] | None = None
         self.poller = select.poll()
         self.pending: dict[int, _Pending] = {}  # pid pipe -> a plain spawn whose pid 1 is not known yet
-        self.tree = LayerTree(self)
+        self.tree = _LazyTree(self)
 
     def learn(self, sid: str) -> None:
         """Record which of our writable pages sandbox `sid` has its own copy of by now."""
