@@ -70,6 +70,23 @@ async def test_a_layer_function_forks_from_a_zygote_that_imported_the_layer(tree
     assert (zygote.layer_dir, zygote.state, zygote.imported, zygote.sandboxes) == (str(layer), "ready", ("greeting",), 1)
 
 
+MIST_MODULES = """
+import sys
+def handler(event, context):
+    return sorted(m for m in sys.modules if m == "mist" or m.startswith(("mist.", "pyseccomp")))
+"""
+
+
+async def test_the_tree_is_loaded_on_first_use_and_sandboxes_still_see_no_mist_modules(tree_worker, function, tmp_path):
+    worker = await tree_worker()
+    assert tree(worker).layer_zygotes == ()  # nothing loaded or started before a layer function
+    assert value(await call(worker, function(MIST_MODULES, name="plain"))) == []
+    layer = make_layer(tmp_path / "layer", {"greeting/__init__.py": "VALUE = 'hi'\n"})
+    assert value(await call(worker, function(REPORT.format(name="greeting"), layer_dir=layer)))["pre"] is True
+    assert value(await call(worker, function(MIST_MODULES, name="plain-after"))) == []  # forked after the tree loaded
+    assert value(await call(worker, function(MIST_MODULES, name="layered", layer_dir=layer))) == []
+
+
 async def test_functions_with_the_same_layer_share_one_layer_zygote(tree_worker, function, tmp_path):
     worker = await tree_worker()
     layer = make_layer(tmp_path / "layer", {"greeting/__init__.py": "VALUE = 'hi'\n"})
