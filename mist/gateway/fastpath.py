@@ -21,6 +21,7 @@ from mist.gateway import invoke
 from mist.gateway.auth import authorize_scope
 from mist.gateway.errors import error_answer
 from mist.gateway.services import Services
+from mist.gateway.transport import CYCLE, respond
 from mist.tenancy.roles import Action
 
 Scope = MutableMapping[str, Any]
@@ -76,7 +77,7 @@ class InvokeFastPath:
         payload = invoke.check_payload(body)
         if event:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
-            await _answer(send, 202, _encode(extra), data)
+            await _answer(send, 202, _encode(extra), data, scope.get(CYCLE))
             return
         out = await services.invocations.invoke(fv, payload, trigger="api")
         r = out.result
@@ -88,15 +89,20 @@ class InvokeFastPath:
             data = invoke.error_json(r.error)
             status = 500
             headers.append((b"x-mist-function-error", b"Unhandled"))
-        await _answer(send, status, headers, data)
+        await _answer(send, status, headers, data, scope.get(CYCLE))
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
-async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], data: bytes) -> None:
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], data: bytes,
+                  cycle: Any = None) -> None:
+    """An answer as ASGI messages, or, given uvicorn's cycle (for the invocation's own answers:
+    refusals go through the audit's ASGI wrapper), in one write on it (mist/gateway/transport.py)."""
     headers.append(_JSON)
+    if cycle is not None and respond(cycle, status, headers, data):
+        return
     headers.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

@@ -107,3 +107,77 @@ async def test_uvicorn_with_the_protocol_serves_keep_alive_streaming_and_close()
     finally:
         server.should_exit = True
         await serving
+
+
+async def _serve(app):  # type: ignore[no-untyped-def]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, serving, sock.getsockname()[1]
+
+
+async def _exchange(port: int, raw: bytes, until: int) -> bytes:
+    """Send `raw` at once, read until `until` responses arrived (or the server closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    got = b""
+    while got.count(b"HTTP/1.") < until or not got.endswith(b"}"):
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        if not chunk:
+            break
+        got += chunk
+    writer.close()
+    return got
+
+
+async def test_respond_sends_a_whole_answer_and_keeps_the_connection_as_uvicorn_would() -> None:
+    from mist.gateway.transport import CYCLE, respond
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body = (await receive())["body"]
+        answer = b'{"echo":' + body + b"}"
+        assert respond(scope[CYCLE], 200, [(b"x-mist-invocation-id", b"abc")], answer)
+        assert not respond(scope[CYCLE], 200, [], b"{}")  # once per request
+
+    server, serving, port = await _serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            for i in range(20):  # one keep-alive connection
+                r = await c.post("/", content=b"%d" % i)
+                assert (r.status_code, r.json(), r.headers["x-mist-invocation-id"]) == (200, {"echo": i}, "abc")
+                assert r.headers["content-length"] == str(len(r.content)) and "date" in r.headers
+        req = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\n"
+        pipelined = await _exchange(port, req + b"1" + req + b"2", until=2)  # two requests in one write
+        assert pipelined.count(b"HTTP/1.1 200 OK") == 2 and pipelined.index(b'{"echo":1}') < pipelined.index(b'{"echo":2}')
+        closing = await _exchange(port, b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1\r\n\r\n3",
+                                  until=1)  # fmt: skip
+        assert b"connection: close\r\n" in closing and closing.endswith(b'{"echo":3}')  # then the server closed
+        old = await _exchange(port, b"POST / HTTP/1.0\r\ncontent-length: 1\r\n\r\n4", until=1)
+        assert b"connection: close\r\n" in old and old.endswith(b'{"echo":4}')
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_respond_refuses_a_response_already_started_and_the_asgi_way_goes_on() -> None:
+    from mist.gateway.transport import CYCLE, respond
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        assert not respond(scope[CYCLE], 200, [], b"xx")
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    server, serving, port = await _serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            assert (await c.post("/")).json() == {}
+    finally:
+        server.should_exit = True
+        await serving
