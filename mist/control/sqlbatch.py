@@ -1,12 +1,12 @@
-"""Many rows in few INSERT statements: the record writers' way into SQLite and PostgreSQL.
+"""Many rows in few INSERT statements: the record and usage writers' way into SQLite and PostgreSQL.
 
-`executemany` steps a statement once per row, and SQLite's driver lets go of the GIL for
-each step and takes it back after, so a batch of N rows makes the writer thread and the
-event loop hand the GIL to each other ~2N times, each hand-over a cross-CPU wake-up. Under
-load that cost the gateway more than the writing itself (docs/benchmarks.md, "Record writes
-off the event loop's GIL"). Here a batch is cut into statements of 256 rows, then the rest in
-powers of two (300 rows = 256 + 32 + 8 + 4): a few steps per batch, and never more than
-nine statement shapes per table, so the drivers' statement caches keep them prepared.
+`executemany` steps a statement once per row, and SQLite's driver lets go of the GIL for each
+step and takes it back after, so a batch of N rows made the writer thread and the event loop
+hand the GIL to each other up to 2N times. Here a batch is cut into statements of MAX_ROWS rows,
+then the rest in powers of two (300 rows = 256 + 32 + 8 + 4): a few steps per batch, and never
+more than nine statement shapes per table, so the drivers' statement caches keep them
+prepared. Under `wrk -c64` on the invocation route the writer thread's CPU per invocation fell
+by about a fifth (22-26 -> 18-20 us; docs/benchmarks.md, 2026-12-07).
 """
 
 from __future__ import annotations

@@ -42,6 +42,20 @@ async def test_out_of_memory_is_reported_and_the_next_call_works(worker, functio
     assert value(after) == "ok" and after.cold_start
 
 
+async def test_the_functions_memory_limit_holds_from_its_first_line_in_a_pool_sandbox(worker, function):
+    """A pool sandbox waits under the pool's 128 MB; the function's own 64 MB is set before its
+    module is imported, so 100 MB at import is out of memory."""
+    assert await worker.wait_prewarmed()
+    spec = function("""
+        data = b"x" * (100 * 1024 * 1024)
+        def handler(event, context):
+            return len(data)
+    """, memory_mb=64)
+    hog = await call(worker, spec)
+    assert hog.error["errorType"] == "Runtime.OutOfMemory" and "64 MB" in hog.error["errorMessage"]
+    assert worker.statistics().cold_starts >= 1
+
+
 @pytest.mark.parametrize(("source", "message"), [
     ("import os\ndef handler(e, c):\n    os._exit(3)\n", "Runtime exited with error: exit status 3"),
     ("import ctypes\ndef handler(e, c):\n    ctypes.string_at(0)\n", "Runtime exited with error: signal: segmentation fault"),
