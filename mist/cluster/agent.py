@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from mist.cluster.codecache import CodeCache
 from mist.cluster.planes import ControlPlanes
 from mist.cluster.leases import Fence
 from mist.cluster.membership import Capacity, InstanceReport, Load, Warm, warm_json
+from mist.core.provisioning import billable_until
 from mist.errors import MistError, SandboxFailed, Unauthenticated
 from mist.worker import Worker
 from mist.worker.types import ProvisionedSpan, SandboxSpec
@@ -74,6 +76,8 @@ class Agent:
         self._idle.set()
         self.incarnation = 0
         self.interval_s = 2.0
+        self.lost_after_s = 10.0  # the control plane takes a worker silent this long for lost
+        self._accepted_ms: int | None = None  # wall time of the last accepted register or heartbeat
         self.registered = asyncio.Event()
         self.draining = False
         self._membership: asyncio.Task | None = None
@@ -228,6 +232,8 @@ class Agent:
         })
         self.incarnation = int(reply["incarnation"])
         self.interval_s = float(reply["interval_s"])
+        self.lost_after_s = float(reply.get("lost_after_s", self.lost_after_s))
+        self._accepted_ms = int(time.time() * 1000)
         self._learn(reply)
         self.registered.set()
         log.info("joined the cluster at %s as %s (incarnation %d, heartbeat every %.1f s)", c.join_url,
@@ -237,6 +243,8 @@ class Agent:
         beat = self._beat()
         reply = await self._post(f"/v1/cluster/workers/{self.config.worker_id}/heartbeat", beat)
         self._learn(reply)
+        if reply["accepted"]:
+            self._accepted_ms = int(time.time() * 1000)
         if reply["accepted"] and beat["spans"]:
             sent = beat["spans"][-1]["seq"]
             self._spans = [s for s in self._spans if s["seq"] > sent]
@@ -268,8 +276,17 @@ class Agent:
                 if not accepted:
                     log.warning("the cluster took this worker for lost (heartbeat refused): dropping its "
                                 "instances and joining again as a new incarnation")
+                    self._cut_off()
                     await self._drop_instances()
                     break
+
+    def _cut_off(self) -> None:
+        """The cluster took this worker for lost: its provisioned instances were started on
+        another worker, so it keeps none any more, and of their time not yet billed it reports
+        only what came before the cluster could take it for lost (billed once, not twice)."""
+        self.worker.stop_provisioning()  # ends the spans now (reported into self._spans)
+        if self._accepted_ms is not None:
+            self._spans = billable_until(self._spans, self._accepted_ms + int(self.lost_after_s * 1000))
 
     async def _drop_instances(self) -> None:
         for name in {key[0] for key in self._specs}:

@@ -494,7 +494,8 @@ class Scheduler:
                           warm_from_json(body.get("warm") or {}))
         record = await asyncio.to_thread(self.members.register, info)
         log.info("cluster: worker %s joined from %s (incarnation %d)", info.id, info.address, record.incarnation)
-        return {"incarnation": record.incarnation, "interval_s": self.policy.interval_s, "floors": self.floors}
+        return {"incarnation": record.incarnation, "interval_s": self.policy.interval_s,
+                "lost_after_s": self.policy.timeout_s, "floors": self.floors}
 
     async def heartbeat(self, worker: str, body: dict[str, Any]) -> dict[str, Any]:
         beat = Heartbeat(Load(**body["load"]), tuple(InstanceReport(**i) for i in body.get("instances", ())),

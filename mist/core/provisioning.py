@@ -103,3 +103,17 @@ def reconcile(wanted: Mapping[Key, int], held: Mapping[Key, Mapping[str, int]], 
                 continue
         provision.append(key)
     return Plan(tuple(provision), tuple(release))
+
+
+def billable_until(spans: list[dict], cut_ms: int) -> list[dict]:
+    """A cut-off worker's provisioned time, as far as it is its own to bill (pure): the cluster
+    takes a worker silent for its lost timeout for lost and starts its provisioned instances on
+    another, so time after `cut_ms` (its last accepted heartbeat + that timeout) is billed there.
+    Spans (dicts with start_ms and end_ms, as the agent keeps them) ending by then are kept,
+    those across it end at it, those starting after it are dropped.
+
+    >>> billable_until([{"start_ms": 0, "end_ms": 5}, {"start_ms": 5, "end_ms": 20}, {"start_ms": 12, "end_ms": 15}], 10)
+    [{'start_ms': 0, 'end_ms': 5}, {'start_ms': 5, 'end_ms': 10}]
+    """
+    return [span if span["end_ms"] <= cut_ms else {**span, "end_ms": cut_ms}
+            for span in spans if span["start_ms"] < cut_ms]

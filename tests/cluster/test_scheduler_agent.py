@@ -188,6 +188,26 @@ async def test_a_worker_whose_heartbeat_is_refused_joins_again_as_a_new_incarnat
     await wait_for(lambda: "w1" in cluster.scheduler.table.healthy())
 
 
+async def test_a_cut_off_worker_stops_provisioning_and_bills_only_until_it_could_be_taken_for_lost(cluster):
+    from mist.worker.types import ProvisionedSpan
+
+    billed = []
+    cluster.scheduler.on_provisioned = billed.append
+    agent = cluster.agents[1]
+    await agent.worker.provision(replace(spec(), function_name="kept", min_instances=1))
+    assert agent.lost_after_s == POLICY.timeout_s  # told at register
+    before = agent.incarnation
+    cluster.members.register(cluster.members.snapshot().workers[1].info)  # the cluster lost it: next beat refused
+    cut = agent._accepted_ms + int(POLICY.timeout_s * 1000)  # noqa: SLF001
+    agent.worker.on_provisioned(ProvisionedSpan("kept", 1, "acme", 128, 1, cut - 5_000, cut + 60_000))
+    agent.worker.on_provisioned(ProvisionedSpan("kept", 1, "acme", 128, 1, cut + 60_000, cut + 90_000))
+    await wait_for(lambda: agent.incarnation > before + 1)
+    await wait_for(lambda: len(billed) >= 1)
+    await asyncio.sleep(3 * POLICY.interval_s)
+    assert billed == [ProvisionedSpan("kept", 1, "acme", 128, 1, cut - 5_000, cut)]  # the rest was another's
+    assert agent.worker.stop_provisioning() == []  # it had stopped keeping "kept" when it was cut off
+
+
 async def test_orders_without_the_cluster_token_are_refused(cluster):
     async with httpx.AsyncClient() as client:
         r = await client.post(cluster.agents[0].config.address + "/v1/agent/invoke", content=b"{}\n{}")

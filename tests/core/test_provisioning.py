@@ -1,6 +1,6 @@
 import pytest
 
-from mist.core.provisioning import Asked, Plan, ProvisionConfig, reconcile, retry_s
+from mist.core.provisioning import Asked, Plan, ProvisionConfig, billable_until, reconcile, retry_s
 
 F1, F2, G1 = ("f", 1), ("f", 2), ("g", 1)
 CONFIG = ProvisionConfig(settle_s=5.0, retry_s=2.0, max_retry_s=30.0)
@@ -73,3 +73,23 @@ def test_answers_count_consecutive_failures_and_a_success_resets_them():
 def test_bad_settings_are_refused_naming_them(config):
     with pytest.raises(ValueError, match="retry_s"):
         config.validate()
+
+
+def _span(start: int, end: int, seq: int = 1) -> dict:
+    return {"seq": seq, "function": "f", "version": 1, "start_ms": start, "end_ms": end}
+
+
+@pytest.mark.parametrize(
+    ("spans", "cut", "expected"),
+    [
+        pytest.param([], 10_000, [], id="nothing-to-bill"),
+        pytest.param([_span(0, 5_000)], 10_000, [_span(0, 5_000)], id="ended-before-the-cut-is-kept-whole"),
+        pytest.param([_span(0, 10_000)], 10_000, [_span(0, 10_000)], id="ending-at-the-cut-is-kept-whole"),
+        pytest.param([_span(4_000, 30_000)], 10_000, [_span(4_000, 10_000)], id="across-the-cut-ends-at-it"),
+        pytest.param([_span(10_000, 30_000)], 10_000, [], id="starting-at-the-cut-is-the-replacements"),
+        pytest.param([_span(0, 4_000, 1), _span(4_000, 12_000, 2), _span(12_000, 20_000, 3)], 10_000,
+                     [_span(0, 4_000, 1), _span(4_000, 10_000, 2)], id="a-run-of-spans-keeps-its-order-and-numbers"),
+    ],
+)
+def test_a_cut_off_workers_provisioned_time_is_billed_up_to_when_it_could_be_taken_for_lost(spans, cut, expected):
+    assert billable_until(spans, cut) == expected
