@@ -411,7 +411,8 @@ class Scheduler:
 
     async def provision(self, spec: SandboxSpec) -> int:
         """Provisioned instances on the embedded worker while no cluster worker is known, else
-        on one cluster worker chosen as for a new instance."""
+        on one cluster worker chosen as for a new instance (the embedded worker then stops
+        keeping them: their time would be billed twice)."""
         if not self.table.workers() and self.local is not None:
             return await self.local.provision(spec)
         if spec.min_instances <= 0 or self._skip(spec.function_name):
@@ -426,9 +427,11 @@ class Scheduler:
                 raise NoCapacity(choice.reason)
             started = await self._order_provision(choice.worker, spec, shard, epoch)
             ok = True
-            return started
         finally:
             self._asked[spec.key] = asked.answered(ok, time.monotonic())
+        if self.local is not None:  # it may have kept them before any cluster worker joined: not twice
+            await self.local.provision(replace(spec, min_instances=0))
+        return started
 
     async def _order_provision(self, worker: str, spec: SandboxSpec, shard: str, epoch: int) -> int:
         body = wire.encode_order(wire.Order(shard, epoch, "", spec), b"")

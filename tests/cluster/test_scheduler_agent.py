@@ -208,6 +208,16 @@ async def test_a_cut_off_worker_stops_provisioning_and_bills_only_until_it_could
     assert agent.worker.stop_provisioning() == []  # it had stopped keeping "kept" when it was cut off
 
 
+async def test_provisioning_taken_by_a_cluster_worker_ends_on_the_embedded_worker(cluster):
+    local = FakeWorker()  # the embedded worker of `mist up`, which kept it before any worker joined
+    cluster.scheduler.local = local
+    kept = replace(spec(), function_name="kept", min_instances=1)
+    await local.provision(kept)
+    assert await cluster.scheduler.provision(kept) == 1
+    assert [a.worker.provisioned[-1].min_instances for a in cluster.agents if a.worker.provisioned] == [1]
+    assert local.stop_provisioning() == []  # it was told to stop keeping it: billed once, on the worker
+
+
 async def test_orders_without_the_cluster_token_are_refused(cluster):
     async with httpx.AsyncClient() as client:
         r = await client.post(cluster.agents[0].config.address + "/v1/agent/invoke", content=b"{}\n{}")

@@ -142,7 +142,9 @@ def test_no_accepted_event_is_lost_when_mist_up_is_killed_again_and_again(tmp_pa
     try:
         while True:
             submitter.join(timeout=rng.uniform(0.8, 1.5))
-            last = not submitter.is_alive()  # then once more, while the last events are running
+            # once more after the last event was accepted, while the last events run; at least 5
+            # kills, so that a fast machine, done submitting early, also kills while they run
+            last = not submitter.is_alive() and kills >= 4
             server = kill_and_restart(server, target, data_dir)
             kills += 1
             if last:
@@ -161,6 +163,6 @@ def test_no_accepted_event_is_lost_when_mist_up_is_killed_again_and_again(tmp_pa
           f"{len(lost)} lost; {interrupted} attempts interrupted by a kill, {reruns} attempts beyond the first "
           f"(at most that many duplicate runs); {stats['cut']} requests cut by a kill and sent again, "
           f"{stats['replayed']} of which had been stored (the first id came back)")
-    assert kills >= 5
+    assert stats["cut"] > 0  # kills landed while events were being submitted
     assert lost == [], f"{len(lost)} accepted events did not run, e.g. {lost[:3]}"
     assert {v["function"] for v in found.values()} == {"noop"}
