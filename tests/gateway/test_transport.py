@@ -181,3 +181,46 @@ async def test_respond_refuses_a_response_already_started_and_the_asgi_way_goes_
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_busy_one_is_not() -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.6)  # longer than the keep-alive timeout: the connection is busy, not idle
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning",
+                                           timeout_keep_alive=0.3))  # fmt: skip
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def get(path: str) -> bytes:
+            writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            got = b""
+            while not got.endswith(b"ok"):
+                chunk = await asyncio.wait_for(reader.read(4096), 5)
+                assert chunk, "the server closed the connection"
+                got += chunk
+            return got
+
+        for _ in range(6):  # 0.6 s in all, each gap shorter than the timeout: kept open
+            assert (await get("/")).startswith(b"HTTP/1.1 200")
+            await asyncio.sleep(0.1)
+        assert (await get("/slow")).startswith(b"HTTP/1.1 200")  # 0.6 s busy: kept open
+        assert (await get("/")).startswith(b"HTTP/1.1 200")
+        t0 = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(4096), 5) == b""  # idle: closed by the server
+        assert 0.25 <= asyncio.get_running_loop().time() - t0 < 1.5
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
