@@ -88,14 +88,8 @@ async def test_uvicorn_with_the_protocol_serves_keep_alive_streaming_and_close()
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    server, serving, port = await _serve(app)
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             for _ in range(20):  # one keep-alive connection
                 r = await c.get("/")
@@ -109,10 +103,11 @@ async def test_uvicorn_with_the_protocol_serves_keep_alive_streaming_and_close()
         await serving
 
 
-async def _serve(app):  # type: ignore[no-untyped-def]
+async def _serve(app, **config):  # type: ignore[no-untyped-def]
+    """uvicorn with the protocol on a free port: (server, its task, the port)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning", **config))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
@@ -192,15 +187,8 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_b
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning",
-                                           timeout_keep_alive=0.3))  # fmt: skip
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    server, serving, port = await _serve(app, timeout_keep_alive=0.3)
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
         async def get(path: str) -> bytes:
