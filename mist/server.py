@@ -307,6 +307,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
         cluster_stats = [plane.scheduler] if plane is not None else [gateway] if gateway is not None else []
         services.statistics = _stats(worker, records, events, dispatcher, *s3_stats, triggers, audit, admission,
                                      meter, meter.ledger, secrets, *cluster_stats)
+        if plane is not None:  # also on its cluster API: a --role scheduler has no public API
+            plane.process_statistics = services.statistics
         if sock is None:  # role scheduler: the cluster API (and its /healthz) is all it serves
             assert plane is not None
             _print_admin_key(new_admin_key, data_dir, found=False)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,12 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_root: Path,
-                      archive_root: Path, blobs: Any | None = None) -> Starlette:
+                      archive_root: Path, blobs: Any | None = None,
+                      statistics: Callable[[], dict[str, Any]] | None = None) -> Starlette:
     """`blobs` (the cluster database's code blobs, mist/control/blobs.py): where code deployed
-    through another process is found when this one never ran it."""
+    through another process is found when this one never ran it. `statistics`: what
+    `GET /v1/cluster/statistics` answers (the whole process's components; by default the
+    scheduler's alone), the one place a `--role scheduler`, which has no public API, shows them."""
     archive_root.mkdir(parents=True, exist_ok=True)
     locks: dict[str, asyncio.Lock] = {}
 
@@ -117,8 +122,12 @@ def build_cluster_app(scheduler: Scheduler, token: str, code_root: Path, layer_r
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def stats(request: Request) -> Response:
+        return JSONResponse(statistics() if statistics is not None else {"Scheduler": asdict(scheduler.statistics())})
+
     return Starlette(routes=[
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/cluster/statistics", guard(stats), methods=["GET"]),
         Route("/v1/cluster/place", guard(place), methods=["POST"]),
         Route("/v1/cluster/workers", guard(register), methods=["POST"]),
         Route("/v1/cluster/workers/{worker}/heartbeat", guard(heartbeat), methods=["POST"]),

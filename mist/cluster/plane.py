@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,6 +93,7 @@ class ClusterPlane:
         self._server = server
         self._sock = sock
         self._engine = engine
+        self.process_statistics: Callable[[], dict[str, Any]] | None = None  # the process's components
         self._serving: asyncio.Task | None = None
 
     @classmethod
@@ -127,12 +129,15 @@ class ClusterPlane:
         scheduler = Scheduler(members, leases, SchedulerSettings(opts.token, holder, opts.policy, opts.shards,
                                                                  opts.lease_ttl_s), local=local, owner=owner)
         await scheduler.start()
+        made: list[ClusterPlane] = []  # the app answers statistics once the plane exists
         app = build_cluster_app(scheduler, opts.token, data_dir / "code", data_dir / "layers",
-                                data_dir / "cluster-archives", blobs)
+                                data_dir / "cluster-archives", blobs,
+                                statistics=lambda: made[0].served_statistics())
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                                http="httptools", timeout_graceful_shutdown=2))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are the main server's
         plane = cls(scheduler, server, sock, f"http://{bound_host}:{bound_port}", engine)
+        made.append(plane)
         plane._serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not plane._serving.done():
             await asyncio.sleep(0.01)
@@ -140,6 +145,13 @@ class ClusterPlane:
 
     def statistics(self) -> dict[str, Any]:
         return asdict(self.scheduler.statistics())
+
+    def served_statistics(self) -> dict[str, Any]:
+        """What `GET /v1/cluster/statistics` answers: every component of this process (set by
+        mist/server.py once they run), else the scheduler's alone."""
+        if self.process_statistics is not None:
+            return self.process_statistics()
+        return {"Scheduler": self.statistics()}
 
     async def stop(self) -> None:
         self._server.should_exit = True

@@ -220,12 +220,21 @@ async def test_provisioning_taken_by_a_cluster_worker_ends_on_the_embedded_worke
 
 async def test_orders_without_the_cluster_token_are_refused(cluster):
     async with httpx.AsyncClient() as client:
+        r = await client.get(cluster.agents[0].config.join_url + "/v1/cluster/statistics")
+        assert r.status_code == 401
         r = await client.post(cluster.agents[0].config.address + "/v1/agent/invoke", content=b"{}\n{}")
         assert r.status_code == 401 and r.json()["error"]["code"] == "Unauthenticated"
         r = await client.post(cluster.agents[0].config.join_url + "/v1/cluster/workers", json={},
                               headers={"Authorization": "Bearer wrong-token"})
         assert r.status_code == 401 and "--cluster-token" in r.json()["error"]["message"]
     assert not cluster.agents[0].worker.calls
+
+
+async def test_the_cluster_api_shows_the_schedulers_statistics_to_holders_of_the_token(cluster):
+    async with httpx.AsyncClient(headers={"Authorization": wire.bearer(TOKEN)}) as client:
+        r = await client.get(cluster.agents[0].config.join_url + "/v1/cluster/statistics")
+    assert r.status_code == 200
+    assert r.json()["Scheduler"]["workers"] == 2
 
 
 async def test_a_draining_worker_finishes_its_calls_gets_nothing_new_and_leaves(cluster):

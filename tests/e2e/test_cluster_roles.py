@@ -88,9 +88,14 @@ def test_invocations_through_either_gateway_reach_their_shard_s_owner(cluster):
     for g in gateways:
         routed = httpx.get(g.url + "/v1/statistics", headers=g.auth, timeout=10).json()["GatewayRouter"]
         assert routed["schedulers"] == 2 and routed["forwarded_out"] >= len(names) * 3  # none placed by a gateway
+    placed = 0
     for s in schedulers:  # no public API: the cluster API and its /healthz only
         assert httpx.get(s.url + "/healthz", timeout=10).status_code == 200
         assert httpx.get(s.url + "/v1/functions", headers=gateways[0].auth, timeout=10).status_code == 404
+        stats = httpx.get(s.url + "/v1/cluster/statistics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert stats.status_code == 200 and {"Scheduler", "InvocationLog"} <= set(stats.json())  # the process's own
+        placed += stats.json()["Scheduler"]["remote_invocations"]
+    assert placed >= len(jobs)  # every call was placed by one of them
 
 
 def test_one_of_two_gateways_killed_under_load_leaves_the_other_serving(cluster):
