@@ -256,6 +256,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             data_dir, store, LayerStore(data_dir / "layers", jail=build_jail), runner.retire,
             provision=runner.provision,
             secrets=secrets, restart=runner.restart, blobs=state.blobs,
+            runs_code=opts.route is None,  # a gateway forwards invocations: their code is the workers' to fetch
         )
         limits_of = tenant_limits(tenancy)
         if opts.limits_redis:  # the gateways of a cluster share rate and concurrency limits

@@ -84,11 +84,13 @@ class FunctionService:
         secrets: SecretService | None = None,
         restart: Restart | None = None,
         blobs: BlobStore | None = None,
+        runs_code: bool = True,
     ) -> None:
         """`secrets`: None serves no secrets; `restart`: how instances are replaced when a
         function's secrets change (default: retired like a deleted function's); `blobs`: where
         code and layers are shared with the other processes of a cluster (None: one process,
-        its data dir holds them)."""
+        its data dir holds them); `runs_code` False (a cluster's gateway, which forwards every
+        invocation): a function's code is not fetched and unpacked here to invoke it."""
         self.code_root = data_dir / "code"
         self.code_root.mkdir(parents=True, exist_ok=True)
         self._store = store
@@ -99,6 +101,7 @@ class FunctionService:
         self.secrets = secrets
         self._restart = restart
         self._blobs = blobs
+        self._runs_code = runs_code
         self._followed: dict[str, tuple[int, datetime]] | None = None  # follow(): newest version seen per id
         self._latest: dict[str, FunctionVersion] = {}
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
@@ -125,7 +128,8 @@ class FunctionService:
                 summary = await asyncio.to_thread(self._store.get_function, name)
                 if summary is None:
                     raise _missing(name)
-                await self.materialise(summary.latest)
+                if self._runs_code:
+                    await self.materialise(summary.latest)
                 fv = self._latest[name] = summary.latest
             return fv
         fv = self._versions.get((name, version))
@@ -138,7 +142,8 @@ class FunctionService:
                     raise _missing(name)
                 local = split_id(name)[1]
                 raise NotFound(f"function {local!r} has no version {version}; `mist show {local}` shows its versions")
-            await self.materialise(found[0])
+            if self._runs_code:
+                await self.materialise(found[0])
             fv = self._versions[(name, version)] = found[0]
         return fv
 
@@ -345,7 +350,8 @@ class FunctionService:
             else:
                 self._provisioned.pop(fv.name, None)
         try:
-            await self.materialise(fv)
+            if self._runs_code:
+                await self.materialise(fv)
             await self._provision(self.spec(fv))
         except MistError as exc:
             log.warning("%s:%s: provisioned instances not all started yet: %s", fv.name, fv.version, exc.message)

@@ -88,6 +88,10 @@ def test_invocations_through_either_gateway_reach_their_shard_s_owner(cluster):
     for g in gateways:
         routed = httpx.get(g.url + "/v1/statistics", headers=g.auth, timeout=10).json()["GatewayRouter"]
         assert routed["schedulers"] == 2 and routed["forwarded_out"] >= len(names) * 3  # none placed by a gateway
+    # the functions were deployed through gateways[0], which unpacked the uploads to check them; the
+    # other only forwarded their invocations: it never fetched nor unpacked their code
+    code = gateways[1].data_dir / "code"
+    assert not code.exists() or not [p for p in code.iterdir() if p.is_dir()]
     placed = 0
     for s in schedulers:  # no public API: the cluster API and its /healthz only
         assert httpx.get(s.url + "/healthz", timeout=10).status_code == 200
