@@ -77,7 +77,8 @@ class Agent:
         self.incarnation = 0
         self.interval_s = 2.0
         self.lost_after_s = 10.0  # the control plane takes a worker silent this long for lost
-        self._accepted_ms: int | None = None  # wall time of the last accepted register or heartbeat
+        self._accepted_ms: int | None = None  # when the last accepted register or heartbeat was sent
+        # (before the control plane noted it: so the cut-off below never reaches past its clock)
         self.registered = asyncio.Event()
         self.draining = False
         self._membership: asyncio.Task | None = None
@@ -226,6 +227,7 @@ class Agent:
 
     async def register(self) -> None:
         c = self.config
+        sent_ms = int(time.time() * 1000)
         reply = await self._post("/v1/cluster/workers", {
             "id": c.worker_id, "address": c.address, "capacity": asdict(c.capacity),
             "warm": warm_json(self._warm()),
@@ -233,7 +235,7 @@ class Agent:
         self.incarnation = int(reply["incarnation"])
         self.interval_s = float(reply["interval_s"])
         self.lost_after_s = float(reply.get("lost_after_s", self.lost_after_s))
-        self._accepted_ms = int(time.time() * 1000)
+        self._accepted_ms = sent_ms
         self._learn(reply)
         self.registered.set()
         log.info("joined the cluster at %s as %s (incarnation %d, heartbeat every %.1f s)", c.join_url,
@@ -241,10 +243,11 @@ class Agent:
 
     async def heartbeat(self) -> bool:
         beat = self._beat()
+        sent_ms = int(time.time() * 1000)
         reply = await self._post(f"/v1/cluster/workers/{self.config.worker_id}/heartbeat", beat)
         self._learn(reply)
         if reply["accepted"]:
-            self._accepted_ms = int(time.time() * 1000)
+            self._accepted_ms = sent_ms
         if reply["accepted"] and beat["spans"]:
             sent = beat["spans"][-1]["seq"]
             self._spans = [s for s in self._spans if s["seq"] > sent]

@@ -430,7 +430,7 @@ class Scheduler:
         finally:
             self._asked[spec.key] = asked.answered(ok, time.monotonic())
         if self.local is not None:  # it may have kept them before any cluster worker joined: not twice
-            await self.local.provision(replace(spec, min_instances=0))
+            await self.local.provision(replace(spec, min_instances=0, layer_dir=None))  # (no layer zygote for it)
         return started
 
     async def _order_provision(self, worker: str, spec: SandboxSpec, shard: str, epoch: int) -> int:
