@@ -128,8 +128,7 @@ class FunctionService:
                 summary = await asyncio.to_thread(self._store.get_function, name)
                 if summary is None:
                     raise _missing(name)
-                if self._runs_code:
-                    await self.materialise(summary.latest)
+                await self.materialise(summary.latest)
                 fv = self._latest[name] = summary.latest
             return fv
         fv = self._versions.get((name, version))
@@ -142,8 +141,7 @@ class FunctionService:
                     raise _missing(name)
                 local = split_id(name)[1]
                 raise NotFound(f"function {local!r} has no version {version}; `mist show {local}` shows its versions")
-            if self._runs_code:
-                await self.materialise(found[0])
+            await self.materialise(found[0])
             fv = self._versions[(name, version)] = found[0]
         return fv
 
@@ -218,7 +216,7 @@ class FunctionService:
 
     async def update_config(self, name: str, config: object) -> FunctionVersion:
         current = (await self.get(name)).latest
-        await self.materialise(current)  # deployed through another process of a cluster: its code is checked here
+        await self.materialise(current, to_check=True)  # deployed through another process of a cluster: its code is checked here
         cfg = FunctionConfig.from_json(config, base=current.config())
         return await self._create(name, cfg, current.code_sha256, current.code_size, _no_progress)
 
@@ -350,8 +348,7 @@ class FunctionService:
             else:
                 self._provisioned.pop(fv.name, None)
         try:
-            if self._runs_code:
-                await self.materialise(fv)
+            await self.materialise(fv)
             await self._provision(self.spec(fv))
         except MistError as exc:
             log.warning("%s:%s: provisioned instances not all started yet: %s", fv.name, fv.version, exc.message)
@@ -399,10 +396,11 @@ class FunctionService:
                 log.info("dependency layer %s fetched from the cluster (%d bytes)", key[:12], len(data))
         return True
 
-    async def materialise(self, fv: FunctionVersion) -> None:
+    async def materialise(self, fv: FunctionVersion, *, to_check: bool = False) -> None:
         """Make sure this process has `fv`'s code and layer on disk: with shared blobs, those
-        another process received are fetched (sha256 checked) and extracted here, once."""
-        if self._blobs is None:
+        another process received are fetched (sha256 checked) and extracted here, once. A
+        process that runs no code (`runs_code` False) fetches it only `to_check` it."""
+        if self._blobs is None or not (self._runs_code or to_check):
             return
         sha = fv.code_sha256
         dest = self.code_root / sha

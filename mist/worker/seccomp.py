@@ -24,9 +24,9 @@ forked from it, ~0.6 MB for nothing.
 from __future__ import annotations
 
 import errno
+import marshal
 import os
 import socket
-import struct
 import traceback
 
 from mist.worker import syscalls
@@ -83,8 +83,8 @@ def compile_in_child() -> tuple[bytes, bytes, bytes]:
         status = 0
         try:
             os.close(r)
-            blobs = (compile_filter(network=False), compile_filter(network=True), compile_layer_filter())
-            out = b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+            out = marshal.dumps((compile_filter(network=False), compile_filter(network=True),
+                                 compile_layer_filter()))  # fmt: skip
         except BaseException:  # noqa: BLE001 - reported to the parent
             out, status = traceback.format_exc().encode(), 1
         view = memoryview(out)
@@ -92,22 +92,16 @@ def compile_in_child() -> tuple[bytes, bytes, bytes]:
             view = view[os.write(w, view):]
         os._exit(status)
     os.close(w)
-    chunks = []
     with os.fdopen(r, "rb") as f:
-        while chunk := f.read(65536):
-            chunks.append(chunk)
-    data = b"".join(chunks)
+        data = f.read()  # up to the child's exit
     _, status = os.waitpid(pid, 0)
     if status != 0:
         raise RuntimeError(f"compiling the seccomp filters failed:\n{data.decode(errors='replace')}")
-    blobs, i = [], 0
-    while i < len(data):
-        (n,) = struct.unpack_from("<I", data, i)
-        blobs.append(data[i + 4 : i + 4 + n])
-        i += 4 + n
-    if len(blobs) != 3 or i != len(data):
-        raise RuntimeError("compiling the seccomp filters failed: the child's answer was cut short")
-    return blobs[0], blobs[1], blobs[2]
+    try:
+        without, with_network, layer = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        raise RuntimeError("compiling the seccomp filters failed: the child's answer was cut short") from None
+    return without, with_network, layer
 
 
 def _base_filter(denied: tuple[str, ...], network: bool):
