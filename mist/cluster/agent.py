@@ -301,15 +301,16 @@ class Agent:
         self.draining = True
         if not self.registered.is_set():
             return
+        # its provisioned instances are started on another worker by their shard's owner (a
+        # draining worker's count for nothing): their time ends here, not at the leave, and
+        # before the control plane hears of the drain, so never after the other's begins
+        if handed := self.worker.stop_provisioning():
+            log.info("draining: %d provisioned function(s) handed to the cluster: %s", len(handed), ", ".join(handed))
         path = f"/v1/cluster/workers/{self.config.worker_id}"
         try:
             await self._post(path + "/drain", {"incarnation": self.incarnation})
         except (httpx.HTTPError, RuntimeError) as exc:
             log.warning("could not tell the control plane this worker drains (%s)", exc)
-        # its provisioned instances are started on another worker by their shard's owner (a
-        # draining worker's count for nothing): their time ends here, not at the leave
-        if handed := self.worker.stop_provisioning():
-            log.info("draining: %d provisioned function(s) handed to the cluster: %s", len(handed), ", ".join(handed))
         try:
             await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout_s)
         except asyncio.TimeoutError:
