@@ -58,13 +58,21 @@ class Channel:
         self._decoder = protocol.FrameDecoder()
         self._frames: list[protocol.Frame] = []
         self._lock = threading.Lock()
+        self._readable = select.poll()
+        self._readable.register(sock.fileno(), select.POLLIN)
 
     def read(self) -> protocol.Frame | None:
+        """The next frame; blocks until it comes. Sleeps in poll(POLLIN), not in recv: a
+        thread asleep in a unix socket's recv is also woken when the peer reads what this
+        end sent (the "write space" wake-up ignores what the sleeper waits for), so every
+        RESULT the Worker read woke the idle sandbox once for nothing — a context switch,
+        and on an idle CPU an inter-processor interrupt, per invocation. poll() is woken only
+        for input (or hang-up)."""
         while not self._frames:
+            self._readable.poll()
             try:
-                data = self.sock.recv(65536)
-            except BlockingIOError:
-                select.select([self.sock], [], [])
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
                 continue
             if not data:
                 return None

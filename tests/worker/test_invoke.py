@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -279,3 +280,27 @@ async def test_a_cold_start_reports_where_its_time_went(worker, function):
     last = worker.statistics().last_cold_start
     assert {**steps, "invoke": last["invoke"], "total": last["total"]} == last
     assert last["total"] >= steps["assign_to_init"]
+
+
+def _voluntary_switches(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+async def test_a_warm_instance_sleeps_once_per_invocation(worker, function):
+    """A waiting instance is woken by its next invocation only: not also when the Worker reads
+    the answer it sent (a thread asleep in a unix socket's recv is woken by that too; the
+    runtime sleeps in poll(POLLIN)). Each such wake-up was a context switch, and on an idle
+    CPU an inter-processor interrupt, per invocation."""
+    spec = function("def handler(event, context):\n    return event\n")
+    first = await call(worker, spec, 0)
+    pid = worker._all[first.instance_id].pid
+    before = _voluntary_switches(pid)
+    n = 200
+    for i in range(n):
+        result = await call(worker, spec, i)
+        assert value(result) == i and result.instance_id == first.instance_id
+    per_invocation = (_voluntary_switches(pid) - before) / n
+    assert per_invocation <= 1.25, f"{per_invocation:.2f} context switches per invocation (1 expected)"
