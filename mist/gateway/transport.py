@@ -15,11 +15,13 @@ The keep-alive timeout is kept with one timer per connection instead of one per 
 `on_response_complete`).
 
 `respond` is the fast path's way out (mist/gateway/fastpath.py): an invocation's whole answer,
-status line, headers and body, written at once from bytes, with the connection then handled as
-uvicorn would after an ASGI response (keep-alive, the next pipelined request). The two ASGI
-messages it replaces went through uvicorn's header checks and the audit middleware's wrapper,
-~7% of the gateway's time per invocation under load. The protocol puts each request's cycle in
-its scope under CYCLE; without it (another server) the fast path answers with ASGI messages.
+status line, headers and body, in one write from bytes (at once, or, while other invocations
+are in flight, at the end of the loop's turn with its other writes: mist/writeburst.py), with
+the connection then handled as uvicorn would after an ASGI response (keep-alive, the next
+pipelined request). The two ASGI messages it replaces went through uvicorn's header checks and
+the audit middleware's wrapper, ~7% of the gateway's time per invocation under load. The
+protocol puts each request's cycle in its scope under CYCLE; without it (another server) the
+fast path answers with ASGI messages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornHttpTools
 
+from mist import writeburst
+
 CYCLE = "mist.cycle"  # scope key: the request's uvicorn RequestResponseCycle
 
 
@@ -37,12 +41,13 @@ class CoalescingTransport:
     """A transport that sends two writes made in the same tick as one (see the module doc).
     Everything else goes to the real transport."""
 
-    __slots__ = ("_transport", "_loop", "_held")
+    __slots__ = ("_transport", "_loop", "_held", "_burst")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: bytes | None = None
+        self._burst = writeburst.for_loop(loop)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
@@ -53,10 +58,17 @@ class CoalescingTransport:
             self._held = None
             self._transport.write(b"".join((held, data)))
 
-    def write_now(self, data: bytes) -> None:
-        """Write what is held and `data` now, in one write."""
-        held, self._held = self._held, None
-        self._transport.write(data if held is None else b"".join((held, data)))
+    def write_in_burst(self, data: bytes) -> None:
+        """Write `data` now, or, while other invocations are in flight, with the other writes
+        at the end of the turn (mist/writeburst.py); after what is held, in one write."""
+        held = self._held
+        if held is not None:
+            self._held = held + data  # already due to go at the next turn
+        elif not self._burst.busy(0):
+            self._transport.write(data)
+        else:
+            self._held = data
+            self._burst.hold(self)
 
     def flush(self) -> None:
         held, self._held = self._held, None
@@ -138,8 +150,8 @@ class HttpToolsProtocol(_UvicornHttpTools):
 
 
 def respond(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
-    """Send a whole response on `cycle` in one write; False (nothing done) when it cannot be
-    sent this way, and the caller must use ASGI messages. `headers` are mist's own (lower-case
+    """Send a whole response on `cycle` in one write (`write_in_burst`); False (nothing done)
+    when it cannot be sent this way, and the caller must use ASGI messages. `headers` are mist's own (lower-case
     names, values without user input); content-length is added here."""
     transport = cycle.transport
     if cycle.response_started or cycle.disconnected or cycle.flow.write_paused \
@@ -157,7 +169,7 @@ def respond(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes,
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts += (b"\r\n", body)
-    transport.write_now(b"".join(parts))
+    transport.write_in_burst(b"".join(parts))
     cycle.response_complete = True
     cycle.message_event.set()
     if not keep_alive:

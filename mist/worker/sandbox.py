@@ -38,6 +38,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from mist import writeburst
 from mist.errors import FunctionCrashed, FunctionError, FunctionOutOfMemory, FunctionTimeout, SandboxFailed
 from mist.models import split_id
 from mist.worker import protocol
@@ -148,7 +149,9 @@ class Sandbox:
         self._init_ms = 0.0
         self._assign_sent = 0.0
         self.attach_ms = 0.0  # the Worker attaching the code, before ASSIGN
-        self._held = b""  # ASSIGN, until the first INVOKE (or the next turn of the loop)
+        self._held = b""  # ASSIGN, until the first INVOKE (or the next turn of the loop); INVOKE frames
+        # until the end of the turn (mist/writeburst.py)
+        self._burst = writeburst.for_loop(self._loop)
         self.init_steps: dict[str, float] | None = None
         self.build_steps: dict[str, float] | None = None  # the sandbox's own steps before READY
         self.on_dead: Callable[[Sandbox], None] | None = None
@@ -207,7 +210,7 @@ class Sandbox:
         # the sandbox cannot wake on ASSIGN alone, take the CPU from the Worker before it sent
         # the INVOKE, and then have to sleep again until it comes.
         self._held = protocol.encode(protocol.ASSIGN, header)
-        self._loop.call_soon(self._flush)
+        self._loop.call_soon(self.flush)
 
     # -- invoking -------------------------------------------------------------------------------
     @property
@@ -373,14 +376,26 @@ class Sandbox:
 
     # -- frames from the sandbox ----------------------------------------------------------------
     def _send(self, data: bytes) -> None:
+        """Write now, or, while other invocations are in flight, at the end of the turn with
+        the other writes (mist/writeburst.py); after what is held (ASSIGN), in one write."""
         if self._held:
-            data, self._held = self._held + data, b""
-        if self._channel is not None and self._channel.transport is not None:
-            self._channel.transport.write(data)
+            self._held += data  # already due to go at the next turn
+        elif not self._burst.busy(1):
+            self._write(data)
+        else:
+            self._held = data
+            self._burst.hold(self)
 
-    def _flush(self) -> None:
-        if self._held:
-            self._send(b"")
+    def flush(self) -> None:
+        """Write what is held (ASSIGN, INVOKE frames of this turn)."""
+        data, self._held = self._held, b""
+        if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        transport = self._channel.transport if self._channel is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _on_frame(self, frame: protocol.Frame) -> None:
         kind = frame.kind

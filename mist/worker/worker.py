@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mist import writeburst
 from mist.core import autoscale, flow, keepalive
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.models import split_id
@@ -220,6 +221,7 @@ class Worker:
             return
         cfg = self.config
         self._loop = asyncio.get_running_loop()
+        self._burst = writeburst.for_loop(self._loop)  # counts invocations in flight (mist/writeburst.py)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._root_dir.mkdir(mode=0o755, exist_ok=True)
         kill_stale_zygote(cfg.data_dir / "zygote.pid", self._root_dir)
@@ -279,6 +281,8 @@ class Worker:
                 f"{self.config.memory_budget_mb} MB", retry_after=60.0)
         started = self._loop.time()
         demand = self._enter(spec)
+        burst = self._burst
+        burst.calls += 1
         try:
             # The warm path, O(1): the most recently released instance with a free slot, unless
             # earlier invocations of this function are queued (they come first).
@@ -303,6 +307,7 @@ class Worker:
             log.exception("invocation %s of %s:%s failed in the worker", invocation_id, *spec.key)
             raise SandboxFailed(f"the worker failed to run the invocation: {exc!r}") from exc
         finally:
+            burst.calls -= 1
             self._leave(demand)
         self._invocations += 1
         if result.cold_start:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import uvicorn
 
+from mist import writeburst
 from mist.gateway.transport import CoalescingTransport, HttpToolsProtocol
 
 
@@ -72,6 +73,45 @@ async def test_close_sends_what_was_held_before_closing() -> None:
     assert t.get_extra_info("peername") == ("127.0.0.1", 5)  # the rest is the real transport's
 
 
+async def test_an_answer_goes_at_once_when_nothing_else_is_in_flight() -> None:
+    rec = Recorder()
+    t = CoalescingTransport(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write_in_burst(b"answer")
+    assert rec.writes == [b"answer"]
+
+
+@pytest.fixture
+async def busy():  # type: ignore[no-untyped-def]
+    """Other invocations in flight on this loop (the Worker counts them)."""
+    burst = writeburst.for_loop(asyncio.get_running_loop())
+    burst.calls = 3
+    yield burst
+    burst.calls = 0
+
+
+async def test_answers_made_while_others_are_in_flight_leave_together_at_the_end_of_the_turn(busy) -> None:  # type: ignore[no-untyped-def]
+    recs = [Recorder(), Recorder()]
+    ts = [CoalescingTransport(r, asyncio.get_running_loop()) for r in recs]  # type: ignore[arg-type]
+    ts[0].write_in_burst(b"one;")
+    ts[1].write_in_burst(b"two")
+    ts[0].write_in_burst(b"three")  # the same connection again (pipelined): after the first, one write
+    assert recs[0].writes == recs[1].writes == []
+    await asyncio.sleep(0)
+    assert (recs[0].writes, recs[1].writes) == ([b"one;three"], [b"two"])
+    await asyncio.sleep(0)
+    assert len(recs[0].writes) == 1  # flushed once
+
+
+async def test_an_answer_held_for_the_turn_leaves_before_the_connection_closes(busy) -> None:  # type: ignore[no-untyped-def]
+    rec = Recorder()
+    t = CoalescingTransport(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write_in_burst(b"last answer")
+    t.close()
+    assert rec.writes == [b"last answer"] and rec.closed
+    await asyncio.sleep(0)
+    assert rec.writes == [b"last answer"]
+
+
 async def test_uvicorn_with_the_protocol_serves_keep_alive_streaming_and_close() -> None:
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
@@ -128,8 +168,11 @@ async def _exchange(port: int, raw: bytes, until: int) -> bytes:
     return got
 
 
-async def test_respond_sends_a_whole_answer_and_keeps_the_connection_as_uvicorn_would() -> None:
+@pytest.mark.parametrize("others_in_flight", [0, 3])
+async def test_respond_sends_a_whole_answer_and_keeps_the_connection_as_uvicorn_would(others_in_flight: int) -> None:
     from mist.gateway.transport import CYCLE, respond
+
+    writeburst.for_loop(asyncio.get_running_loop()).calls = others_in_flight  # 3: answers held for the turn
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
@@ -155,6 +198,7 @@ async def test_respond_sends_a_whole_answer_and_keeps_the_connection_as_uvicorn_
         old = await _exchange(port, b"POST / HTTP/1.0\r\ncontent-length: 1\r\n\r\n4", until=1)
         assert b"connection: close\r\n" in old and old.endswith(b'{"echo":4}')
     finally:
+        writeburst.for_loop(asyncio.get_running_loop()).calls = 0
         server.should_exit = True
         await serving
 
