@@ -340,6 +340,11 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             # full collections stop walking it again (they took 25-160 ms during start-up)
             gc.collect()
             gc.freeze()
+            # a young-generation collection every 10,000 net allocations instead of 700: under
+            # load it ran every few invocations and each walked the same in-flight objects
+            # (~6% of the gateway's CPU per invocation under wrk -c64, docs/benchmarks.md);
+            # what dies young is freed by reference counting either way
+            gc.set_threshold(10_000, 10, 10)
             discovery.register(url, data_dir)  # the CLI finds this server's admin key by its URL
             registered = True
             _print_admin_key(new_admin_key, data_dir)
