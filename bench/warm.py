@@ -215,6 +215,31 @@ def time_worker_direct(n: int, callers: int, seconds: float) -> tuple[list[float
         return None, None, f"direct worker call failed: {type(exc).__name__}: {exc}"
 
 
+def kernel_counters() -> dict[str, int]:
+    """Machine-wide: context switches (/proc/stat) and inter-processor interrupts (/proc/interrupts:
+    rescheduling + function call, the ones a wake-up of a task on another CPU sends)."""
+    out = {"switches": 0, "ipis": 0}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("ctxt "):
+                out["switches"] = int(line.split()[1])
+    with open("/proc/interrupts") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in ("RES:", "CAL:"):
+                out["ipis"] += sum(int(x) for x in parts[1:] if x.isdigit())
+    return out
+
+
+def wrk_counted(url: str, **kw: object) -> dict:
+    """run_wrk, with the machine's context switches and IPIs during the run (per request: "kernel")."""
+    before = kernel_counters()
+    res = run_wrk(url, **kw)  # type: ignore[arg-type]
+    after = kernel_counters()
+    res["kernel"] = {k: after[k] - before[k] for k in before}
+    return res
+
+
 def combine(runs: list[dict]) -> dict:
     """Several wrk runs of one side as one: requests and errors summed, requests/s over the
     summed duration, latency percentiles as the median of the runs' (wrk gives no histogram)."""
@@ -282,10 +307,10 @@ def main() -> None:
             stats1 = statistics(c)
             rounds_mist, rounds_ff = [], []
             for _ in range(max(1, args.rounds)):
-                rounds_mist.append(run_wrk(srv.url + path, connections=args.connections, threads=args.wrk_threads,
-                                           duration_s=args.duration))  # fmt: skip
-                rounds_ff.append(run_wrk(ff.url + "/", connections=args.connections, threads=args.wrk_threads,
-                                         duration_s=args.duration))  # fmt: skip
+                rounds_mist.append(wrk_counted(srv.url + path, connections=args.connections, threads=args.wrk_threads,
+                                               duration_s=args.duration))  # fmt: skip
+                rounds_ff.append(wrk_counted(ff.url + "/", connections=args.connections, threads=args.wrk_threads,
+                                             duration_s=args.duration))  # fmt: skip
             time.sleep(0.5)  # let the record writer flush
             stats2 = statistics(c)
             w_mist, w_ff = combine(rounds_mist), combine(rounds_ff)
@@ -346,6 +371,11 @@ def main() -> None:
         rep.row(f"limit: the worker alone, {args.connections} callers", f"{direct_rate:.0f} inv/s",
                 f"Worker.invoke, no HTTP/records/metering; mist over HTTP reaches {w_mist['requests_per_s'] / direct_rate:.0%} of it")  # fmt: skip
         rep.data["worker_direct_per_s"] = direct_rate
+    for label, runs in (("mist", rounds_mist), ("functions-framework", rounds_ff)):
+        n = sum(r["requests"] for r in runs) or 1
+        sw, ipis = (sum(r["kernel"][k] for r in runs) / n for k in ("switches", "ipis"))
+        rep.row(f"  {label}: per request, machine-wide", f"{sw:.2f} switches", f"{ipis:.2f} IPIs (wake-ups on another CPU)")
+        rep.data[f"kernel_per_request_{label}"] = {"switches": sw, "ipis": ipis}
     rep.row("throughput ratio mist / ff", f"{ratio:.2f}x", f"totals over {len(per_round)} alternating rounds")
     rep.row("  each round: mist / ff req/s", "  ".join(f"{m['requests_per_s']:.0f}/{f['requests_per_s']:.0f}"
                                                       for m, f in zip(rounds_mist, rounds_ff)),
