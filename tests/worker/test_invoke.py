@@ -304,3 +304,20 @@ async def test_a_warm_instance_sleeps_once_per_invocation(worker, function):
         assert value(result) == i and result.instance_id == first.instance_id
     per_invocation = (_voluntary_switches(pid) - before) / n
     assert per_invocation <= 1.25, f"{per_invocation:.2f} context switches per invocation (1 expected)"
+
+
+async def test_the_worker_counts_its_invocations_in_flight_so_writes_are_held_only_under_load(worker, function):
+    """The gateway holds its writes to the end of the loop's turn only while other invocations
+    are in flight (mist/writeburst.py); the Worker keeps that count, through crashes too."""
+    from mist import writeburst
+
+    burst = writeburst.for_loop(asyncio.get_running_loop())
+    slow = function("import time\ndef handler(event, context):\n    time.sleep(0.3)\n    return event\n")
+    calls = [asyncio.ensure_future(call(worker, slow, i)) for i in range(3)]
+    await asyncio.sleep(0.15)
+    assert burst.calls == 3
+    assert [value(r) for r in await asyncio.gather(*calls)] == [0, 1, 2]
+    assert burst.calls == 0
+    crash = function("import os\ndef handler(event, context):\n    os._exit(3)\n")
+    assert not (await call(worker, crash)).ok
+    assert burst.calls == 0
