@@ -19,7 +19,10 @@ Measured under `wrk -c64` on the invocation route: docs/benchmarks.md ("Writes i
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Burstable(Protocol):
@@ -52,7 +55,10 @@ class WriteBurst:
     def _end_of_turn(self) -> None:
         held, self._held = self._held, []
         for writer in held:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:  # one writer's failure must not keep the others' data back
+                log.exception("flushing %r failed", writer)
 
 
 _BURSTS: dict[asyncio.AbstractEventLoop, WriteBurst] = {}

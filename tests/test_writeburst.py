@@ -51,6 +51,24 @@ async def test_held_writers_are_flushed_once_at_the_end_of_the_turn_in_order() -
     assert out == ["a", "b", "c", "d"]
 
 
+async def test_a_writer_that_fails_does_not_keep_the_others_data_back(caplog) -> None:  # type: ignore[no-untyped-def]
+    burst = writeburst.for_loop(asyncio.get_running_loop())
+    out: list[str] = []
+
+    class Broken:
+        def flush(self) -> None:
+            raise RuntimeError("broken")
+
+    class Fine:
+        def flush(self) -> None:
+            out.append("fine")
+
+    burst.hold(Broken())
+    burst.hold(Fine())
+    await asyncio.sleep(0)
+    assert out == ["fine"] and "flushing" in caplog.text
+
+
 async def test_each_loop_has_its_own() -> None:
     here = writeburst.for_loop(asyncio.get_running_loop())
     assert writeburst.for_loop(asyncio.get_running_loop()) is here

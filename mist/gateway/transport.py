@@ -72,7 +72,7 @@ class CoalescingTransport:
 
     def flush(self) -> None:
         held, self._held = self._held, None
-        if held is not None:
+        if held is not None and not self._transport.is_closing():  # the client may have gone meanwhile
             self._transport.write(held)
 
     def writelines(self, chunks: Any) -> None:

@@ -26,6 +26,9 @@ class Recorder:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def get_write_buffer_size(self) -> int:
         return 0
 
@@ -110,6 +113,26 @@ async def test_an_answer_held_for_the_turn_leaves_before_the_connection_closes(b
     assert rec.writes == [b"last answer"] and rec.closed
     await asyncio.sleep(0)
     assert rec.writes == [b"last answer"]
+
+
+class ClosedByPeer(Recorder):
+    """uvloop's side once the client went: writing raises."""
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+        super().write(data)
+
+
+async def test_an_answer_held_for_a_client_that_went_meanwhile_is_dropped_and_the_others_still_go(busy, caplog) -> None:  # type: ignore[no-untyped-def]
+    gone, stays = ClosedByPeer(), Recorder()
+    ts = [CoalescingTransport(r, asyncio.get_running_loop()) for r in (gone, stays)]  # type: ignore[arg-type]
+    ts[0].write_in_burst(b"for nobody")
+    ts[1].write_in_burst(b"for the one still there")
+    gone.closed = True  # the connection was lost before the turn ended
+    await asyncio.sleep(0)
+    assert (gone.writes, stays.writes) == ([], [b"for the one still there"])
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not an error: clients go
 
 
 async def test_uvicorn_with_the_protocol_serves_keep_alive_streaming_and_close() -> None:
