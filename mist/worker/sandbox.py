@@ -378,10 +378,11 @@ class Sandbox:
     def _send(self, data: bytes) -> None:
         """Write now, or, while other invocations are in flight, at the end of the turn with
         the other writes (mist/writeburst.py); after what is held (ASSIGN), in one write."""
-        if self._held:
+        if not self._burst.busy(1):
+            held, self._held = self._held, b""
+            self._write(held + data if held else data)  # a cold start: ASSIGN and the INVOKE in one write
+        elif self._held:
             self._held += data  # already due to go at the next turn
-        elif not self._burst.busy(1):
-            self._write(data)
         else:
             self._held = data
             self._burst.hold(self)
