@@ -124,22 +124,23 @@ async def test_rabbitmq_a_missing_queue_is_declared_and_a_retry_keeps_the_messag
 
 @pytest.mark.parametrize("harness", [REDIS, NATS], ids=["redis", "nats"])
 async def test_a_batch_held_longer_than_the_visibility_timeout_is_kept_and_delivered_once(harness):
-    """Two processes share the group; one collects a batch for 1 s (its window) and then delivers
-    for 0.6 s, both longer than the 0.3 s visibility timeout: its keep-alive stops the other from
-    taking the messages over."""
+    """Two processes share the group; one collects a batch for 1.5 s (its window) and then
+    delivers for 1 s, both longer than the 0.6 s visibility timeout: its keep-alive (every 0.2 s)
+    stops the other from taking the messages over. (With a 0.3 s timeout, a 0.2 s stall of a
+    loaded 2-CPU test machine was enough for a takeover: at-least-once, but not what is tested.)"""
     target, group = harness.new_target(), unique("t-")
     if hasattr(harness, "create"):
         await harness.create(target)
-    quick = dataclasses.replace(FAST, visibility_timeout_s=0.3)
-    slow = Recorder(lambda batch: asyncio.sleep(0.6))
+    quick = dataclasses.replace(FAST, visibility_timeout_s=0.6)
+    slow = Recorder(lambda batch: asyncio.sleep(1.0))
     other = Recorder()
     try:
-        spec = harness.spec(target, group, tuning=quick, batch_size=10, batch_window_s=1.0, max_consumers=1)
+        spec = harness.spec(target, group, tuning=quick, batch_size=10, batch_window_s=1.5, max_consumers=1)
         async with running(harness.connector(dataclasses.replace(spec, instance="host-a")), slow):
             async with running(harness.connector(dataclasses.replace(spec, instance="host-b")), other):
                 await harness.publish(target, [b"x", b"y"])
                 await until(lambda: len(slow.bodies()) + len(other.bodies()) >= 2, what="the batch")
-                await asyncio.sleep(1.2)
+                await asyncio.sleep(1.5)
     finally:
         await harness.cleanup(target, group)
     assert sorted(slow.bodies() + other.bodies()) == [b"x", b"y"]
