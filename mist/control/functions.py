@@ -216,7 +216,8 @@ class FunctionService:
 
     async def update_config(self, name: str, config: object) -> FunctionVersion:
         current = (await self.get(name)).latest
-        await self.materialise(current, to_check=True)  # deployed through another process of a cluster: its code is checked here
+        # deployed through another process of a cluster: its code is checked here
+        await self.materialise(current, to_check=True)
         cfg = FunctionConfig.from_json(config, base=current.config())
         return await self._create(name, cfg, current.code_sha256, current.code_size, _no_progress)
 

@@ -151,8 +151,8 @@ class HttpToolsProtocol(_UvicornHttpTools):
 
 def respond(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
     """Send a whole response on `cycle` in one write (`write_in_burst`); False (nothing done)
-    when it cannot be sent this way, and the caller must use ASGI messages. `headers` are mist's own (lower-case
-    names, values without user input); content-length is added here."""
+    when it cannot be sent this way, and the caller must use ASGI messages. `headers` are
+    mist's own (lower-case names, values without user input); content-length is added here."""
     transport = cycle.transport
     if cycle.response_started or cycle.disconnected or cycle.flow.write_paused \
             or not isinstance(transport, CoalescingTransport) or cycle.scope["method"] != "POST":

@@ -1010,8 +1010,9 @@ class Worker:
     def stop_provisioning(self) -> list[str]:
         """This worker is leaving, or was cut off (a cluster worker draining, or taken for lost):
         it keeps no provisioned instances any more, and their provisioned time ends now, so the
-        time is not billed twice while another worker starts them for the cluster. The instances stay as ordinary warm ones for
-        what is in flight. Returns the functions that were provisioned here."""
+        time is not billed twice while another worker starts them for the cluster. The
+        instances stay as ordinary warm ones for what is in flight. Returns the functions that
+        were provisioned here."""
         names = sorted(self._provisioned)
         self._provisioned.clear()
         for name in names:
