@@ -111,7 +111,10 @@ class _Demand:
     when it has stayed 0 for COALESCE_IDLE_S (delivered late, with the time it began as `now`:
     the policies are pure, so the decision is the one they would have made then). Shorter gaps
     between back-to-back calls are not idle periods: no keep-alive decision acts on a gap that
-    short, and a policy call per request would cost ~50 us each on the warm path.
+    short, and a policy call per request would cost ~50 us each on the warm path. What an
+    arrival teaches the policy is learned after the invocation's answer has left
+    (`Worker._learn`): ~0.1 ms of the policy's Python, more on a machine that was idle, is
+    not the caller's to wait for.
     """
 
     __slots__ = ("spec", "aspec", "count", "area", "since", "flushed_at", "window", "state", "idle_since",
@@ -194,6 +197,9 @@ class Worker:
         self._demand: dict[tuple[str, int], _Demand] = {}
         self._keepalive = keepalive_policy or self._keepalive_policy(config)
         self._keepalive_state: dict[str, object] = {}  # function name -> the policy's state
+        # arrivals not yet told to the policy, in order: (demand, start of the idle period to
+        # report first or None, arrival time, idle seconds or None); see _arrival and _learn
+        self._lessons: list[tuple[_Demand, float | None, float, float | None]] = []
         self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._pool_target_at: tuple[int, int] | None = None  # (second, _pool_target() then)
@@ -344,11 +350,16 @@ class Worker:
         if d.count == 0:
             d.idle_since = now
             d.idle_pending = True
+            if self._lessons:  # after this task's step, so after the answer is written
+                self._loop.call_soon(self._learn)
 
     def _arrival(self, d: _Demand, now: float) -> None:
-        """The count leaves 0: tell the keep-alive policy, unless the gap was too short to be
-        an idle period (then the busy period just goes on)."""
+        """The count leaves 0: note what the keep-alive policy is to learn (the idle period
+        that ended, then the arrival), unless the gap was too short to be an idle period (then
+        the busy period just goes on). The policy learns it in `_learn`, once the busy period's
+        first answer is out: the bookkeeping here is what the autoscaler reads at once."""
         idle_s = None
+        report = None
         if d.idle_since is not None:
             idle_s = now - d.idle_since
             if d.idle_pending:
@@ -356,11 +367,21 @@ class Worker:
                     d.idle_pending = False
                     d.idle_since = None
                     return
-                self._report_idle(d)
+                report = d.idle_since  # its decision would be dropped below: only the state counts
+                d.idle_pending = False
         d.idle_since = None
         d.idle_window = None
-        spec, state = self._policy_state(d)
-        self._keepalive_state[d.spec.function_name] = self._keepalive.on_arrival(spec, state, now, idle_s)
+        self._lessons.append((d, report, now, idle_s))
+
+    def _learn(self) -> None:
+        """Tell the keep-alive policy the arrivals noted by `_arrival`, in order. Runs after
+        the answers (call_soon from `_leave`) and before anything reads the policy's state."""
+        lessons, self._lessons = self._lessons, []
+        for d, idle_since, now, idle_s in lessons:
+            spec, state = self._policy_state(d)
+            if idle_since is not None:
+                state = self._keepalive.on_idle(spec, state, idle_since)[1]
+            self._keepalive_state[d.spec.function_name] = self._keepalive.on_arrival(spec, state, now, idle_s)
 
     def _policy_state(self, d: _Demand) -> tuple[keepalive.FunctionSpec, object]:
         spec = keepalive.FunctionSpec(d.spec.memory_mb)
@@ -371,6 +392,8 @@ class Worker:
         """Deliver the pending idle period to the keep-alive policy (as of when it began)."""
         assert d.idle_since is not None
         d.idle_pending = False
+        if self._lessons:
+            self._learn()
         spec, state = self._policy_state(d)
         decision, self._keepalive_state[d.spec.function_name] = self._keepalive.on_idle(spec, state, d.idle_since)
         d.idle_window = autoscale.IdleWindow(d.idle_since, decision.prewarm_delay_s, decision.keepalive_s)
@@ -1030,6 +1053,7 @@ class Worker:
         function's keep-alive history stays; its provisioned instances are the caller's to
         start again (FunctionService.restart)."""
         self._revisions[function_name] = max(revision, self._revisions.get(function_name, 0))
+        self._learn()
         history = self._keepalive_state.get(function_name)
         await self.retire(function_name, None)
         if history is not None:
@@ -1038,6 +1062,7 @@ class Worker:
     async def retire(self, function_name: str, keep_version: int | None = None) -> None:
         """Stop serving `function_name` (every version but keep_version): idle instances are
         killed now, busy ones when their invocations end."""
+        self._learn()  # what the retired versions' arrivals taught stays in the function's history
         kept = self._provisioned.get(function_name)
         if kept is not None and kept.version != keep_version:
             del self._provisioned[function_name]

@@ -182,6 +182,44 @@ async def test_back_to_back_calls_do_not_ask_the_policy_for_every_gap(tmp_path, 
         await w.stop()
 
 
+async def test_the_policy_learns_each_arrival_in_order_after_the_answer_not_before_it(tmp_path, function):
+    class Recording(PrewarmAfter):
+        def __init__(self) -> None:
+            super().__init__(0, 600)
+            self.heard: list[tuple] = []
+
+        def on_arrival(self, spec, state, now, idle_s):
+            self.heard.append(("arrival", now, idle_s))
+            return state
+
+        def on_idle(self, spec, state, now):
+            self.heard.append(("idle", now))
+            return super().on_idle(spec, state, now)
+
+    clock = Clock()
+    policy = Recording()
+    w = Worker(worker_config(tmp_path), clock=clock, keepalive_policy=policy)
+    await w.start()
+    try:
+        spec = function(SLEEPY)
+        await call(w, spec, 0)
+        await asyncio.sleep(0)
+        assert policy.heard == [("arrival", 1000.0, None)]
+        clock.now += 30  # idle 30 s, not yet reported (no tick): the next arrival reports it
+        result = await call(w, spec, 0)
+        # the answer is back and the policy has not run: its time was not the caller's
+        assert not result.cold_start and len(policy.heard) == 1
+        await asyncio.sleep(0)
+        assert policy.heard[1:] == [("idle", 1000.0), ("arrival", 1030.0, 30.0)]
+        clock.now += 30
+        await call(w, spec, 0)
+        clock.now += 5
+        w.scale_tick()  # the tick reports the idle period that began at 1030: after that arrival
+        assert policy.heard[3:] == [("idle", 1030.0), ("arrival", 1060.0, 30.0), ("idle", 1060.0)]
+    finally:
+        await w.stop()
+
+
 async def test_the_pool_grows_after_a_burst_of_cold_starts_and_serves_the_next_burst(tmp_path, function):
     w = Worker(worker_config(tmp_path, prewarm=1, prewarm_max=16))
     await w.start()
