@@ -72,7 +72,8 @@ class InvocationLog:
                     q.put_nowait(line)
                 except asyncio.QueueFull:  # a follower that stopped reading misses lines
                     break
-        if len(self._pending) >= self._max_batch:
+        n = len(self._pending)
+        if n == 1 or n >= self._max_batch:  # the writer sleeps until there is something to write
             self._wake.set()
 
     async def get(self, invocation_id: str) -> tuple[InvocationRecord, list[LogRecord]] | None:
@@ -110,12 +111,19 @@ class InvocationLog:
         )
 
     async def _run(self) -> None:
+        """Write what is pending every `flush_interval`, or at once when a batch is full; with
+        nothing pending, sleep until `add` (an idle server does not wake 20 times a second)."""
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            except TimeoutError:
-                pass
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             self._wake.clear()
+            if len(self._pending) < self._max_batch:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+                except TimeoutError:
+                    pass
             await self._flush()
 
     async def _flush(self) -> None:

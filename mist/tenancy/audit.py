@@ -39,6 +39,7 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._written = 0
         self._dropped = 0
+        self._wake = asyncio.Event()  # set by note() when the buffer stops being empty
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -55,6 +56,8 @@ class AuditLog:
             self._dropped += 1
             return
         self._pending.append(entry)
+        if len(self._pending) == 1:
+            self._wake.set()
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -76,7 +79,12 @@ class AuditLog:
         return await asyncio.to_thread(self._store.list_audit, tenant=tenant, since=since, until=until, limit=limit)
 
     async def _run(self) -> None:
+        """Write the buffer `flush_interval` after its first entry; with nothing to write, sleep
+        until note() (an idle server does not wake 10 times a second)."""
         while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
             await asyncio.sleep(self._flush_interval)
             await self.flush()
 
