@@ -4,13 +4,17 @@ mist: deploy `hello` once; then for each sample create a new version (PATCH with
 same code), wait 100-200 ms (sparse), and time ONE request on a keep-alive connection:
 `POST /v1/functions/hello/invocations?version=N`, request out -> response in. The first call of
 a new version needs a new sandbox; only answers with `X-Mist-Cold-Start: true` count (a warm
-answer is discarded and the sample retried).
+answer is discarded and the sample retried). The samples alternate between two clients: the
+thinnest there is (`_common.RawHTTP`: one socket, the request prebuilt, the answer read to its
+Content-Length), whose figures the targets use, and httpx, shown beside it. After an idle gap
+httpx itself takes 1-3 ms on this machine (the floor rows show it), which would be timed as
+mist's.
 
 Peer: `bwrap --unshare-all --die-with-parent --ro-bind /usr /usr ... <real python> -I -S
 runner.py main.handler`, spawned fresh per request: event on stdin, result on stdout; timed
 from spawn to the result read and the process reaped.
 
-Also in the same loop, for the analysis (same gaps, same connection kind):
+Also in the same loop, for the analysis (same gaps, same client as the sample):
   - mist sparse warm: a second request to the same version, after a gap (the HTTP + dispatch
     part of a cold start, without the sandbox work);
   - loopback HTTP floor, sparse: one request to a raw-socket HTTP server after a gap (what any
@@ -34,6 +38,7 @@ from _common import (
     HELLO_SOURCE,
     REAL_PYTHON,
     MistServer,
+    RawHTTP,
     Report,
     arg_parser,
     client,
@@ -90,51 +95,66 @@ def main() -> None:
             bwrap_once(cmd, event_bytes)
 
         floor = start_floor()
-        with MistServer(args.mist_arg) as srv, client(srv.url) as c, client(floor.url) as cfl:
+        with MistServer(args.mist_arg) as srv, client(srv.url) as c, client(floor.url) as cfl, \
+                RawHTTP(srv.url) as raw, RawHTTP(floor.url) as raw_floor:
             deploy(c, "hello")
             r = invoke(c, "hello", event)  # the first, throw-away cold start of version 1
             assert r.status_code == 200 and r.json() == HELLO_RESULT, (r.status_code, r.text)
 
-            mist_ms: list[float] = []
+            # per client: cold starts, sparse warm calls, the floor after a gap
+            ms: dict[str, dict[str, list[float]]] = {k: {"cold": [], "warm": [], "floor": []} for k in ("raw", "httpx")}
             bwrap_ms: list[float] = []
-            warm_ms: list[float] = []
-            floor_ms: list[float] = []
             cfl.post("/", content=event_bytes)
+            raw_floor.send(raw_floor.request("/", event_bytes))
             inv_ids: list[str] = []
             discarded = 0
             i = 0
-            while len(mist_ms) < args.n:
+
+            def call(kind: str, version: int) -> tuple[float, int, dict[str, str], bytes]:
+                path = f"/v1/functions/hello/invocations?version={version}"
+                if kind == "raw":
+                    return raw.send(raw.request(path, event_bytes))
+                t0 = time.perf_counter_ns()
+                r = invoke(c, "hello", event, version=version)
+                t1 = time.perf_counter_ns()
+                return (t1 - t0) / 1e6, r.status_code, dict(r.headers), r.content
+
+            def floor_call(kind: str) -> float:
+                if kind == "raw":
+                    return raw_floor.send(raw_floor.request("/", event_bytes))[0]
+                t0 = time.perf_counter_ns()
+                cfl.post("/", content=event_bytes)
+                return (time.perf_counter_ns() - t0) / 1e6
+
+            while min(len(ms["raw"]["cold"]), len(ms["httpx"]["cold"])) < args.n:
                 i += 1
+                kind = "raw" if i % 2 else "httpx"
+                if len(ms[kind]["cold"]) >= args.n:
+                    continue
                 if discarded > args.n:
                     raise RuntimeError(f"{discarded} answers after a new version were not cold starts")
                 fv = patch(c, "hello", {"env": {"BENCH_SAMPLE": str(i)}})
                 time.sleep(random.uniform(*args.gap_ms) / 1000)
-                t0 = time.perf_counter_ns()
-                r = invoke(c, "hello", event, version=fv["version"])
-                t1 = time.perf_counter_ns()
-                if r.status_code != 200 or r.json() != HELLO_RESULT:
-                    raise RuntimeError(f"invoke answered {r.status_code}: {r.text[:2000]}")
-                if r.headers.get("x-mist-cold-start") != "true" or r.headers.get("x-mist-version") != str(fv["version"]):
+                took, status, headers, body = call(kind, fv["version"])
+                if status != 200 or json.loads(body) != HELLO_RESULT:
+                    raise RuntimeError(f"invoke answered {status}: {body[:2000]!r}")
+                if headers.get("x-mist-cold-start") != "true" or headers.get("x-mist-version") != str(fv["version"]):
                     discarded += 1
                     continue
-                mist_ms.append((t1 - t0) / 1e6)
-                inv_ids.append(r.headers.get("x-mist-invocation-id", ""))
+                ms[kind]["cold"].append(took)
+                inv_ids.append(headers.get("x-mist-invocation-id", ""))
                 # the same version again after a gap: warm, sparse
                 time.sleep(random.uniform(*args.gap_ms) / 1000)
-                t0 = time.perf_counter_ns()
-                r = invoke(c, "hello", event, version=fv["version"])
-                t1 = time.perf_counter_ns()
-                if r.status_code == 200 and r.headers.get("x-mist-cold-start") == "false":
-                    warm_ms.append((t1 - t0) / 1e6)
+                took, status, headers, _ = call(kind, fv["version"])
+                if status == 200 and headers.get("x-mist-cold-start") == "false":
+                    ms[kind]["warm"].append(took)
                 # the peer, interleaved so both sides see the same machine state
-                time.sleep(random.uniform(*args.gap_ms) / 1000)
-                bwrap_ms.append(bwrap_once(cmd, event_bytes))
+                if kind == "raw":
+                    time.sleep(random.uniform(*args.gap_ms) / 1000)
+                    bwrap_ms.append(bwrap_once(cmd, event_bytes))
                 # the HTTP floor after a gap
                 time.sleep(random.uniform(*args.gap_ms) / 1000)
-                t0 = time.perf_counter_ns()
-                cfl.post("/", content=event_bytes)
-                t1 = time.perf_counter_ns()
-                floor_ms.append((t1 - t0) / 1e6)
+                ms[kind]["floor"].append(floor_call(kind))
 
             # mist's own view of the same cold starts (init = handler import, duration = handler run)
             init_ms: list[float] = []
@@ -148,19 +168,27 @@ def main() -> None:
             stats = statistics(c).get("Worker", {})
         floor.stop()
 
-    m, b, w, f = summary(mist_ms), summary(bwrap_ms), summary(warm_ms), summary(floor_ms)
+    m, b, w, f = summary(ms["raw"]["cold"]), summary(bwrap_ms), summary(ms["raw"]["warm"]), summary(ms["raw"]["floor"])
+    mh, wh, fh = summary(ms["httpx"]["cold"]), summary(ms["httpx"]["warm"]), summary(ms["httpx"]["floor"])
     rep.data = {"mist_ms": m, "bwrap_ms": b, "discarded_warm_answers": discarded,
                 "mist_record_init_ms": summary(init_ms) if init_ms else None,
                 "mist_record_duration_ms": summary(dur_ms) if dur_ms else None,
-                "mist_sparse_warm_ms": w, "floor_sparse_ms": f, "bwrap_command": " ".join(cmd), "samples_mist": mist_ms, "samples_bwrap": bwrap_ms}  # fmt: skip
-    rep.row("mist cold start via HTTP", fmt_ms(m), f"n={m['n']}, min {m['min']:.3f}, max {m['max']:.3f}")
+                "mist_sparse_warm_ms": w, "floor_sparse_ms": f,
+                "httpx": {"mist_ms": mh, "mist_sparse_warm_ms": wh, "floor_sparse_ms": fh},
+                "bwrap_command": " ".join(cmd), "samples_mist": ms["raw"]["cold"], "samples_mist_httpx": ms["httpx"]["cold"],
+                "samples_bwrap": bwrap_ms}  # fmt: skip
+    rep.row("mist cold start via HTTP", fmt_ms(m), f"n={m['n']}, min {m['min']:.3f}, max {m['max']:.3f}; raw-socket client")
     rep.row("bwrap one-shot runner", fmt_ms(b), f"n={b['n']}, min {b['min']:.3f}, max {b['max']:.3f}")
     if init_ms:
         s = summary(init_ms)
         rep.row("  mist record init_ms", f"p50 {s['p50']:.3f} / p99 {s['p99']:.3f} ms", "(handler import, in the sandbox)")
     rep.row("  mist sparse warm (same gaps)", fmt_ms(w), f"=> cold-start share p50 {m['p50'] - w['p50']:.3f} ms")
-    rep.row("loopback HTTP floor, sparse", fmt_ms(f), "raw-socket server, same gaps")
+    rep.row("loopback HTTP floor, sparse", fmt_ms(f), "raw-socket server, same gaps and client")
     rep.row("speed-up p50 (bwrap / mist)", f"{b['p50'] / m['p50']:.1f}x", f"p99: {b['p99'] / m['p99']:.1f}x")
+    rep.row("with httpx as the client (info):", "", "the other half of the samples")
+    rep.row("  mist cold start via HTTP, httpx", fmt_ms(mh), f"n={mh['n']}")
+    rep.row("  mist sparse warm, httpx", fmt_ms(wh), "")
+    rep.row("  loopback HTTP floor, sparse, httpx", fmt_ms(fh), f"=> httpx's own share p50 {fh['p50'] - f['p50']:.3f} ms")
     rep.check("mist p50 ms", m["p50"], "<= 5", m["p50"] <= 5)
     rep.check("mist p99 ms", m["p99"], "<= 15", m["p99"] <= 15)
     rep.check("bwrap p50 / mist p50", b["p50"] / m["p50"], ">= 8x", b["p50"] / m["p50"] >= 8)
