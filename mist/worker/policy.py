@@ -11,8 +11,9 @@ evict_pool=1. A third call finds no slot, no pool, no idle instance to evict: wa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 from mist.worker.lifecycle import State
@@ -53,8 +54,13 @@ def place(
     pool_usable: bool = True,
     max_instances: int | None = None,
     starting: int = 0,
+    others: Iterable[InstanceView] = (),
 ) -> Placement:
     """Where the next invocation of `key` runs: a free slot, a new instance, or nowhere yet.
+
+    `instances` must hold every instance of `key` (it may hold others); `others` the rest of
+    the worker's instances, iterated (once) only when the budget must be freed, so that a cold
+    start costs the same with ten or a thousand warm instances of other functions.
 
     A free slot wins (ready instances before initializing ones, the fullest first so the others
     can idle out, then the most recently used). Otherwise a new instance if the function is
@@ -84,7 +90,8 @@ def place(
         evict_pool += 1
         free += pool_mb
     victims: list[str] = []
-    idle = sorted((i for i in instances if i.state is State.IDLE and i.in_flight == 0), key=lambda i: i.last_used)
+    idle = sorted((i for i in chain(instances, others) if i.state is State.IDLE and i.in_flight == 0),
+                  key=lambda i: i.last_used)
     for inst in idle:
         if free >= need:
             break

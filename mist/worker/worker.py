@@ -428,7 +428,7 @@ class Worker:
                     sb = self._take(slots)
                     if sb is not None:
                         return sb
-                    decision = self._place(spec, self._functions.values())
+                    decision = self._place(spec)
                     if decision.action == "use":  # not in the free lists (should not happen): use it
                         sb = self._functions[decision.instance_id]  # type: ignore[index]
                         sb.acquire()
@@ -524,12 +524,17 @@ class Worker:
                 and key not in self._by_key:
             del self._slots[key]
 
-    def _place(self, spec: SandboxSpec, sandboxes) -> policy.Placement:
+    def _place(self, spec: SandboxSpec) -> policy.Placement:
+        """policy.place on this function's instances; the others' views are made only if the
+        policy must free budget (a generator: never run otherwise)."""
+        key = spec.key
+        own = self._by_key.get(key, {})
         return policy.place(
-            spec.key, spec.memory_mb, [self._view(sb) for sb in sandboxes],
+            key, spec.memory_mb, [self._view(sb) for sb in own.values()],
             free_mb=self._free_mb(), pool_size=len(self._pool),
             pool_mb=self.config.prewarm_memory_mb, pool_usable=self._pool_usable(spec),
-            max_instances=spec.max_instances, starting=self._starting[spec.key],
+            max_instances=spec.max_instances, starting=self._starting[key],
+            others=(self._view(sb) for sb in self._functions.values() if sb.key != key),
         )
 
     def _pool_usable(self, spec: SandboxSpec) -> bool:

@@ -56,6 +56,35 @@ def test_evicts_least_recently_used_idle_instances_of_other_functions():
     assert got == Placement("start", evict=("stale",))
 
 
+class Untouchable:
+    """Other functions' instances that must not be looked at."""
+
+    def __iter__(self):
+        raise AssertionError("the other functions' instances were read")
+
+
+@pytest.mark.parametrize(
+    ("own", "free_mb", "pool_size", "expected"),
+    [
+        ([inst("a")], 0, 0, Placement("use", "a")),  # a free slot
+        ([], 1024, 0, Placement("start")),  # budget left
+        ([], 0, 1, Placement("start", from_pool=True)),  # a prewarmed sandbox
+        ([inst("b", state=State.BUSY, in_flight=1)], 128, 0, Placement("start")),
+    ],
+)
+def test_a_placement_within_the_budget_reads_only_the_functions_own_instances(own, free_mb, pool_size, expected):
+    got = place(F1, 128, own, free_mb=free_mb, pool_size=pool_size, pool_mb=128, others=Untouchable())
+    assert got == expected
+
+
+def test_the_other_functions_instances_given_apart_are_evicted_as_if_given_together():
+    others = [inst("recent", key=("g", 1), last_used=9), inst("stale", key=("h", 1), last_used=1)]
+    own = [inst("busy", state=State.BUSY, in_flight=1), inst("old", state=State.IDLE, retiring=True, last_used=0)]
+    apart = place(F1, 256, own, free_mb=0, pool_size=0, pool_mb=128, others=iter(others))
+    together = place(F1, 256, own + others, free_mb=0, pool_size=0, pool_mb=128)
+    assert apart == together == Placement("start", evict=("old", "stale"))
+
+
 def test_waits_when_nothing_can_be_freed_and_evicts_nothing():
     views = [inst("busy", key=("g", 1), state=State.BUSY, in_flight=1, memory_mb=1024)]
     assert place(F1, 512, views, free_mb=256, pool_size=0, pool_mb=128) == Placement("wait")
