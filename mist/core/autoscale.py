@@ -183,6 +183,8 @@ def averages(window: MetricWindow, now: float) -> tuple[float, float]:
     """
     if window.last_t is None:
         return 0.0, 0.0
+    if window.value == 0 and window.head_area == 0 and not any(window.closed):
+        return 0.0, 0.0  # nothing in flight in the whole window (an idle function's every tick)
     closed, head, head_area, now = _advance(window, now)
     w = replace(window, closed=closed, head=head, head_area=head_area, last_t=now)
     return _average(w, now, window.stable_window_s), _average(w, now, window.panic_window_s)

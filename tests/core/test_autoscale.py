@@ -95,6 +95,9 @@ def test_an_empty_window_averages_zero_and_has_always_been_idle():
         ([(0.0, 0), (100.0, 10), (101.0, 0)], 160.5, 10 * 0.5 / 60, 0),  # half of it left
         ([(0.0, 0), (100.0, 10), (101.0, 0)], 161.0, 0, 0),  # expired from the stable window
         ([(0.0, 0), (100.0, 10), (101.0, 0)], 5000.0, 0, 0),  # long after
+        ([(0.0, 0), (100.0, 10), (101.0, 0), (150.0, 0)], 150.0, 10 / 60, 0),  # idle ticks since: still in
+        ([(0.0, 0), (100.0, 10), (101.0, 0), (170.0, 0)], 171.0, 0, 0),  # ...and out, the window all zero
+        ([(0.0, 0), (50.0, 0)], 60.0, 0, 0),  # never busy
         ([(0.0, 2), (3.0, 8)], 4.0, 3.5, 3.5),  # less than a window seen: average since the first
         ([(0.0, 0), (10.0, 1), (10.5, 3), (11.2, 2), (12.0, 0)], 16.0, 4.2 / 16, 4.2 / 6),  # many changes
     ],
