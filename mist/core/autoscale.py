@@ -37,7 +37,7 @@ Worked example (concurrency 1, so one instance's target is 1 x 0.7 = 0.7 in flig
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from mist.errors import InvalidRequest
@@ -151,28 +151,34 @@ def record(window: MetricWindow, now: float, in_flight: float) -> MetricWindow:
                         in_flight, w.first_t, idle_since)
 
 
-def _average(w: MetricWindow, now: float, window_s: float) -> float:
-    """Time-weighted mean over [now - window_s, now] of a window already advanced to now."""
-    assert w.first_t is not None
-    start = max(now - window_s, w.first_t)
+def _average(closed: tuple[float, ...], head: int, head_area: float, first_t: float, bucket_s: float,
+             value: float, now: float, window_s: float) -> float:
+    """Time-weighted mean over [now - window_s, now] of a window advanced to now (`_advance`).
+
+    Each bucket's integral covers [max(its start, first_t), its end] (the head bucket's ends at
+    now). The buckets after the one the window's start falls in count whole, that one pro rata
+    (the time-weighted mean inside a bucket is taken as uniform), the ones before not at all.
+    """
+    start = max(now - window_s, first_t)
     length = now - start
     if length <= 0:
-        return w.value
-    b = w.bucket_s
-    total = 0.0
-    # Each bucket's integral covers [max(its start, first_t), its end]; a bucket the window's
-    # start cuts counts pro rata.
-    spans = [(w.head, w.head_area, now)]
-    spans += [(w.head - 1 - i, area, (w.head - i) * b) for i, area in enumerate(reversed(w.closed))]
-    for k, area, end in spans:
-        begin = max(k * b, w.first_t)
-        if end <= start:
-            break
-        if begin >= start:
-            total += area
-        elif end > begin:
-            total += area * (end - start) / (end - begin)
-    return total / length
+        return value
+    b = bucket_s
+    if start == first_t:  # the window reaches back to the first record: every bucket counts whole
+        return (head_area + sum(closed)) / length
+    cut = math.floor(start / b)  # the bucket the window's start falls in
+    back = head - cut  # how far back from the head it is (0: the head itself)
+    if back <= 0:  # inside the head bucket
+        begin = max(head * b, first_t)
+        return head_area * (now - start) / (now - begin) / length if now > begin else value
+    n = len(closed)
+    whole = head_area + (sum(closed[n - back + 1 :]) if back > 1 else 0.0)
+    if back > n:  # the cut bucket is older than any kept: nothing of it is left
+        return (head_area + sum(closed)) / length
+    end = (cut + 1) * b
+    begin = max(cut * b, first_t)
+    part = closed[n - back] * (end - start) / (end - begin) if end > begin else 0.0
+    return (whole + part) / length
 
 
 def averages(window: MetricWindow, now: float) -> tuple[float, float]:
@@ -186,8 +192,10 @@ def averages(window: MetricWindow, now: float) -> tuple[float, float]:
     if window.value == 0 and window.head_area == 0 and not any(window.closed):
         return 0.0, 0.0  # nothing in flight in the whole window (an idle function's every tick)
     closed, head, head_area, now = _advance(window, now)
-    w = replace(window, closed=closed, head=head, head_area=head_area, last_t=now)
-    return _average(w, now, window.stable_window_s), _average(w, now, window.panic_window_s)
+    first_t, b, value = window.first_t, window.bucket_s, window.value
+    assert first_t is not None
+    return (_average(closed, head, head_area, first_t, b, value, now, window.stable_window_s),
+            _average(closed, head, head_area, first_t, b, value, now, window.panic_window_s))
 
 
 def idle_for(window: MetricWindow, now: float) -> float:

@@ -1,5 +1,6 @@
 import doctest
 import math
+import random
 from collections import deque
 
 import pytest
@@ -105,6 +106,47 @@ def test_an_empty_window_averages_zero_and_has_always_been_idle():
 def test_the_window_averages_the_in_flight_count_weighted_by_time(samples, now, stable, panic):
     got = averages(window(*samples), now)
     assert got == (pytest.approx(stable), pytest.approx(panic))
+
+
+def reference_averages(samples: list[tuple[float, float]], now: float, window_s: float) -> float:
+    """The definition, from the samples themselves: the in-flight count integrated over
+    [max(now - window_s, first sample), now], with time inside one bucket taken as uniform
+    where the window's start cuts it (as the bucketed window must)."""
+    first = samples[0][0]
+    start = max(now - window_s, first)
+    if now <= start:
+        return samples[-1][1]
+    area: dict[int, float] = {}  # bucket -> integral
+    steps = [*samples, (now, 0.0)]
+    for (t0, v), (t1, _) in zip(steps, steps[1:]):
+        t = t0
+        while t < t1:
+            k = math.floor(t)
+            end = min(t1, k + 1.0)
+            area[k] = area.get(k, 0.0) + v * (end - t)
+            t = end
+    total = 0.0
+    for k, a in area.items():
+        begin, end = max(k, first), min(k + 1.0, now)
+        if end <= start or end <= begin:
+            continue
+        total += a if begin >= start else a * (end - start) / (end - begin)
+    return total / (now - start)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_bucketed_averages_equal_the_definition_on_random_histories(seed):
+    rng = random.Random(seed)
+    t = rng.uniform(0, 50)
+    samples = []
+    for _ in range(rng.randint(1, 40)):
+        t += rng.choice([rng.uniform(0, 0.4), rng.uniform(0, 4), rng.uniform(0, 40)])
+        samples.append((t, rng.choice([0, 0, 1, 3, 7.5])))
+    w = window(*samples)
+    for now in (t, t + rng.uniform(0, 2), t + rng.uniform(0, 30), t + rng.uniform(50, 90)):
+        stable, panic = averages(w, now)
+        assert stable == pytest.approx(reference_averages(samples, now, 60.0), abs=1e-9)
+        assert panic == pytest.approx(reference_averages(samples, now, 6.0), abs=1e-9)
 
 
 def test_a_window_start_inside_a_bucket_is_off_by_at_most_one_bucket():
