@@ -14,11 +14,14 @@ Peer: `bwrap --unshare-all --die-with-parent --ro-bind /usr /usr ... <real pytho
 runner.py main.handler`, spawned fresh per request: event on stdin, result on stdout; timed
 from spawn to the result read and the process reaped.
 
-Also in the same loop, for the analysis (same gaps, same client as the sample):
+Also in the same loop, for the analysis (same gaps, same client as the sample; the last two
+rows with the raw client's samples only):
   - mist sparse warm: a second request to the same version, after a gap (the HTTP + dispatch
     part of a cold start, without the sandbox work);
   - loopback HTTP floor, sparse: one request to a raw-socket HTTP server after a gap (what any
-    HTTP request after an idle gap costs here, client included).
+    HTTP request after an idle gap costs here, client included);
+  - the machine: reading one byte of each of 1,000 pages after a gap, and back to back (what a
+    path's memory footprint costs after idle on this machine; `PageTouch`).
 
 Targets: mist p50 <= 5 ms, p99 <= 15 ms, and >= 8x faster (p50) than the bwrap runner.
 """
@@ -78,6 +81,30 @@ def bwrap_once(cmd: list[str], event: bytes) -> float:
     return (t1 - t0) / 1e6
 
 
+class PageTouch:
+    """Read one byte of each of `n` pages of a buffer: what it costs to come back to memory
+    after an idle gap. On some VMs (this one: nested virtualization) the first access to each
+    page after ~100 ms idle costs 1-3 us however recently it was used before, so a request's
+    latency after a gap grows with the number of distinct pages its path touches."""
+
+    def __init__(self, n: int) -> None:
+        import mmap
+
+        self.n = n
+        self.buf = mmap.mmap(-1, n * 4096)
+        self.view = memoryview(self.buf)
+        self.offsets = range(0, n * 4096, 4096)
+        for i in self.offsets:
+            self.view[i] = 1
+
+    def touch(self) -> float:
+        view, total = self.view, 0
+        t0 = time.perf_counter_ns()
+        for i in self.offsets:
+            total += view[i]
+        return (time.perf_counter_ns() - t0) / 1e6
+
+
 def main() -> None:
     ap = arg_parser(__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=100, help="cold starts per side (default 100)")
@@ -104,6 +131,9 @@ def main() -> None:
             # per client: cold starts, sparse warm calls, the floor after a gap
             ms: dict[str, dict[str, list[float]]] = {k: {"cold": [], "warm": [], "floor": []} for k in ("raw", "httpx")}
             bwrap_ms: list[float] = []
+            pages = PageTouch(1000)
+            pages_hot = [pages.touch() for _ in range(50)]
+            pages_ms: list[float] = []
             cfl.post("/", content=event_bytes)
             raw_floor.send(raw_floor.request("/", event_bytes))
             inv_ids: list[str] = []
@@ -155,6 +185,10 @@ def main() -> None:
                 # the HTTP floor after a gap
                 time.sleep(random.uniform(*args.gap_ms) / 1000)
                 ms[kind]["floor"].append(floor_call(kind))
+                # what this machine charges for memory after a gap
+                if kind == "raw":
+                    time.sleep(random.uniform(*args.gap_ms) / 1000)
+                    pages_ms.append(pages.touch())
 
             # mist's own view of the same cold starts (init = handler import, duration = handler run)
             init_ms: list[float] = []
@@ -185,6 +219,9 @@ def main() -> None:
     rep.row("  mist sparse warm (same gaps)", fmt_ms(w), f"=> cold-start share p50 {m['p50'] - w['p50']:.3f} ms")
     rep.row("loopback HTTP floor, sparse", fmt_ms(f), "raw-socket server, same gaps and client")
     rep.row("speed-up p50 (bwrap / mist)", f"{b['p50'] / m['p50']:.1f}x", f"p99: {b['p99'] / m['p99']:.1f}x")
+    pg, ph = summary(pages_ms), summary(pages_hot)
+    rep.row("the machine: 1,000 pages read after a gap", fmt_ms(pg), f"back to back p50 {ph['p50']:.3f} ms (same process)")
+    rep.data.update({"pages_1000_after_gap_ms": pg, "pages_1000_back_to_back_ms": ph})
     rep.row("with httpx as the client (info):", "", "the other half of the samples")
     rep.row("  mist cold start via HTTP, httpx", fmt_ms(mh), f"n={mh['n']}")
     rep.row("  mist sparse warm, httpx", fmt_ms(wh), "")
