@@ -109,6 +109,9 @@ def main() -> None:
     ap = arg_parser(__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=100, help="cold starts per side (default 100)")
     ap.add_argument("--gap-ms", type=float, nargs=2, default=(100, 200), help="random gap before each sample")
+    ap.add_argument("--others", type=int, default=0, metavar="N",
+                    help="first deploy N other functions and invoke each once, so that the cold starts "
+                         "happen beside N warm idle instances (default 0)")
     args = ap.parse_args()
     rep = Report("cold_start")
     event = {"name": "bench"}
@@ -124,6 +127,10 @@ def main() -> None:
         floor = start_floor()
         with MistServer(args.mist_arg) as srv, client(srv.url) as c, client(floor.url) as cfl, \
                 RawHTTP(srv.url) as raw, RawHTTP(floor.url) as raw_floor:
+            for k in range(args.others):  # warm idle instances of other functions beside the samples
+                deploy(c, f"other-{k}")
+                r = invoke(c, f"other-{k}", event)
+                assert r.status_code == 200, (r.status_code, r.text)
             deploy(c, "hello")
             r = invoke(c, "hello", event)  # the first, throw-away cold start of version 1
             assert r.status_code == 200 and r.json() == HELLO_RESULT, (r.status_code, r.text)
@@ -230,6 +237,9 @@ def main() -> None:
     rep.check("mist p99 ms", m["p99"], "<= 15", m["p99"] <= 15)
     rep.check("bwrap p50 / mist p50", b["p50"] / m["p50"], ">= 8x", b["p50"] / m["p50"] >= 8)
     rep.data["worker_statistics"] = stats
+    if args.others:
+        rep.notes.append(f"beside {args.others} warm idle instances of other functions "
+                         f"({stats.get('instances', '?')} instances at the end)")
     if "pool_cold_starts" in stats and "cold_starts" in stats:
         rep.notes.append(f"worker: {stats['cold_starts']} cold starts in this run, {stats['pool_cold_starts']} of them "
                          "served by a pre-built pool sandbox")
