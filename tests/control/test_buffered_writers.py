@@ -61,7 +61,7 @@ async def test_an_idle_invocation_log_does_not_wake_and_the_first_record_after_i
 
 async def test_records_are_written_in_one_batch_per_interval_and_a_full_batch_at_once():
     store = MemoryStore()
-    log = CountingLog(store, flush_interval=0.2, max_batch=5)
+    log = CountingLog(store, flush_interval=1.0, max_batch=5)
     await log.start()
     try:
         for i in range(3):
@@ -70,7 +70,7 @@ async def test_records_are_written_in_one_batch_per_interval_and_a_full_batch_at
         assert log.flushes == 1  # the three together, one interval after the first
         for i in range(3, 8):  # a full batch does not wait for the interval
             log.add(record(i), [])
-        assert await eventually(lambda: log.statistics().written == 8) < 0.15
+        assert await eventually(lambda: log.statistics().written == 8) < 0.5  # not the 1 s interval
     finally:
         await log.stop()
 
