@@ -597,7 +597,8 @@ class TriggerManager:
                 wait = 5.0
             self._cron_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cron_wake.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can lose stop()'s cancel (3.11)
+                    await self._cron_wake.wait()
 
     async def fire_due(self) -> float:
         """Enqueue every due fire; seconds until the next one (at most 30)."""

@@ -42,7 +42,8 @@ async def function_logs(
                 return
             while True:
                 try:
-                    line = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    async with asyncio.timeout(KEEPALIVE_S):  # not wait_for: it can lose a cancel (3.11)
+                        line = await queue.get()
                 except TimeoutError:
                     yield b"\n"
                     continue

@@ -73,7 +73,10 @@ class Wakeup:
                 self._event.set()  # a commit may have come before anyone waited here
             event = self._event
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            # not asyncio.wait_for: on 3.11 it loses a cancellation that comes as the event is
+            # set, and a loop waiting here then outlives the stop() that cancelled it
+            async with asyncio.timeout(timeout):
+                await event.wait()
             return True
         except TimeoutError:
             return False

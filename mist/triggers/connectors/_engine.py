@@ -224,7 +224,8 @@ class BrokerConnector:
             await asyncio.sleep(tuning.scale_interval_s / 10)
             self._full.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), tuning.scale_interval_s * 0.9)
+                async with asyncio.timeout(tuning.scale_interval_s * 0.9):  # not wait_for: see LocalQueue.take
+                    await self._full.wait()
 
     # --- one consumer ---------------------------------------------------------------------
 
@@ -357,4 +358,7 @@ class LocalQueue(Generic[T]):
                 wait = min(wait, self._delayed[0].due - now)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+                # not asyncio.wait_for: on 3.11 it loses a cancellation that meets the wake-up,
+                # and the consumer cancelled by stop() would go on waiting
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
