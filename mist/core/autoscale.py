@@ -172,9 +172,9 @@ def _average(closed: tuple[float, ...], head: int, head_area: float, first_t: fl
         begin = max(head * b, first_t)
         return head_area * (now - start) / (now - begin) / length if now > begin else value
     n = len(closed)
-    whole = head_area + (sum(closed[n - back + 1 :]) if back > 1 else 0.0)
     if back > n:  # the cut bucket is older than any kept: nothing of it is left
         return (head_area + sum(closed)) / length
+    whole = head_area + (sum(closed[n - back + 1 :]) if back > 1 else 0.0)
     end = (cut + 1) * b
     begin = max(cut * b, first_t)
     part = closed[n - back] * (end - start) / (end - begin) if end > begin else 0.0

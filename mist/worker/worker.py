@@ -200,6 +200,7 @@ class Worker:
         # arrivals not yet told to the policy, in order: (demand, start of the idle period to
         # report first or None, arrival time, idle seconds or None); see _arrival and _learn
         self._lessons: list[tuple[_Demand, float | None, float, float | None]] = []
+        self._learn_due = False  # a _learn is scheduled
         self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._pool_target_at: tuple[int, int] | None = None  # (second, _pool_target() then)
@@ -350,7 +351,8 @@ class Worker:
         if d.count == 0:
             d.idle_since = now
             d.idle_pending = True
-            if self._lessons:  # after this task's step, so after the answer is written
+            if self._lessons and not self._learn_due:  # after this task's step: after the answer
+                self._learn_due = True
                 self._loop.call_soon(self._learn)
 
     def _arrival(self, d: _Demand, now: float) -> None:
@@ -376,6 +378,7 @@ class Worker:
     def _learn(self) -> None:
         """Tell the keep-alive policy the arrivals noted by `_arrival`, in order. Runs after
         the answers (call_soon from `_leave`) and before anything reads the policy's state."""
+        self._learn_due = False
         lessons, self._lessons = self._lessons, []
         for d, idle_since, now, idle_s in lessons:
             spec, state = self._policy_state(d)
