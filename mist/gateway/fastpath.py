@@ -8,10 +8,15 @@ The two share `parse_version`, `check_payload`, `is_event`, `accept_event` and
 `result_headers`, so they cannot drift apart; tests run the same assertions against both.
 With `X-Mist-Invocation-Type: Event` the event is stored (mist/control/events.py) and answered
 202 without waiting for it to run.
+
+Served by uvicorn with mist's protocol (mist/gateway/transport.py), the answer is written the
+moment the result is in, before the record and the usage are booked (`_EarlyAnswer`, see
+InvocationService.invoke's `answer`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,6 +28,7 @@ from mist.gateway.errors import error_answer
 from mist.gateway.services import Services
 from mist.gateway.transport import CYCLE, respond
 from mist.tenancy.roles import Action
+from mist.worker.types import InvokeResult
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,6 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _PREFIX = "/v1/functions/"
 _SUFFIX = "/invocations"
 _JSON = (b"content-type", b"application/json")
+
+log = logging.getLogger(__name__)
 
 
 class InvokeFastPath:
@@ -79,17 +87,49 @@ class InvokeFastPath:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
             await _answer(send, 202, _encode(extra), data, scope.get(CYCLE))
             return
-        out = await services.invocations.invoke(fv, payload, trigger="api")
-        r = out.result
-        headers = _encode(invoke.result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms))
-        if r.ok:
-            data = r.payload
-            status = 200
-        else:
-            data = invoke.error_json(r.error)
-            status = 500
-            headers.append((b"x-mist-function-error", b"Unhandled"))
-        await _answer(send, status, headers, data, scope.get(CYCLE))
+        cycle = scope.get(CYCLE)
+        early = _EarlyAnswer(cycle, fv.version) if cycle is not None else None
+        try:
+            out = await services.invocations.invoke(fv, payload, trigger="api", answer=early)
+        except Exception:
+            if early is not None and early.sent:  # the books failed after the answer went
+                log.exception("booking invocation %s failed after its answer was sent", early.invocation_id)
+                return
+            raise
+        if early is not None and early.sent:
+            return
+        status, headers, data = _result_answer(out.invocation_id, fv.version, out.result)
+        await _answer(send, status, headers, data, cycle)
+
+
+class _EarlyAnswer:
+    """InvocationService.invoke's `answer`: the invocation's answer written the moment its
+    result is in, before the record and the usage are booked, in one write on uvicorn's cycle
+    (`respond`; `sent` stays False when it cannot, and the answer goes the ASGI way after)."""
+
+    __slots__ = ("cycle", "version", "sent", "invocation_id")
+
+    def __init__(self, cycle: Any, version: int) -> None:
+        self.cycle = cycle
+        self.version = version
+        self.sent = False
+        self.invocation_id = ""
+
+    def __call__(self, invocation_id: str, result: InvokeResult) -> None:
+        self.invocation_id = invocation_id
+        status, headers, data = _result_answer(invocation_id, self.version, result)
+        headers.append(_JSON)
+        self.sent = respond(self.cycle, status, headers, data)
+
+
+def _result_answer(invocation_id: str, version: int, r: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of an invocation's answer: 200 and the handler's value, or 500
+    with Lambda's error body and X-Mist-Function-Error."""
+    headers = _encode(invoke.result_headers(invocation_id, version, r.cold_start, r.duration_ms))
+    if r.ok:
+        return 200, headers, r.payload
+    headers.append((b"x-mist-function-error", b"Unhandled"))
+    return 500, headers, invoke.error_json(r.error)
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

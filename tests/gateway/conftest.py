@@ -1,8 +1,11 @@
+import asyncio
 import io
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from mist.control.batching import SerialWriter
 from mist.control.dispatcher import Dispatcher, DispatcherConfig
@@ -16,6 +19,7 @@ from mist.control.records import InvocationLog
 from mist.core.retry import Backoff
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
+from mist.gateway.transport import HttpToolsProtocol
 from mist.tenancy.service import Tenancy
 from mist.testing.secrets import memory_secrets
 from mist.testing.stores import MemoryStore
@@ -28,8 +32,11 @@ def worker():
     return FakeWorker()
 
 
-@pytest.fixture(params=["fast-path", "fastapi"])
+@pytest.fixture(params=["fast-path", "fastapi", "uvicorn"])
 async def client(request, tmp_path, worker):
+    """The gateway's app with the invocation fast path or without it, in process; and as
+    `mist up` serves it: uvicorn with mist's protocol on a real socket, where the fast path
+    answers before the books (mist/control/invocations.py)."""
     store = MemoryStore()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()
@@ -52,11 +59,28 @@ async def client(request, tmp_path, worker):
     admin_key = await tenancy.bootstrap(tmp_path)
     services = Services(functions, invocations, records, uploads, tenancy, events=events,
                         queues=QueueService(store, events, functions, writer))  # fmt: skip
-    app = build_app(services, fast_path=request.param == "fast-path")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist",
-                                 headers={"Authorization": f"Bearer {admin_key}"}) as c:
-        c.services = services  # type: ignore[attr-defined]
-        yield c
+    app = build_app(services, fast_path=request.param != "fastapi")
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    if request.param == "uvicorn":
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, http=HttpToolsProtocol, lifespan="off", log_level="warning",
+                                               access_log=False))  # fmt: skip
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", headers=auth) as c:
+                c.services = services  # type: ignore[attr-defined]
+                yield c
+        finally:
+            server.should_exit = True
+            await serving
+    else:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mist",
+                                     headers=auth) as c:
+            c.services = services  # type: ignore[attr-defined]
+            yield c
     await tenancy.stop()
     await dispatcher.stop()
     await records.stop()
