@@ -66,7 +66,7 @@ class InvokeFastPath:
         services = self.services
         name = authorize_scope(scope, Action.FUNCTIONS_INVOKE, services.tenancy).fid(name)
         qs: bytes = scope["query_string"]
-        version = invoke.parse_version(parse_qs(qs.decode("latin-1")).get("version", [None])[0]) if qs else None
+        version = invoke.parse_version(version_param(qs)) if qs else None
         declared: bytes | None = None
         kind: str | None = None  # X-Mist-Invocation-Type
         key: str | None = None  # X-Mist-Idempotency-Key
@@ -130,6 +130,20 @@ def _result_answer(invocation_id: str, version: int, r: InvokeResult) -> tuple[i
         return 200, headers, r.payload
     headers.append((b"x-mist-function-error", b"Unhandled"))
     return 500, headers, invoke.error_json(r.error)
+
+
+def version_param(query: bytes) -> str | None:
+    """The first non-blank `version` of a query string, as `parse_qs(query)["version"][0]`
+    gives it. A query with no escapes (`%`, `+`), such as `version=3`, is split here: parse_qs
+    costs ~60 us on a sparse request (its code is cold), this a few."""
+    qs = query.decode("latin-1")
+    if "%" in qs or "+" in qs:
+        return parse_qs(qs).get("version", [None])[0]
+    for part in qs.split("&"):
+        name, eq, value = part.partition("=")
+        if name == "version" and value:
+            return value
+    return None
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
