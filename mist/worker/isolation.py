@@ -442,16 +442,32 @@ def drop_privileges(uid: int, cap_last: int, bpf: bytes, mark: Callable[[str], N
     mark("seccomp")
 
 
+_DEFAULTS = {  # Lambda's unreserved defaults: the function's own env may replace them
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "TZ": ":UTC",
+    "PYTHONPATH": "/var/task:/opt/python",
+    "HOME": "/tmp",
+}
+
+
+def _reserved_static(host: HostLayout) -> dict[str, str]:
+    """The reserved keys that are the same for every function (the function's env cannot
+    replace them)."""
+    return {
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": "local",
+        "AWS_DEFAULT_REGION": "local",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "LAMBDA_RUNTIME_DIR": host.base_prefix,
+    }
+
+
 def function_environment(assign: dict, host: HostLayout) -> dict[str, str]:
     """Lambda's environment: unreserved defaults, then the user's env, then reserved keys."""
     name, version, memory = assign["function_name"], str(assign["version"]), str(assign["memory_mb"])
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "TZ": ":UTC",
-        "PYTHONPATH": "/var/task:/opt/python",
-        "HOME": "/tmp",
-    }
+    env = dict(_DEFAULTS)
     env.update(dict(assign.get("env") or ()))
     env.update({
         "AWS_LAMBDA_FUNCTION_NAME": name,
@@ -459,15 +475,25 @@ def function_environment(assign: dict, host: HostLayout) -> dict[str, str]:
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory,
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/mist/{name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": assign["log_stream"],
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_REGION": "local",
-        "AWS_DEFAULT_REGION": "local",
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
-        "LAMBDA_TASK_ROOT": "/var/task",
-        "LAMBDA_RUNTIME_DIR": host.base_prefix,
         "_HANDLER": assign["handler"],
     })
+    env.update(_reserved_static(host))
     return env
+
+
+_PRESET: dict[str, str] = {}  # what os.environ holds since `preset_environment` (inherited by forks)
+
+
+def preset_environment(host: HostLayout) -> None:
+    """In a zygote, last: leave os.environ holding exactly the part of the environment that is
+    the same for every function (the defaults and the fixed reserved keys), for the sandboxes
+    forked after to inherit; `enter_function` then sets only the keys that differ, instead of
+    building the whole environment at the cold start (each key is a putenv and a copy of the
+    process's environment array)."""
+    global _PRESET
+    os.environ.clear()
+    _PRESET = {**_DEFAULTS, **_reserved_static(host)}
+    os.environ.update(_PRESET)
 
 
 def warm_up(host: HostLayout, rounds: int = 16) -> None:
@@ -484,15 +510,16 @@ def warm_up(host: HostLayout, rounds: int = 16) -> None:
 def prepare_zygote(host: HostLayout) -> None:
     """Once, in the zygote after its imports: leave the interpreter state every sandbox
     inherits as the user code should find it (no mist modules in sys.modules, import caches
-    for the stdlib paths only, an empty environment), so that a sandbox does not have to undo
-    it: undoing it un-shares (copies) every page of the objects it touches."""
+    for the stdlib paths only, only the environment every function shares), so that a sandbox
+    does not have to undo it: undoing it un-shares (copies) every page of the objects it
+    touches."""
     _hide_mist_modules(host)
     sys.path[:] = host.stdlib_paths
     import time
 
     os.environ["TZ"] = ":UTC"  # sandboxes inherit the loaded time zone (enter_function sets TZ too)
     time.tzset()
-    os.environ.clear()
+    preset_environment(host)
 
 
 _HIDDEN: dict[str, object] = {}  # mist's modules, out of sys.modules since prepare_zygote
@@ -522,13 +549,18 @@ def import_late(name: str, host: HostLayout) -> object:
 
 def enter_function(assign: dict, host: HostLayout) -> None:
     """After `finish`: the process's environment, paths and imports as the user code sees them
-    (the zygote already dropped its own, see `prepare_zygote`)."""
+    (the zygote dropped its own environment and left the shared part, see `prepare_zygote`)."""
     import time
 
-    if os.environ:
-        os.environ.clear()
     env = function_environment(assign, host)
-    os.environ.update(env)
+    environ = os.environ
+    if _PRESET and len(environ) == len(_PRESET):  # as `preset_environment` left it: every key of
+        for key, value in env.items():  # the preset is in env, so only the differences are left
+            if _PRESET.get(key) != value:
+                environ[key] = value
+    else:
+        environ.clear()
+        environ.update(env)
     if env.get("TZ") != ":UTC":  # the zygote's tzset already made it UTC
         time.tzset()
     sys.path[:] = ["/var/task", "/opt/python", *host.stdlib_paths]

@@ -136,7 +136,7 @@ class LayerZygote:
         os.environ.update(_IMPORT_ENV)
         names = top_level_names("/opt/python") if os.path.isdir("/opt/python") else []
         imported, skipped = import_layer(names)
-        os.environ.clear()
+        isolation.preset_environment(self.host)  # what the layer's imports set is dropped
         gc.collect()
         gc.freeze()  # children share the imported objects; the collector must not un-share them
         send_control(self.ctrl, {"op": "ready", "imported": imported, "skipped": skipped})

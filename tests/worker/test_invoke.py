@@ -199,6 +199,59 @@ async def test_env_vars_from_the_spec_and_lambdas_are_set(worker, function):
     }
 
 
+ENV_REPORT = """
+    import ctypes, os
+    def handler(event, context):
+        libc = ctypes.CDLL(None)
+        environ, c_env, i = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ"), {}, 0
+        while environ[i] is not None:  # what a C library or a child process would see
+            key, _, val = environ[i].decode().partition("=")
+            c_env[key] = val
+            i += 1
+        return {"os": dict(os.environ), "c": c_env}
+"""
+
+
+def expected_environment(spec, log_stream_prefix: str) -> dict[str, str]:
+    import sys
+    return {
+        "PATH": "/custom/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "PYTHONPATH": "/var/task:/opt/python",
+        "HOME": "/tmp", "GREETING": "hi", "AWS_LAMBDA_FUNCTION_NAME": "fn",
+        "AWS_LAMBDA_FUNCTION_VERSION": str(spec.version), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "192",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/mist/fn", "AWS_LAMBDA_LOG_STREAM_NAME": log_stream_prefix,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_REGION": "local", "AWS_DEFAULT_REGION": "local",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
+        "LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": sys.base_prefix, "_HANDLER": "main.handler",
+    }
+
+
+@pytest.mark.parametrize("path", ["pool", "full"])
+async def test_the_function_sees_exactly_its_environment_and_the_reserved_keys_win(tmp_path, function, path):
+    """Nothing of mist's own environment, every default and reserved key, the user's keys over
+    the defaults, the reserved ones over the user's; in os.environ and in the C environment
+    alike, whether the sandbox came from the prewarmed pool (which inherits the shared part of
+    the environment from the zygote) or was forked for this call."""
+    from mist.worker import Worker
+    from tests.worker.conftest import worker_config
+
+    w = Worker(worker_config(tmp_path, prewarm=1 if path == "pool" else 0))
+    await w.start()
+    try:
+        if path == "pool":
+            assert await w.wait_prewarmed()
+        spec = function(ENV_REPORT, env=(("GREETING", "hi"), ("PATH", "/custom/bin"), ("AWS_REGION", "mars-1")),
+                        memory_mb=192)  # fmt: skip
+        result = await call(w, spec)
+        got = value(result)
+        stream = got["os"]["AWS_LAMBDA_LOG_STREAM_NAME"]
+        assert stream.endswith(f"[{spec.version}]{result.instance_id}")
+        assert got["os"] == expected_environment(spec, stream)
+        assert got["c"] == got["os"]
+        assert (w.statistics().pool_cold_starts == 1) == (path == "pool")
+    finally:
+        await w.stop()
+
+
 async def test_async_handler_serves_concurrent_invocations_on_one_instance(worker, function):
     spec = function("""
         import asyncio

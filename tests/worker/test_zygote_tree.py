@@ -244,3 +244,24 @@ async def test_numpy_from_pypi_is_imported_by_its_layer_zygote_and_works_in_the_
     assert result["pre"] and result["inverse_ok"] and result["version"].startswith("2.")
     (zygote,) = tree(worker).layer_zygotes
     assert "numpy" in zygote.imported and tree(worker).layer_refused == 0
+
+
+async def test_what_a_layers_import_sets_in_the_environment_is_gone_when_the_function_runs(
+        tree_worker, function, tmp_path):
+    """The layer zygote imports the layer with a minimal environment; what the import sets or
+    changes there does not reach the functions forked from it: they get the environment every
+    function gets, then their own."""
+    worker = await tree_worker()
+    layer = make_layer(tmp_path / "layer", {
+        "setsenv.py": "import os\nos.environ.pop('HOME', None)\nos.environ['LEAKED'] = '1'\nos.environ['LANG'] = 'xx'\n",
+    })
+    spec = function("""
+        import os, setsenv
+        def handler(event, context):
+            return {k: os.environ.get(k) for k in ("LEAKED", "LANG", "HOME", "AWS_REGION", "AWS_LAMBDA_FUNCTION_NAME")}
+    """, layer_dir=layer)
+    got = value(await call(worker, spec))
+    (zygote,) = tree(worker).layer_zygotes
+    assert zygote.imported == ("setsenv",)  # the function was forked from the layer zygote
+    assert got == {"LEAKED": None, "LANG": "C.UTF-8", "HOME": "/tmp", "AWS_REGION": "local",
+                   "AWS_LAMBDA_FUNCTION_NAME": "fn"}
