@@ -34,6 +34,7 @@ import contextlib
 import os
 import resource
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -361,12 +362,13 @@ def lock_down_layer_child(tmp_mb: int, groups: list[int], host: HostLayout,
     return uid
 
 
-def attach_code(pidfd: int, code_dir: str, layer_dir: str | None) -> None:
+def attach_code(pidfd: int, code_dir: str, layer_dir: str | None, code_tree: int | None = None) -> None:
     """In the Worker (root, outside the sandbox), before ASSIGN: mount exactly the function's
     code dir (and its layer) read-only at /var/task (/opt/python) inside the mount namespace of
     the sandbox `pidfd` refers to (open_tree clones of just those directories, moved in with
     move_mount), then return to our own namespace. (A layer zygote's child has its layer
-    already: layer_dir=None.)
+    already: layer_dir=None.) `code_tree`: the clone of code_dir made ahead
+    (mist/worker/codetrees.py), moved (and closed) here instead of cloning now.
 
     Only the calling thread enters the sandbox's namespace, for the few calls of the move: it
     first stops sharing its root and working directory with the process's other threads
@@ -374,12 +376,12 @@ def attach_code(pidfd: int, code_dir: str, layer_dir: str | None) -> None:
     signal handler runs meanwhile, and restores its working directory after (setns resets it
     to the namespace's root). Done by the Worker rather than the zygote, the cold start wakes
     one process (the sandbox) instead of two, and the sandbox never waits for its code."""
-    trees = [(sc.clone_tree_readonly(code_dir), "/var/task")]
-    own = cwd = -1
+    trees = [(code_tree if code_tree is not None else sc.clone_tree_readonly(code_dir), "/var/task")]
+    cwd = -1
     try:
         if layer_dir:
             trees.append((sc.clone_tree_readonly(layer_dir), "/opt/python"))
-        own = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        own = _own_mount_ns()
         try:
             cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:  # our working directory was removed: come back to /
@@ -396,9 +398,23 @@ def attach_code(pidfd: int, code_dir: str, layer_dir: str | None) -> None:
         finally:
             sc.restore_signals(mask)
     finally:
-        for fd in (own, cwd, *(fd for fd, _ in trees)):
+        for fd in (cwd, *(fd for fd, _ in trees)):
             if fd >= 0:
                 os.close(fd)
+
+
+_OWN_MNT_NS: dict[tuple[int, int], int] = {}  # (pid, thread id) -> fd of that thread's mount namespace
+
+
+def _own_mount_ns() -> int:
+    """An fd of the calling thread's own mount namespace, to come back to after a setns into a
+    sandbox's: opened once per thread (opening /proc/thread-self/ns/mnt is ~40 us of a sparse
+    cold start), kept open (close-on-exec; a forked child opens its own)."""
+    key = (os.getpid(), threading.get_native_id())
+    fd = _OWN_MNT_NS.get(key)
+    if fd is None:
+        fd = _OWN_MNT_NS[key] = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    return fd
 
 
 def _leave(own_mnt_ns: int, cwd: int) -> None:

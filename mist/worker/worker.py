@@ -40,6 +40,7 @@ from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.models import split_id
 from mist.worker import isolation, policy
 from mist.worker.cgroups import CgroupTree, pids_limit
+from mist.worker.codetrees import CodeTrees
 from mist.worker.config import WorkerConfig
 from mist.worker.lifecycle import State
 from mist.worker.network import NetworkStatistics, SandboxNetwork
@@ -94,6 +95,8 @@ class WorkerStatistics:
     # latest cold start, plus "invoke" (its first invocation, in the sandbox) and "total"
     spawner: SpawnerStatistics | None = None  # the zygote and the zygote tree (layer zygotes)
     network: NetworkStatistics | None = None  # the network of sandboxes with egress
+    code_trees: int = 0  # function versions whose code is cloned ahead (mist/worker/codetrees.py)
+    code_trees_used: int = 0  # cold starts that found their code cloned ahead
 
 
 COALESCE_IDLE_S = 1.0  # idle gaps shorter than this do not count as idle periods (see _Demand)
@@ -184,6 +187,8 @@ class Worker:
         self._uids = UidRange(config.first_uid, config.uid_count)
         self._network = network or SandboxNetwork(config.network_layout, deny=tuple(config.egress_deny),
                                                   prewarm=config.network_prewarm)
+        self._trees = CodeTrees()  # code directories cloned ahead of the cold starts that mount them
+        self._trees_due: dict[tuple[str, int], str] = {}  # to clone again once the answers are out
         self._all: dict[str, Sandbox] = {}  # every live sandbox, pooled or not
         self._functions: dict[str, Sandbox] = {}  # sandboxes assigned a function
         self._by_key: dict[tuple[str, int], dict[str, Sandbox]] = {}  # the same, by spec.key
@@ -200,7 +205,7 @@ class Worker:
         # arrivals not yet told to the policy, in order: (demand, start of the idle period to
         # report first or None, arrival time, idle seconds or None); see _arrival and _learn
         self._lessons: list[tuple[_Demand, float | None, float, float | None]] = []
-        self._learn_due = False  # a _learn is scheduled
+        self._learn_due = False  # an _answered is scheduled
         self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._pool_target_at: tuple[int, int] | None = None  # (second, _pool_target() then)
@@ -266,6 +271,7 @@ class Worker:
         await self._spawner.stop()
         await self._remove_leftovers()
         await self._network.stop()
+        self._trees.close()
         self._started = False
 
     async def _remove_leftovers(self) -> None:
@@ -351,9 +357,8 @@ class Worker:
         if d.count == 0:
             d.idle_since = now
             d.idle_pending = True
-            if self._lessons and not self._learn_due:  # after this task's step: after the answer
-                self._learn_due = True
-                self._loop.call_soon(self._learn)
+            if self._lessons:
+                self._after_answers()
 
     def _arrival(self, d: _Demand, now: float) -> None:
         """The count leaves 0: note what the keep-alive policy is to learn (the idle period
@@ -375,10 +380,25 @@ class Worker:
         d.idle_window = None
         self._lessons.append((d, report, now, idle_s))
 
+    def _after_answers(self) -> None:
+        """Schedule `_answered` for after this task's step: after the answer (call_soon), once
+        per turn however many invocations ended in it."""
+        if not self._learn_due:
+            self._learn_due = True
+            self._loop.call_soon(self._answered)
+
+    def _answered(self) -> None:
+        """The work the answers did not wait for: the keep-alive policy learns, and the code of
+        the versions whose clone a cold start used is cloned again (mist/worker/codetrees.py)."""
+        self._learn_due = False
+        self._learn()
+        due, self._trees_due = self._trees_due, {}
+        for key, code_dir in due.items():
+            self._trees.prepare(key, code_dir)
+
     def _learn(self) -> None:
         """Tell the keep-alive policy the arrivals noted by `_arrival`, in order. Runs after
-        the answers (call_soon from `_leave`) and before anything reads the policy's state."""
-        self._learn_due = False
+        the answers (`_answered`) and before anything reads the policy's state."""
         lessons, self._lessons = self._lessons, []
         for d, idle_since, now, idle_s in lessons:
             spec, state = self._policy_state(d)
@@ -636,12 +656,15 @@ class Worker:
     def _attach(self, sb: Sandbox, spec: SandboxSpec) -> None:
         """Mount the function's code (and layer) in the sandbox, from here: see isolation.attach_code."""
         layer = None if spec.layer_dir is None or self._spawner.has_layer(sb.id) else str(spec.layer_dir)
+        code_dir = str(spec.code_dir)
         try:
             if sb.pidfd is None:
                 raise OSError("the sandbox is gone")
             t0 = time.perf_counter()
-            isolation.attach_code(sb.pidfd, str(spec.code_dir), layer)
+            isolation.attach_code(sb.pidfd, code_dir, layer, self._trees.take(spec.key, code_dir))
             sb.attach_ms = round((time.perf_counter() - t0) * 1000, 3)
+            self._trees_due[spec.key] = code_dir  # the next instance's, once the answers are out
+            self._after_answers()
         except OSError as exc:
             self._discard(sb)
             raise SandboxFailed(f"could not attach the code of {spec.function_name} to sandbox {sb.id}: {exc}") from None
@@ -977,6 +1000,8 @@ class Worker:
         the function's previous provisioned version; min_instances 0 stops provisioning.
         Returns how many instances were started now; the reaper keeps the count up later
         (after crashes, or when the memory budget was short)."""
+        if self._started and not self._stopping:
+            self._trees.prepare(spec.key, str(spec.code_dir))  # its first cold start mounts it sooner
         if spec.layer_dir is not None and self.config.zygote_tree and self._started:
             self._spawner.prepare_layer(str(spec.layer_dir))  # its first cold start is fast too
         if spec.min_instances <= 0:
@@ -1071,6 +1096,9 @@ class Worker:
         """Stop serving `function_name` (every version but keep_version): idle instances are
         killed now, busy ones when their invocations end."""
         self._learn()  # what the retired versions' arrivals taught stays in the function's history
+        self._trees.drop(function_name, keep_version)
+        for key in [k for k in self._trees_due if k[0] == function_name and k[1] != keep_version]:
+            del self._trees_due[key]
         kept = self._provisioned.get(function_name)
         if kept is not None and kept.version != keep_version:
             del self._provisioned[function_name]
@@ -1108,6 +1136,7 @@ class Worker:
             reclaimed=c["reclaimed"], waiting=sum(self._waiting.values()),
             zygote_pid=self._spawner.pid, last_cold_start=dict(self._last_cold_start),
             spawner=self._spawner.statistics(), network=self._network.statistics(),
+            code_trees=len(self._trees), code_trees_used=self._trees.used,
         )
 
     def _function_statistics(self, key: tuple[str, int], sandboxes: list[Sandbox]) -> FunctionStatistics:
