@@ -359,6 +359,8 @@ class Worker:
             d.idle_pending = True
             if self._lessons:
                 self._after_answers()
+        if self._trees_due:
+            self._after_answers()
 
     def _arrival(self, d: _Demand, now: float) -> None:
         """The count leaves 0: note what the keep-alive policy is to learn (the idle period
@@ -389,7 +391,9 @@ class Worker:
 
     def _answered(self) -> None:
         """The work the answers did not wait for: the keep-alive policy learns, and the code of
-        the versions whose clone a cold start used is cloned again (mist/worker/codetrees.py)."""
+        the versions whose clone a cold start used is cloned again (mist/worker/codetrees.py;
+        an instance started without an invocation, provisioned or by the autoscaler, has its
+        code cloned again after the next invocation's answer)."""
         self._learn_due = False
         self._learn()
         due, self._trees_due = self._trees_due, {}
@@ -663,8 +667,7 @@ class Worker:
             t0 = time.perf_counter()
             isolation.attach_code(sb.pidfd, code_dir, layer, self._trees.take(spec.key, code_dir))
             sb.attach_ms = round((time.perf_counter() - t0) * 1000, 3)
-            self._trees_due[spec.key] = code_dir  # the next instance's, once the answers are out
-            self._after_answers()
+            self._trees_due[spec.key] = code_dir  # the next instance's, after the answer (_leave)
         except OSError as exc:
             self._discard(sb)
             raise SandboxFailed(f"could not attach the code of {spec.function_name} to sandbox {sb.id}: {exc}") from None
