@@ -65,10 +65,10 @@ from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.gateway.transport import HttpToolsProtocol
+from mist.httpserver import HttpServer
 from mist.metering import plans
 from mist.metering.journal import Journal
 from mist.metering.ledger import Ledger
-from mist.httpserver import HttpServer
 from mist.metering.meter import Meter
 from mist.metering.service import BillingService
 from mist.s3 import ObjectStore, S3Server

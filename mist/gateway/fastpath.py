@@ -140,7 +140,7 @@ def version_param(query: bytes) -> str | None:
     if "%" in qs or "+" in qs:
         return parse_qs(qs).get("version", [None])[0]
     for part in qs.split("&"):
-        name, eq, value = part.partition("=")
+        name, _, value = part.partition("=")
         if name == "version" and value:
             return value
     return None
