@@ -327,7 +327,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             server_header=False,  # no `server: uvicorn`: the stack behind the API is not advertised
             timeout_graceful_shutdown=5,
         )
-        server = HttpServer(config)  # uvicorn's, ticking once a second while idle (mist/httpserver.py)
+        server = uvicorn.Server(config)
         # uvicorn restores the handlers it found and re-raises the signal it caught once it has
         # shut down; with these in place that re-raise is a no-op, so the cleanup below runs
         # and `mist up` exits 0 after SIGTERM/Ctrl-C instead of dying before its sandboxes do.

@@ -10,6 +10,7 @@ new), wait for the calls in flight, leave the cluster, stop the API, kill every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -27,7 +28,6 @@ from mist.cluster.agentclient import AGENT_KEEPALIVE_S
 from mist.cluster.agent import Agent, AgentConfig, default_capacity
 from mist.cluster.codecache import CodeCache
 from mist.errors import MistError
-from mist.httpserver import HttpServer
 from mist.server import StartupError, _listen, _lock_data_dir, run_main
 from mist.worker import Worker, WorkerConfig
 
@@ -110,10 +110,10 @@ async def serve_node(opts: NodeOptions) -> None:
     try:
         await worker.start()
         agent = Agent(worker, agent_cfg, client, CodeCache(data_dir, client, opts.join))
-        server = HttpServer(uvicorn.Config(agent.app, log_level="warning", access_log=False, lifespan="off",
-                                           http="httptools", timeout_graceful_shutdown=5,
-                                           timeout_keep_alive=AGENT_KEEPALIVE_S),
-                            signals=False)  # ours, below
+        server = uvicorn.Server(uvicorn.Config(agent.app, log_level="warning", access_log=False, lifespan="off",
+                                               http="httptools", timeout_graceful_shutdown=5,
+                                               timeout_keep_alive=AGENT_KEEPALIVE_S))
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # ours, below
         stopping: list[asyncio.Task] = []
 
         async def shutdown() -> None:

@@ -11,6 +11,7 @@ keeps using while no worker has joined.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -28,7 +29,6 @@ from mist.cluster.controlapi import build_cluster_app
 from mist.cluster.membership import HealthPolicy
 from mist.cluster.scheduler import Scheduler, SchedulerSettings
 from mist.errors import InvalidRequest
-from mist.httpserver import HttpServer
 from mist.testing.cluster import MemoryLeaseStore, MemoryMembership
 
 
@@ -133,9 +133,9 @@ class ClusterPlane:
         app = build_cluster_app(scheduler, opts.token, data_dir / "code", data_dir / "layers",
                                 data_dir / "cluster-archives", blobs,
                                 statistics=lambda: made[0].served_statistics())
-        server = HttpServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           http="httptools", timeout_graceful_shutdown=2),
-                            signals=False)  # signals are the main server's
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                               http="httptools", timeout_graceful_shutdown=2))
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are the main server's
         plane = cls(scheduler, server, sock, f"http://{bound_host}:{bound_port}", engine)
         made.append(plane)
         plane._serving = asyncio.create_task(server.serve(sockets=[sock]))

@@ -13,14 +13,21 @@ The S3 server leaves signals alone: whoever runs it (mist up) stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 
 from mist.errors import PlatformError
-from mist.httpserver import HttpServer
 from mist.s3.app import S3Statistics, build_s3_app
 from mist.s3.store import ObjectStore
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the process's owner handles signals and calls stop()
 
 
 class S3Server:
@@ -42,7 +49,7 @@ class S3Server:
             server_header=False,
             timeout_graceful_shutdown=5,
         )
-        self._server = HttpServer(config, signals=False)  # the process's owner handles signals, calls stop()
+        self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 
     def statistics(self) -> S3Statistics:
