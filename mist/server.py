@@ -65,7 +65,6 @@ from mist.errors import MistError
 from mist.gateway.app import build_app
 from mist.gateway.services import Services
 from mist.gateway.transport import HttpToolsProtocol
-from mist.httpserver import HttpServer
 from mist.metering import plans
 from mist.metering.journal import Journal
 from mist.metering.ledger import Ledger
