@@ -397,6 +397,8 @@ class Worker:
         self._learn_due = False
         self._learn()
         due, self._trees_due = self._trees_due, {}
+        if self._stopping or not self._started:  # stop() closed the clones: no new ones
+            return
         for key, code_dir in due.items():
             self._trees.prepare(key, code_dir)
 

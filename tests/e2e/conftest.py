@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from mist.worker import WorkerConfig
+from mist.worker.cgroups import CgroupTree
 
 MIST = str(Path(sys.executable).parent / "mist")
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +58,33 @@ class Server:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self.proc.returncode < 0:  # killed by the test (SIGKILL): nothing of it cleaned up
+            remove_cgroups_of(self.data_dir)
         return self.proc.returncode
+
+
+def remove_cgroups_of(data_dir: Path) -> None:
+    """Remove the cgroups a `mist up` killed with SIGKILL left behind: its sandboxes die with it,
+    their empty groups stay until a `mist up` starts on the same data dir again, which a test
+    that kills a process for good never does. Only while no `mist up` holds the data dir (a test
+    that restarted one there leaves the cleaning to it)."""
+    lock = data_dir / "mist.lock"
+    if not lock.exists():
+        return
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        config = WorkerConfig(data_dir=data_dir)
+        tree = CgroupTree(config.cgroup_root, config.instance_tag)
+        for _ in range(100):
+            if all([g.remove() for g in tree.leftovers()]) and tree.remove_parents():
+                return
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
 
 
 def start_server(data_dir: Path, *extra: str) -> Server:
