@@ -212,13 +212,13 @@ ENV_REPORT = """
 """
 
 
-def expected_environment(spec, log_stream_prefix: str) -> dict[str, str]:
+def expected_environment(spec, log_stream: str) -> dict[str, str]:
     import sys
     return {
         "PATH": "/custom/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "PYTHONPATH": "/var/task:/opt/python",
         "HOME": "/tmp", "GREETING": "hi", "AWS_LAMBDA_FUNCTION_NAME": "fn",
         "AWS_LAMBDA_FUNCTION_VERSION": str(spec.version), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "192",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/mist/fn", "AWS_LAMBDA_LOG_STREAM_NAME": log_stream_prefix,
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/mist/fn", "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_REGION": "local", "AWS_DEFAULT_REGION": "local",
         "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
         "LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": sys.base_prefix, "_HANDLER": "main.handler",
