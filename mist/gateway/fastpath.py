@@ -5,7 +5,7 @@ classes (a third of the gateway's CPU per request under load). Everything else â
 the same route when the fast path does not apply â€” goes on to the FastAPI app, where
 `mist/gateway/invoke.py` declares the route for the OpenAPI document with the same behaviour.
 The two share `parse_version`, `check_payload`, `is_event`, `accept_event` and
-`result_headers`, so they cannot drift apart; tests run the same assertions against both.
+`result_answer`, so they cannot drift apart; tests run the same assertions against both.
 With `X-Mist-Invocation-Type: Event` the event is stored (mist/control/events.py) and answered
 202 without waiting for it to run.
 
@@ -123,13 +123,8 @@ class _EarlyAnswer:
 
 
 def _result_answer(invocation_id: str, version: int, r: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers and body of an invocation's answer: 200 and the handler's value, or 500
-    with Lambda's error body and X-Mist-Function-Error."""
-    headers = _encode(invoke.result_headers(invocation_id, version, r.cold_start, r.duration_ms))
-    if r.ok:
-        return 200, headers, r.payload
-    headers.append((b"x-mist-function-error", b"Unhandled"))
-    return 500, headers, invoke.error_json(r.error)
+    status, headers, body = invoke.result_answer(invocation_id, version, r)
+    return status, _encode(headers), body
 
 
 def version_param(query: bytes) -> str | None:

@@ -18,6 +18,7 @@ from mist.gateway.auth import allow, authorize_scope, principal_of
 from mist.gateway.services import Services
 from mist.models import DEFAULT_TENANT, NAME_RE, split_id
 from mist.tenancy.roles import Action, Caller
+from mist.worker.types import InvokeResult
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit, 6 MB
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -118,6 +119,16 @@ async def accept_event(
     return json.dumps({"invocation_id": got.invocation_id}).encode(), headers
 
 
+def result_answer(inv_id: str, version: int, r: InvokeResult) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of an invocation's answer: 200 and the handler's value as-is, or
+    500 with X-Mist-Function-Error and Lambda's error body."""
+    headers = result_headers(inv_id, version, r.cold_start, r.duration_ms)
+    if r.ok:
+        return 200, headers, r.payload
+    headers["X-Mist-Function-Error"] = "Unhandled"
+    return 500, headers, error_json(r.error)
+
+
 def result_headers(inv_id: str, version: int, cold: bool, duration_ms: float) -> dict[str, str]:
     return {
         "X-Mist-Invocation-Id": inv_id,
@@ -167,12 +178,8 @@ async def invoke(name: str, request: Request, caller: Caller = Depends(allow(Act
         body, headers = await accept_event(services, name, version, payload, key)
         return Response(body, status_code=202, media_type="application/json", headers=headers)
     out = await services.invocations.invoke(fv, payload, trigger="api")
-    r = out.result
-    headers = result_headers(out.invocation_id, fv.version, r.cold_start, r.duration_ms)
-    if r.ok:
-        return Response(r.payload, status_code=200, media_type="application/json", headers=headers)
-    headers["X-Mist-Function-Error"] = "Unhandled"
-    return Response(error_json(r.error), status_code=500, media_type="application/json", headers=headers)
+    status, headers, body = result_answer(out.invocation_id, fv.version, out.result)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 @router.get(

@@ -205,7 +205,7 @@ class Worker:
         # arrivals not yet told to the policy, in order: (demand, start of the idle period to
         # report first or None, arrival time, idle seconds or None); see _arrival and _learn
         self._lessons: list[tuple[_Demand, float | None, float, float | None]] = []
-        self._learn_due = False  # an _answered is scheduled
+        self._answered_due = False  # an _answered is scheduled
         self._revisions: dict[str, int] = {}  # function name -> its secrets' revision (restart)
         self._cold_seconds: deque[list[int]] = deque(maxlen=60)  # [second, instance starts], recent
         self._pool_target_at: tuple[int, int] | None = None  # (second, _pool_target() then)
@@ -357,9 +357,7 @@ class Worker:
         if d.count == 0:
             d.idle_since = now
             d.idle_pending = True
-            if self._lessons:
-                self._after_answers()
-        if self._trees_due:
+        if (d.count == 0 and self._lessons) or self._trees_due:
             self._after_answers()
 
     def _arrival(self, d: _Demand, now: float) -> None:
@@ -385,8 +383,8 @@ class Worker:
     def _after_answers(self) -> None:
         """Schedule `_answered` for after this task's step: after the answer (call_soon), once
         per turn however many invocations ended in it."""
-        if not self._learn_due:
-            self._learn_due = True
+        if not self._answered_due:
+            self._answered_due = True
             self._loop.call_soon(self._answered)
 
     def _answered(self) -> None:
@@ -394,7 +392,7 @@ class Worker:
         the versions whose clone a cold start used is cloned again (mist/worker/codetrees.py;
         an instance started without an invocation, provisioned or by the autoscaler, has its
         code cloned again after the next invocation's answer)."""
-        self._learn_due = False
+        self._answered_due = False
         self._learn()
         due, self._trees_due = self._trees_due, {}
         if self._stopping or not self._started:  # stop() closed the clones: no new ones
