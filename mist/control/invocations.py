@@ -2,28 +2,19 @@
 
     resolve name[/version] -> SandboxSpec -> Worker.invoke -> InvocationRecord (+ log lines)
 
-The record is buffered in the InvocationLog before the caller's next await, so the id in the
+The record is buffered in the InvocationLog before the caller answers, so the id in the
 answer's `X-Mist-Invocation-Id` can be looked up at once. A platform error (no capacity, a
 sandbox that could not be built) is recorded too, with status "error", and re-raised for the
 edge to map to a status code.
 
 With a Meter (mist/metering): a tenant over its spend cap is refused before anything runs
 (SpendCapReached), and the usage of an attempt that ran is in the ledger's journal before
-`invoke` returns; with `settle_usage` (asynchronous attempts) it is returned in the Outcome
-instead, for the dispatcher to store with the attempt's settlement.
-
-The answer first, then the books: given `answer` (the HTTP fast path's, which writes the whole
-response in one call), `invoke` calls it as soon as the result is in, then books the record
-and the usage in the same step, with no await between: nothing else runs on the loop before
-they are booked, so no client can ask for the record before it is there, and a cancellation
-cannot fall between the answer and the books. The client does not wait for the bookkeeping
-(~0.1 ms of a sparse call on the benchmark machine, docs/benchmarks.md). Except when the
-usage journal syncs to disk: then the answer waits for the usage to be on disk, as it did.
+`invoke` returns, so before any answer is sent; with `settle_usage` (asynchronous attempts) it is
+returned in the Outcome instead, for the dispatcher to store with the attempt's settlement.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -40,8 +31,6 @@ from mist.metering.meter import Meter
 from mist.metering.usage import UsageRecord, from_invocation
 from mist.models import FunctionVersion, InvocationRecord, LogRecord
 from mist.worker.types import InvokeResult, SandboxSpec
-
-log = logging.getLogger(__name__)
 
 
 class Invoker(Protocol):
@@ -126,13 +115,10 @@ class InvocationService:
         invocation_id: str | None = None,
         request_id: str | None = None,
         settle_usage: bool = False,
-        answer: Callable[[str, InvokeResult], None] | None = None,
     ) -> Outcome:
         """`invocation_id` names the record; `request_id` is what the function sees as
         context.aws_request_id (default: the invocation id; the attempts of an asynchronous
-        invocation each have a record of their own and share the event's id, as on Lambda).
-        `answer(invocation_id, result)`: called before the books unless the usage journal
-        syncs (see the module's doc); it cannot await, and what it raises is logged."""
+        invocation each have a record of their own and share the event's id, as on Lambda)."""
         meter = self.meter
         if meter is not None:
             meter.check(fv)
@@ -158,11 +144,6 @@ class InvocationService:
             )  # fmt: skip
             exc.invocation_id = inv_id  # type: ignore[attr-defined]
             raise
-        if answer is not None and (meter is None or not meter.ledger.syncs):
-            try:
-                answer(inv_id, result)
-            except Exception:  # a bug at the edge must not cost the record: the books go on
-                log.exception("answering invocation %s failed; booking it anyway", inv_id)
         error = result.error or {}
         record = InvocationRecord(
             id=inv_id,

@@ -8,15 +8,10 @@ The two share `parse_version`, `check_payload`, `is_event`, `accept_event` and
 `result_answer`, so they cannot drift apart; tests run the same assertions against both.
 With `X-Mist-Invocation-Type: Event` the event is stored (mist/control/events.py) and answered
 202 without waiting for it to run.
-
-Served by uvicorn with mist's protocol (mist/gateway/transport.py), the answer is written the
-moment the result is in, before the record and the usage are booked (`_EarlyAnswer`, see
-InvocationService.invoke's `answer`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,8 +34,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _PREFIX = "/v1/functions/"
 _SUFFIX = "/invocations"
 _JSON = (b"content-type", b"application/json")
-
-log = logging.getLogger(__name__)
 
 
 class InvokeFastPath:
@@ -87,39 +80,9 @@ class InvokeFastPath:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
             await _answer(send, 202, _encode(extra), data, scope.get(CYCLE))
             return
-        cycle = scope.get(CYCLE)
-        early = _EarlyAnswer(cycle, fv.version) if cycle is not None else None
-        try:
-            out = await services.invocations.invoke(fv, payload, trigger="api", answer=early)
-        except Exception:
-            if early is not None and early.sent:  # the books failed after the answer went
-                log.exception("booking invocation %s failed after its answer was sent", early.invocation_id)
-                return
-            raise
-        if early is not None and early.sent:
-            return
+        out = await services.invocations.invoke(fv, payload, trigger="api")
         status, headers, data = _result_answer(out.invocation_id, fv.version, out.result)
-        await _answer(send, status, headers, data, cycle)
-
-
-class _EarlyAnswer:
-    """InvocationService.invoke's `answer`: the invocation's answer written the moment its
-    result is in, before the record and the usage are booked, in one write on uvicorn's cycle
-    (`respond`; `sent` stays False when it cannot, and the answer goes the ASGI way after)."""
-
-    __slots__ = ("cycle", "version", "sent", "invocation_id")
-
-    def __init__(self, cycle: Any, version: int) -> None:
-        self.cycle = cycle
-        self.version = version
-        self.sent = False
-        self.invocation_id = ""
-
-    def __call__(self, invocation_id: str, result: InvokeResult) -> None:
-        self.invocation_id = invocation_id
-        status, headers, data = _result_answer(invocation_id, self.version, result)
-        headers.append(_JSON)
-        self.sent = respond(self.cycle, status, headers, data)
+        await _answer(send, status, headers, data, scope.get(CYCLE))
 
 
 def _result_answer(invocation_id: str, version: int, r: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -36,7 +36,7 @@ def worker():
 async def client(request, tmp_path, worker):
     """The gateway's app with the invocation fast path or without it, in process; and as
     `mist up` serves it: uvicorn with mist's protocol on a real socket, where the fast path
-    answers before the books (mist/control/invocations.py)."""
+    writes its answers on uvicorn's cycle (mist/gateway/transport.py::respond)."""
     store = MemoryStore()
     records = InvocationLog(store, flush_interval=0.01)
     await records.start()

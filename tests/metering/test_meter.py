@@ -63,7 +63,6 @@ class Platform:
     meter: Meter
     writer: SerialWriter
     clock: Clock
-    records: InvocationLog
 
     async def version(self, tenant: str = "default"):
         fv = await self.functions.resolve("hello")  # the same function, as if it were `tenant`'s
@@ -107,7 +106,7 @@ async def mist(tmp_path):
                          datetime.now(timezone.utc))  # fmt: skip
     invocations = InvocationService(functions, worker, records, meter=meter)
     events = EventService(functions, store, store, writer)
-    p = Platform(tmp_path, store, worker, functions, invocations, events, meter, writer, clock, records)
+    p = Platform(tmp_path, store, worker, functions, invocations, events, meter, writer, clock)
     yield p
     await records.stop()
     await meter.stop()
@@ -122,51 +121,6 @@ async def test_a_synchronous_attempt_is_in_the_journal_before_invoke_returns(mis
     r = (await mist.ledger())[out.invocation_id]
     assert (r.tenant, r.function, r.version, r.trigger, r.memory_mb, r.billed_ms, r.mb_ms, r.outcome) == (
         "acme", "hello", 1, "api", 512, 12, 512 * 12, "succeeded")
-
-
-def journal_ids(path) -> list[str]:
-    return [r.id for _, found in Journal(path).recover() for r in found]
-
-
-async def test_the_answer_goes_before_the_books_which_are_kept_before_invoke_returns(mist):
-    """The fast path's answer leaves as soon as the result is in; the record and the usage are
-    booked right after, in the same step of the event loop."""
-    seen = []
-
-    def answer(invocation_id, result):
-        stats = mist.records.statistics()
-        seen.append((invocation_id, result.payload, stats.pending + stats.written, journal_ids(mist.tmp_path / "journal")))
-
-    out = await mist.invocations.invoke(await mist.version(), b'{"n": 1}', trigger="api", answer=answer)
-    assert seen == [(out.invocation_id, b'{"n": 1}', 0, [])]  # answered before either was booked
-    record, _ = await mist.records.get(out.invocation_id)
-    assert record.status == "succeeded"
-    assert journal_ids(mist.tmp_path / "journal") == [out.invocation_id]
-
-
-async def test_with_a_journal_that_syncs_the_answer_waits_for_the_usage_on_disk(mist):
-    meter = Meter(Ledger(mist.store, Journal(mist.tmp_path / "synced", fsync=True), mist.writer, interval_s=3600),
-                  mist.store, BillingConfig(), wall=mist.clock)  # fmt: skip
-    await meter.start()
-    try:
-        invocations = InvocationService(mist.functions, mist.worker, mist.records, meter=meter)
-        called = []
-        out = await invocations.invoke(await mist.version(), b"{}", trigger="api",
-                                       answer=lambda *a: called.append(a))  # fmt: skip
-        assert called == []  # the caller answers after invoke returned, the usage synced
-        assert journal_ids(mist.tmp_path / "synced") == [out.invocation_id]
-    finally:
-        await meter.stop()
-
-
-async def test_an_answer_that_fails_costs_neither_the_record_nor_the_usage(mist, caplog):
-    def answer(invocation_id, result):
-        raise RuntimeError("the edge broke")
-
-    out = await mist.invocations.invoke(await mist.version(), b"{}", trigger="api", answer=answer)
-    assert (await mist.records.get(out.invocation_id))[0].status == "succeeded"
-    assert journal_ids(mist.tmp_path / "journal") == [out.invocation_id]
-    assert "the edge broke" in caplog.text and out.invocation_id in caplog.text
 
 
 async def test_function_errors_are_billed_and_platform_errors_are_not(mist):
