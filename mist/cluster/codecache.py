@@ -114,7 +114,7 @@ def _extract_tar(data: bytes, dest: Path) -> None:
             f.write(data)
             f.seek(0)
             with tarfile.open(fileobj=f, mode="r:") as tar:
-                tar.extractall(tmp, filter="data")
+                packaging.extract_tar(tar, tmp)
         os.chmod(tmp, 0o755)
         tmp.rename(dest)
     except BaseException:

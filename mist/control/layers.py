@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from mist.control import buildjail
+from mist.control import buildjail, packaging
 from mist.errors import DependencyInstallFailed
 
 Progress = Callable[[dict[str, object]], Awaitable[None]]
@@ -144,7 +144,7 @@ class LayerStore:
         work.mkdir()
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(work, filter="data")
+                packaging.extract_tar(tar, work)
             _make_readable(work, owned_by_root=os.geteuid() == 0)
             os.rename(work, self.path(key))
         except OSError:

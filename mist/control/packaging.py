@@ -19,6 +19,7 @@ import posixpath
 import re
 import shutil
 import stat
+import tarfile
 import tempfile
 import traceback
 import warnings
@@ -503,6 +504,66 @@ def remove_tree(path: Path) -> None:
     for dirpath, _, _ in os.walk(path):
         os.chmod(dirpath, 0o755)
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- tar archives (layers and code passed between mist's own processes) -------------------------
+
+
+class UnsafeArchive(tarfile.TarError):
+    """A tar member that extraction refuses (see `extract_tar`)."""
+
+
+def extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract `tar` into the directory `dest` with the rules of Python's `data` extraction
+    filter (PEP 706): regular files, directories and links only; nothing written, and no link
+    pointing, outside `dest`; no absolute link; no setuid/setgid/sticky bit or group/other write
+    permission; owners not taken from the archive. A refused member raises a `tarfile.TarError`.
+
+    Pythons before 3.11.4 (Debian 12's 3.11.2, which `scripts/setup` prefers) have no filter:
+    there the same rules are applied here, member by member and against what is already on
+    disk (a link extracted earlier counts), as the filter applies them."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+    else:
+        extract_tar_checked(tar, dest)
+
+
+def extract_tar_checked(tar: tarfile.TarFile, dest: Path) -> None:
+    """`extract_tar` without Python's filter (public for its tests, which compare the two)."""
+    root = os.path.realpath(dest)
+    uid, gid = os.geteuid(), os.getegid()
+    for member in tar:
+        member = _checked_member(member, root)
+        member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
+        tar.extract(member, root, set_attrs=not member.issym(), numeric_owner=True)
+
+
+def _checked_member(member: tarfile.TarInfo, root: str) -> tarfile.TarInfo:
+    name = member.name.lstrip("/")  # as the filter: a leading / is dropped, not refused
+    target = os.path.realpath(os.path.join(root, name))
+    if not name or not _inside(target, root):
+        raise UnsafeArchive(f"tar member {member.name!r} would be written outside {root}")
+    mode = member.mode & 0o755  # no setuid/setgid/sticky, no group/other write
+    if member.isreg() or member.islnk():
+        if not mode & 0o100:
+            mode &= ~0o111  # not executable by its owner: by nobody
+        mode |= 0o600
+    elif member.isdir():
+        mode = 0o755
+    elif not member.issym():
+        raise UnsafeArchive(f"tar member {member.name!r} is a special file (device, fifo)")
+    if member.issym() or member.islnk():
+        if os.path.isabs(member.linkname):
+            raise UnsafeArchive(f"tar member {member.name!r} links to an absolute path {member.linkname!r}")
+        base = os.path.join(root, os.path.dirname(name)) if member.issym() else root
+        if not _inside(os.path.realpath(os.path.join(base, member.linkname)), root):
+            raise UnsafeArchive(f"tar member {member.name!r} links outside {root}: {member.linkname!r}")
+    member.name, member.mode = name, mode
+    return member
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 # -- checking the code -------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def build_generic(req: dict, host: HostLayout, *, layer_dir: str | None = None,
         if os.path.exists(f"/{link}"):
             os.symlink(target, f"{r}/{link}")
     base = host.base_prefix
-    if not base.startswith("/usr/"):
+    if base != "/usr" and not base.startswith("/usr/"):  # else it came with /usr
         os.makedirs(r + base, 0o755)
         sc.bind_readonly(base, r + base)
     if os.path.isdir(host.site_packages):
