@@ -41,7 +41,7 @@ def mist_command() -> list[str]:
     if _MIST_SCRIPT.exists():
         return [str(_MIST_SCRIPT)]
     return [sys.executable, "-c", "import sys; sys.argv[0] = 'mist'; from mist.cli.main import app; app()"]
-REAL_PYTHON = os.path.realpath(sys.executable)  # the pyenv build, not the venv's symlink
+REAL_PYTHON = os.path.realpath(sys.executable)  # the venv's interpreter (scripts/setup chose it), not its symlink
 
 HELLO_SOURCE = 'def handler(event, context):\n    return {"hello": "world"}\n'
 HELLO_RESULT = {"hello": "world"}

@@ -54,7 +54,7 @@ from _common import (
     summary,
 )
 
-PY_PREFIX = str(Path(REAL_PYTHON).parent.parent)  # /root/.pyenv/versions/3.11.7
+PY_PREFIX = str(Path(REAL_PYTHON).parent.parent)  # /usr (Debian's python3.11), or e.g. /root/.pyenv/versions/3.11.7
 
 
 def bwrap_cmd(task_dir: Path) -> list[str]:
@@ -62,7 +62,7 @@ def bwrap_cmd(task_dir: Path) -> list[str]:
         "bwrap", "--unshare-all", "--die-with-parent",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-        "--ro-bind", PY_PREFIX, PY_PREFIX,  # the interpreter tree (libpython, stdlib)
+        *([] if PY_PREFIX == "/usr" else ["--ro-bind", PY_PREFIX, PY_PREFIX]),  # the interpreter tree
         "--ro-bind", str(task_dir), "/var/task",
         "--ro-bind", str(BENCH_DIR / "peers" / "bwrap_runner.py"), "/var/runtime/runner.py",
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,12 @@ EVENT = {"name": "bench"}
 
 
 def ensure_ff_venv() -> None:
-    if FF_BIN.exists():
+    """functions-framework's venv, on the interpreter mist runs on (made again if it is not)."""
+    if FF_BIN.exists() and os.path.realpath(FF_VENV / "bin" / "python") == REAL_PYTHON:
         return
-    print(f"creating {FF_VENV} (functions-framework) ...", file=sys.stderr, flush=True)
+    if FF_VENV.exists():
+        shutil.rmtree(FF_VENV)
+    print(f"creating {FF_VENV} (functions-framework) on {REAL_PYTHON} ...", file=sys.stderr, flush=True)
     FF_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([REAL_PYTHON, "-m", "venv", str(FF_VENV)], check=True)
     subprocess.run([str(FF_VENV / "bin" / "pip"), "install", "-q", "functions-framework"], check=True)
