@@ -63,6 +63,7 @@ from mist.control.triggers import (
 )
 from mist.errors import MistError
 from mist.gateway.app import build_app
+from mist.gateway.cpusplit import LoopCpuSplit
 from mist.gateway.services import Services
 from mist.gateway.transport import HttpToolsProtocol
 from mist.metering import plans
@@ -106,6 +107,7 @@ class ServerOptions:
     trigger_brokers: tuple[str, ...] = ()  # HOST[:PORT] of brokers non-default tenants' queue triggers may read
     plans: Path | None = None  # price plans (docs/billing.md); None: DATA_DIR/plans.toml, else the defaults
     usage_fsync: bool = False  # also msync usage before answering (survives a power cut, not only a crash)
+    cpu_split: bool = True  # a busy event loop gets a CPU apart from the sandboxes (mist/core/cpusplit.py)
     secrets_key_file: Path | None = None  # None: MIST_SECRETS_KEY, else DATA/secrets.key (docs/secrets.md)
     secrets_old_key_files: tuple[Path, ...] = ()  # keys being rotated out: what they sealed is sealed again
     db_url: str | None = None  # postgresql+psycopg://... : state shared by a cluster (docs/cluster.md); None: SQLite
@@ -220,6 +222,7 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
     tenancy = Tenancy(tenant_store)
     audit = AuditLog(tenant_store, writer)
     registered = False
+    cpu_split: asyncio.Task[None] | None = None
     meter: Meter | None = None
     shared_limits: tuple[RedisRateLimiter, RedisPermits] | None = None
     plane: ClusterPlane | None = None
@@ -345,6 +348,8 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
             # (~6% of the gateway's CPU per invocation under wrk -c64, docs/benchmarks.md);
             # what dies young is freed by reference counting either way
             gc.set_threshold(10_000, 10, 10)
+            if opts.cpu_split and opts.embedded_worker:
+                cpu_split = asyncio.create_task(LoopCpuSplit(worker).run(), name="mist-cpu-split")
             discovery.register(url, data_dir)  # the CLI finds this server's admin key by its URL
             registered = True
             _print_admin_key(new_admin_key, data_dir)
@@ -354,6 +359,10 @@ async def serve(opts: ServerOptions, *, on_ready: Callable[[str], None] | None =
                 print(f"mist is ready at {url}  (data in {data_dir}; Ctrl-C to stop)", flush=True)
         await serving
     finally:
+        if cpu_split is not None:  # every CPU for everyone again
+            cpu_split.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cpu_split
         if registered:
             discovery.unregister(url, data_dir)
         if state.changes is not None:

@@ -154,6 +154,12 @@ def up(
                            "(msync, group committed): a power cut loses none; costs the disk's sync latency per "
                            "request. Without it usage survives any crash of mist. See docs/billing.md.")
     ] = False,
+    cpu_split: Annotated[
+        bool, typer.Option("--cpu-split/--no-cpu-split", help="While the gateway's event loop is busy (half of a "
+                           "CPU or more), give it a CPU of its own and run the sandboxes on the others; share every "
+                           "CPU again when it calms down. Needs 2+ CPUs and the cpuset cgroup. See "
+                           "docs/operations.md.")
+    ] = True,
     secrets_key_file: Annotated[
         Path | None, typer.Option(metavar="FILE", envvar="MIST_SECRETS_KEY_FILE", help="The key that seals "
                                   "functions' secrets (32 bytes, or their base64). Default: MIST_SECRETS_KEY, else "
@@ -275,7 +281,7 @@ def up(
         extra["embedded_worker"] = False
     options = ServerOptions(data_dir=data_dir, host=host, port=port, keepalive_s=keepalive, prewarm=prewarm,
                             keepalive_policy=keepalive_policy, memory_budget_mb=memory_budget, plans=plans,
-                            usage_fsync=usage_fsync, **extra)
+                            usage_fsync=usage_fsync, cpu_split=cpu_split, **extra)
     try:
         run(options)
     except KeyboardInterrupt:

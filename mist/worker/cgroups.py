@@ -10,9 +10,12 @@ Value math is in pure functions (`cpu_shares`, `cfs_quota_us`, `memory_writes`, 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 CONTROLLERS = ("memory", "cpu", "pids")
 CPU_MB = 1769  # Lambda: one full vCPU at 1769 MB
@@ -146,15 +149,43 @@ class SandboxCgroups:
 
 
 class CgroupTree:
-    """The worker's parent groups, one per controller."""
+    """The worker's parent groups, one per controller; and, where the host has the cpuset
+    hierarchy, one cpuset group for the zygote and every sandbox (which inherit it when forked):
+    the CPUs the sandboxes may use (`set_cpus`, mist/core/cpusplit.py)."""
 
     def __init__(self, root: Path, tag: str) -> None:
         self.parents = {c: Path(root) / c / "mist" / tag for c in CONTROLLERS}
         self.memsw = (Path(root) / "memory" / "memory.memsw.limit_in_bytes").exists()
+        self.cpuset = Path(root) / "cpuset" / "mist" / tag
+        self.has_cpuset = False  # after prepare: the group is there to join
 
     def prepare(self) -> None:
         for p in self.parents.values():
             p.mkdir(parents=True, exist_ok=True)
+        self.has_cpuset = False
+        top = self.cpuset.parent.parent
+        if not (top / "cpuset.cpus").exists():
+            return
+        try:
+            for group in (self.cpuset.parent, self.cpuset):  # a v1 cpuset needs cpus and mems to take tasks
+                group.mkdir(exist_ok=True)
+                for name in ("cpuset.mems", "cpuset.cpus"):
+                    if group == self.cpuset or not (group / name).read_text().strip():
+                        _write(group / name, (group.parent / name).read_text().strip())
+        except OSError as exc:  # the sandboxes then simply share every CPU
+            log.warning("no cpuset group for the sandboxes at %s: %s", self.cpuset, exc)
+            return
+        self.has_cpuset = True
+
+    def join_cpuset(self, pid: int) -> None:
+        """Put process `pid` (the zygote) in the sandboxes' cpuset group."""
+        if self.has_cpuset:
+            _write(self.cpuset / "cgroup.procs", str(pid))
+
+    def set_cpus(self, cpus: str) -> None:
+        """The CPUs the sandboxes may use, as a cpuset list ("0-2,5"); the kernel moves them."""
+        if self.has_cpuset:
+            _write(self.cpuset / "cpuset.cpus", cpus)
 
     def sandbox(self, sid: str) -> SandboxCgroups:
         return SandboxCgroups({c: p / sid for c, p in self.parents.items()}, self.memsw)
@@ -170,7 +201,7 @@ class CgroupTree:
     def remove_parents(self) -> bool:
         """rmdir .../mist/<tag> (the shared .../mist stays: another worker may be creating in it)."""
         done = True
-        for p in self.parents.values():
+        for p in (*self.parents.values(), self.cpuset):
             try:
                 p.rmdir()
             except FileNotFoundError:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from mist import writeburst
 from mist.core import autoscale, flow, keepalive
+from mist.core.cpusplit import cpu_list
 from mist.errors import MistError, NoCapacity, SandboxFailed
 from mist.models import split_id
 from mist.worker import isolation, policy
@@ -241,6 +242,7 @@ class Worker:
         await self._network.reclaim()
         self._cgroups.prepare()
         await self._spawner.start()
+        self._join_cpuset()
         self._started = True
         self._reaper = asyncio.create_task(self._scale_loop(), name="mist-worker-autoscaler")
         self._schedule_refill()
@@ -748,6 +750,7 @@ class Worker:
                                     layers=layer_settings(self.config))
             self._track(old.stop())
             await self._spawner.start()
+            self._join_cpuset()
 
     def _on_dead(self, sb: Sandbox) -> None:
         if sb.in_flight == 0:
@@ -1178,3 +1181,23 @@ class Worker:
     @property
     def cgroup_parents(self) -> dict[str, os.PathLike]:
         return dict(self._cgroups.parents)
+
+    # -- the sandboxes' CPUs (mist/core/cpusplit.py) ------------------------------------------------
+    def _join_cpuset(self) -> None:
+        """The zygote, before it forks anything, into the sandboxes' cpuset group: every sandbox
+        it forks is then in it too."""
+        pid = self._spawner.pid
+        if pid is not None:
+            try:
+                self._cgroups.join_cpuset(pid)
+            except OSError as exc:
+                log.warning("the sandboxes' CPUs cannot be set (joining %s: %s)", self._cgroups.cpuset, exc)
+                self._cgroups.has_cpuset = False
+
+    @property
+    def sandbox_cpus_settable(self) -> bool:
+        return self._started and self._cgroups.has_cpuset
+
+    def set_sandbox_cpus(self, cpus: frozenset[int]) -> None:
+        """Let every sandbox (running or to come) use only `cpus`. OSError if the host refuses."""
+        self._cgroups.set_cpus(cpu_list(cpus))

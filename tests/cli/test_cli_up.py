@@ -24,6 +24,7 @@ def started(monkeypatch):
         egress_deny: tuple[str, ...] = ()
         plans: Path | None = None
         usage_fsync: bool = False
+        cpu_split: bool = True
         cluster: object = None
         embedded_worker: bool = True
 
@@ -42,6 +43,14 @@ def test_up_starts_the_server_with_the_defaults(cli, started):
     assert (options.data_dir, options.host, options.port, options.keepalive_s, options.prewarm) == (
         Path(".mist"), "127.0.0.1", 8080, None, None,
     )
+    assert options.cpu_split  # a busy gateway gets a CPU apart unless told not to
+
+
+def test_up_no_cpu_split_keeps_every_cpu_shared(cli, started):
+    cli("up", "--no-cpu-split")
+
+    (options,) = started
+    assert options.cpu_split is False
 
 
 def test_up_passes_every_option(cli, started, tmp_path):

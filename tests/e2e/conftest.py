@@ -148,7 +148,7 @@ def write_function(root: Path, files: dict[str, str]) -> Path:
 def sandbox_cgroup_dirs(data_dir: Path) -> list[str]:
     """Every cgroup directory under the mist hierarchy (left over or live) for any data dir."""
     found = []
-    for ctrl in ("memory", "cpu", "pids"):
+    for ctrl in ("memory", "cpu", "pids", "cpuset"):
         base = Path("/sys/fs/cgroup") / ctrl / "mist"
         if base.is_dir():
             found += [str(p) for p in base.rglob("*") if p.is_dir()]

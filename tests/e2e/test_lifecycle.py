@@ -37,7 +37,7 @@ def cgroups_of(pids: set[int]) -> set[str]:
             for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
                 _, ctrls, path = line.split(":", 2)
                 for ctrl in ctrls.split(","):
-                    if ctrl in ("memory", "pids", "cpu") and "/mist/" in path:
+                    if ctrl in ("memory", "pids", "cpu", "cpuset") and "/mist/" in path:
                         dirs.add(f"/sys/fs/cgroup/{ctrl}{path}")
         except OSError:
             continue
