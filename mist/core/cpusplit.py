@@ -7,11 +7,11 @@ other served ~25% more invocations per second, each costing the loop ~10% less C
 (docs/benchmarks.md). Kept apart always, though, the functions would lose a CPU even when the
 gateway has little to do. So the split follows the loop's load: once its busy share of a CPU
 (CPU time / wall time over one sample) reaches `reserve_at`, the loop is pinned to one CPU (the
-first: in A/B runs it served 3-6% more than on the last) and the sandboxes to the others; once it falls to `release_at` or below, both may use
-every CPU again. Each change holds for at least `hold_s`, so a load near a threshold does not
-flap. A machine with one CPU never splits.
+first: in A/B runs it served 3-6% more there than on the last) and the sandboxes to the others;
+once it falls to `release_at` or below, both may use every CPU again. Each change holds for at
+least `hold_s`, so a load near a threshold does not flap. A machine with one CPU never splits.
 
-    decide(policy, now, busy, current) -> Split
+    decide(policy, now, busy, current, cpus) -> Split
     cpus_of(all_cpus, split) -> (the loop's CPUs, the sandboxes' CPUs)
 """
 

@@ -7,8 +7,9 @@ zygote and all it forks) and the process's other threads (record writers, thread
 other CPUs; together again, all of them may use every CPU. While apart, threads started since
 (they inherit the loop's CPU) are moved at the next sample. On stop, every CPU again.
 
-A host without a cpuset hierarchy, or one that refuses a change, logs it once and is left as
-it is (nothing is split).
+On a host without a cpuset hierarchy (the Worker says so) or with one CPU, the task ends at once
+and nothing is ever split; a host that refuses a change gets a warning, every CPU for everyone
+again (best effort), and no further split.
 """
 
 from __future__ import annotations
