@@ -234,23 +234,27 @@ class BrokerConnector:
         consumer = await session.consumer(index)
         try:
             while not stop.is_set():
-                batch = await self._collect(consumer)
+                batch, touched_at = await self._collect(consumer)
                 stop_if_cancelled()
                 if len(batch) >= self.spec.batch_size:
                     self._full.set()
                 if batch:
-                    await self._process(consumer, batch, deliver, dead_letter)
+                    await self._process(consumer, batch, deliver, dead_letter, touched_at)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.close(), self.spec.tuning.connect_timeout_s)
 
-    async def _collect(self, consumer: Consumer) -> list[Message]:
+    async def _collect(self, consumer: Consumer) -> tuple[list[Message], float]:
+        """A batch, and when its messages were last kept alive (fetched or touched). A long
+        window keeps them too: touched every third of the visibility timeout, each wait for more
+        ending when the next touch is due (waiting a whole third after a touch that came late let
+        gaps grow to two thirds, and with the delivery's first third, to the whole timeout)."""
         size, window = self.spec.batch_size, self.spec.batch_window_s
         batch = await consumer.fetch(size, self.spec.tuning.poll_s)
         if not batch:
-            return []
+            return [], 0.0
         first_at = touched_at = self._monotonic()
-        every = self.spec.tuning.visibility_timeout_s / 3  # a long window keeps its messages too
+        every = self.spec.tuning.visibility_timeout_s / 3
         while len(batch) < size:
             now = self._monotonic()
             wait = batch_wait_s(len(batch), first_at, now, size, window)
@@ -259,13 +263,13 @@ class BrokerConnector:
             if now - touched_at >= every:
                 await consumer.touch(batch)
                 touched_at = now
-            batch += await consumer.fetch(size - len(batch), min(wait, every))
-        return batch
+            batch += await consumer.fetch(size - len(batch), min(wait, touched_at + every - now))
+        return batch, touched_at
 
     async def _process(self, consumer: Consumer, batch: list[Message], deliver: Deliver,
-                       dead_letter: DeadLetter) -> None:
+                       dead_letter: DeadLetter, touched_at: float | None = None) -> None:
         batch = unique_ids(batch)
-        keep_alive = asyncio.create_task(self._keep_alive(consumer, batch))
+        keep_alive = asyncio.create_task(self._keep_alive(consumer, batch, touched_at))
         try:
             failed = failures_of(await deliver(batch), batch)
         except Exception as exc:  # the whole batch failed
@@ -293,10 +297,14 @@ class BrokerConnector:
         self._board.failed += len(failed)
         self._board.dead_lettered += len(dead_ok)
 
-    async def _keep_alive(self, consumer: Consumer, batch: list[Message]) -> None:
+    async def _keep_alive(self, consumer: Consumer, batch: list[Message], touched_at: float | None = None) -> None:
+        """Touch the batch every third of the visibility timeout, the first time a third after
+        `touched_at` (its last touch while it was collected), not a third after now."""
         every = self.spec.tuning.visibility_timeout_s / 3
+        first = every if touched_at is None else max(0.0, touched_at + every - self._monotonic())
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(first)
+            first = every
             try:
                 await consumer.touch(batch)
             except Exception as exc:  # the ack will fail the same way and the session reconnect
