@@ -187,6 +187,30 @@ class DirectWorker:
         for _ in range(n):
             out.append(self._run(self._timed()))
 
+    def rate(self, callers: int, seconds: float) -> float:
+        """Invocations/s of `callers` concurrent callers for `seconds`, after 2 s in which the
+        instances for them are started."""
+        return self._run(self._rate(callers, seconds))
+
+    async def _rate(self, callers: int, seconds: float) -> float:
+        done = 0
+        loop = asyncio.get_running_loop()
+        warm_s = 2.0
+        start = loop.time()
+        until = start + warm_s + seconds
+
+        async def caller(c: int) -> None:
+            nonlocal done
+            i = 0
+            while loop.time() < until:
+                await self.worker.invoke(self.spec, f"rate-{c}-{i}", self.payload)
+                i += 1
+                if loop.time() >= until - seconds:  # counted once every caller started
+                    done += 1
+
+        await asyncio.gather(*(caller(c) for c in range(callers)))
+        return done / (loop.time() - start - warm_s)
+
     def close(self) -> None:
         try:
             self._run(self.worker.stop())
@@ -198,66 +222,21 @@ class DirectWorker:
 
 
 def time_worker_direct(n: int, callers: int, seconds: float) -> tuple[list[float] | None, float | None, str]:
-    """Optional: Worker.invoke into a warm sandbox, no HTTP. Needs the server stopped.
-    Returns its latencies, then the invocations/s of `callers` concurrent callers for
-    `seconds` (the worker alone: the limit of what any gateway in front of it could serve)."""
+    """Info, with the server stopped: `DirectWorker`'s latencies in a phase of their own, then
+    the invocations/s of `callers` concurrent callers for `seconds` (the worker alone: the
+    limit of what any gateway in front of it could serve)."""
     try:
-        from mist.worker import Worker, WorkerConfig  # type: ignore[attr-defined]
-        from mist.worker.types import SandboxSpec
-    except ImportError as exc:
-        return None, None, f"mist.worker API not importable ({exc})"
-
-    async def run() -> tuple[list[float], float]:
-        with tempfile.TemporaryDirectory(prefix="bench-worker-") as td:
-            data = Path(td) / "data"
-            code = Path(td) / "code"
-            code.mkdir()
-            (code / "main.py").write_text(HELLO_SOURCE)
-            os.chmod(td, 0o755)
-            worker = Worker(WorkerConfig(data_dir=data))
-            await worker.start()
-            try:
-                spec = SandboxSpec(function_name="hello", version=1, code_dir=code, handler="main.handler")
-                payload = json.dumps(EVENT).encode()
-                for i in range(200):
-                    res = await worker.invoke(spec, f"warmup-{i}", payload)
-                    if not res.ok:
-                        raise RuntimeError(f"worker invoke failed: {res.error}")
-                out = []
-                for i in range(n):
-                    t0 = time.perf_counter_ns()
-                    await worker.invoke(spec, f"bench-{i}", payload)
-                    t1 = time.perf_counter_ns()
-                    out.append((t1 - t0) / 1e6)
-                done = 0
-                loop = asyncio.get_running_loop()
-
-                async def caller(c: int, until: float) -> None:
-                    nonlocal done
-                    i = 0
-                    while loop.time() < until:
-                        await worker.invoke(spec, f"rate-{c}-{i}", payload)
-                        i += 1
-                        if loop.time() >= until - seconds:  # counted once every caller started
-                            done += 1
-
-                warm_s = 2.0  # the instances for `callers` at once are started first
-                start = loop.time()
-                await asyncio.gather(*(caller(c, start + warm_s + seconds) for c in range(callers)))
-                return out, done / (loop.time() - start - warm_s)
-            finally:
-                await worker.stop()
-
-    try:
-        try:
-            import uvloop
-
-            lat, rate = uvloop.run(run())
-        except ImportError:
-            lat, rate = asyncio.run(run())
-        return lat, rate, ""
+        direct = DirectWorker()
     except Exception as exc:  # noqa: BLE001 - optional part: report, don't fail the benchmark
         return None, None, f"direct worker call failed: {type(exc).__name__}: {exc}"
+    try:
+        lat: list[float] = []
+        direct.time(n, lat)
+        return lat, direct.rate(callers, seconds), ""
+    except Exception as exc:  # noqa: BLE001
+        return None, None, f"direct worker call failed: {type(exc).__name__}: {exc}"
+    finally:
+        direct.close()
 
 
 def kernel_counters() -> dict[str, int]:

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mist.worker import WorkerConfig
-from mist.worker.cgroups import CgroupTree
+from mist.testing.worker import remove_worker_leftovers
 
 MIST = str(Path(sys.executable).parent / "mist")
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +76,7 @@ def remove_cgroups_of(data_dir: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return
-        config = WorkerConfig(data_dir=data_dir)
-        tree = CgroupTree(config.cgroup_root, config.instance_tag)
-        for _ in range(100):
-            if all([g.remove() for g in tree.leftovers()]) and tree.remove_parents():
-                return
-            time.sleep(0.05)
+        remove_worker_leftovers(data_dir)
     finally:
         os.close(fd)
 
