@@ -77,6 +77,9 @@ def rate_limit(rate_per_s: float | None, burst: int | None) -> RateLimit | None:
     return RateLimit(rate_per_s, burst if burst is not None else max(1, int(rate_per_s)))
 
 
+_IDLE_TENANT = flow.TenantState()  # a tenant with nothing running
+
+
 @dataclass
 class _Waiter:
     ask: flow.Ask
@@ -149,18 +152,19 @@ class Admission:
     async def check_rate(self, fv: FunctionVersion) -> None:
         tenant = fv.tenant
         limits = self._tenant_limits(tenant)
-        for key, limit, what in (
-            (f"t:{tenant}", rate_limit(limits.rate_per_s, limits.burst), f"tenant {tenant}"),
-            (f"f:{fv.name}", rate_limit(fv.rate_per_s, fv.burst), f"function {fv.local_name}"),
-        ):
-            if limit is None:
-                continue
-            ok, wait = await self._rates.take(key, limit)
-            if not ok:
-                self._refused_rate += 1
-                raise LimitExceeded(
-                    f"rate limit of {what} reached ({limit.rate_per_s:g} requests/s, burst {limit.burst}); "
-                    f"retry after {wait:.2f} s", retry_after=wait, limit=f"{what}: {limit.rate_per_s:g}/s")
+        if limits.rate_per_s is not None:
+            await self._take_rate(f"t:{tenant}", rate_limit(limits.rate_per_s, limits.burst), f"tenant {tenant}")
+        if fv.rate_per_s is not None:
+            await self._take_rate(f"f:{fv.name}", rate_limit(fv.rate_per_s, fv.burst), f"function {fv.local_name}")
+
+    async def _take_rate(self, key: str, limit: RateLimit | None, what: str) -> None:
+        assert limit is not None
+        ok, wait = await self._rates.take(key, limit)
+        if not ok:
+            self._refused_rate += 1
+            raise LimitExceeded(
+                f"rate limit of {what} reached ({limit.rate_per_s:g} requests/s, burst {limit.burst}); "
+                f"retry after {wait:.2f} s", retry_after=wait, limit=f"{what}: {limit.rate_per_s:g}/s")
 
     # -- concurrency (around each execution) ---------------------------------------------------
 
@@ -176,7 +180,10 @@ class Admission:
                 f"function {fv.local_name} has reserved concurrency 0: it is stopped; raise it to run it",
                 retry_after=60.0, limit=f"function {fv.local_name}: reserved concurrency 0")
         if self._permits is None or (ask.reserved is None and self._tenant_limits(ask.tenant).max_concurrency is None):
-            await self._take_node_slot(ask, fv, timeout_s)
+            if self._blocking(ask) is not None:  # `_take_node_slot` inlined: every invocation comes here
+                await self._wait(ask, fv, timeout_s)
+            else:
+                self._enter(ask)
             return ask, None
         return ask, await self._take_node_slot_and_permit(ask, fv, timeout_s)
 
@@ -223,7 +230,7 @@ class Admission:
         limits = self._tenant_limits(ask.tenant)
         return flow.blocking(
             ask, flow.Counts(self._running, self._by_function.get(ask.function, 0)),
-            self._by_tenant.get(ask.tenant, flow.TenantState()), tenant_max=limits.max_concurrency,
+            self._by_tenant.get(ask.tenant, _IDLE_TENANT), tenant_max=limits.max_concurrency,
             reserved_total=self._reserved_total.get(ask.tenant, 0), node_limit=self.node_limit,
         )  # fmt: skip
 
@@ -265,7 +272,7 @@ class Admission:
     def _enter(self, ask: flow.Ask) -> None:
         self._running += 1
         self._by_function[ask.function] = self._by_function.get(ask.function, 0) + 1
-        t = self._by_tenant.get(ask.tenant, flow.TenantState())
+        t = self._by_tenant.get(ask.tenant, _IDLE_TENANT)
         self._by_tenant[ask.tenant] = flow.TenantState(
             t.running + 1, t.unreserved_running + (1 if ask.reserved is None else 0))
 

@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from mist.control.invocations import Outcome
 from mist.errors import MistError, PayloadTooLarge
 from mist.gateway import invoke
 from mist.gateway.auth import authorize_scope
 from mist.gateway.errors import error_answer
 from mist.gateway.services import Services
-from mist.gateway.transport import CYCLE, respond
+from mist.gateway.transport import CYCLE, respond, whole_body
 from mist.tenancy.roles import Action
 from mist.worker.types import InvokeResult
 
@@ -74,15 +75,25 @@ class InvokeFastPath:
         fv = await services.functions.resolve(name, version)
         if services.admission is not None:
             await services.admission.check_rate(fv)  # before the body is read: a flood costs little
-        body = await _read_body(declared, receive)
+        cycle = scope.get(CYCLE)
+        body = await _read_body(declared, receive, cycle)
         payload = invoke.check_payload(body)
         if event:
             data, extra = await invoke.accept_event(services, name, version, payload, key)
-            await _answer(send, 202, _encode(extra), data, scope.get(CYCLE))
+            await _answer(send, 202, _encode(extra), data, cycle)
             return
-        out = await services.invocations.invoke(fv, payload, trigger="api")
-        status, headers, data = _result_answer(out.invocation_id, fv.version, out.result)
-        await _answer(send, status, headers, data, scope.get(CYCLE))
+        answered = False
+
+        def answer(out: Outcome) -> None:  # sent before the record is made (InvocationService.invoke)
+            nonlocal answered
+            status, headers, data = _result_answer(out.invocation_id, fv.version, out.result)
+            headers.append(_JSON)
+            answered = respond(cycle, status, headers, data)
+
+        out = await services.invocations.invoke(fv, payload, trigger="api", answer=None if cycle is None else answer)
+        if not answered:  # another server, or uvicorn's cycle cannot take it whole: ASGI messages
+            status, headers, data = _result_answer(out.invocation_id, fv.version, out.result)
+            await _answer(send, status, headers, data)
 
 
 def _result_answer(invocation_id: str, version: int, r: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -120,9 +131,15 @@ async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], d
     await send({"type": "http.response.body", "body": data})
 
 
-async def _read_body(declared: bytes | None, receive: Receive) -> bytes:
+async def _read_body(declared: bytes | None, receive: Receive, cycle: Any = None) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > invoke.MAX_PAYLOAD:
         raise PayloadTooLarge(invoke.too_large_message(int(declared)))
+    if cycle is not None:  # uvicorn's: all of a small body is usually in already
+        body = whole_body(cycle)
+        if body is not None:
+            if len(body) > invoke.MAX_PAYLOAD:  # chunked: no length declared
+                raise PayloadTooLarge(invoke.too_large_message(None))
+            return body
     chunks: list[bytes] = []
     size = 0
     while True:

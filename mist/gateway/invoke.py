@@ -63,8 +63,12 @@ def check_payload(body: bytes) -> bytes:
     """The event to send: the body if it is JSON, `null` if empty; InvalidRequest otherwise."""
     if not body.strip():
         return b"null"
+    # json.loads, with one decoder; a body starting with two non-zero ASCII bytes (any JSON text
+    # but UTF-16/32 or a BOM) is UTF-8 without json.detect_encoding's Python
+    first = body[0]
+    encoding = "utf-8" if 0 < first < 0x80 and (len(body) < 2 or body[1]) else json.detect_encoding(body)
     try:
-        _STRICT.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # json.loads, one decoder
+        _STRICT.decode(body.decode(encoding, "surrogatepass"))
     except ValueError as exc:
         raise InvalidRequest(
             f"the request body is not JSON ({exc}); send the event as JSON, e.g. -d '{{\"name\": \"x\"}}'"

@@ -176,3 +176,14 @@ def respond(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes,
         transport.close()
     cycle.on_response()
     return True
+
+
+def whole_body(cycle: RequestResponseCycle) -> bytes | None:
+    """The request's body if all of it is in (what `receive()` would hand over in one message,
+    without its coroutine, event and message), else None: read it with `receive()`."""
+    if cycle.more_body or cycle.disconnected or cycle.response_complete or cycle.waiting_for_100_continue:
+        return None
+    cycle.flow.resume_reading()  # as receive() does (a body over uvicorn's high-water mark paused it)
+    body = bytes(cycle.body)
+    cycle.body = bytearray()
+    return body

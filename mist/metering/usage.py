@@ -97,11 +97,22 @@ class UsageRecord(NamedTuple):
 def from_invocation(record: InvocationRecord, tenant: str) -> UsageRecord:
     """The usage of an attempt that ran (its record's status is succeeded or failed); the
     function by its name in `tenant`."""
+    return invocation_usage(
+        record.id, tenant, split_id(record.function)[1], record.version, record.trigger, record.started_at,
+        record.ended_at, record.init_ms, record.duration_ms, record.billed_ms, record.memory_mb, record.cold_start,
+        record.status, record.error_type,
+    )  # fmt: skip
+
+
+def invocation_usage(id: str, tenant: str, function: str, version: int, trigger: str, started_at: float,
+                     ended_at: float, init_ms: float, duration_ms: float, billed_ms: int, memory_mb: int,
+                     cold_start: bool, outcome: str, error_type: str | None) -> UsageRecord:
+    """The usage of an attempt that ran, from its record's fields (`from_invocation`; the
+    invocation path calls it before the record is made: mist/control/invocations.py)."""
     return UsageRecord(
-        record.id, INVOCATION, tenant, split_id(record.function)[1], record.version, record.trigger,
-        round(record.started_at * 1_000_000), round(record.ended_at * 1_000_000), round(record.init_ms * 1000),
-        round(record.duration_ms * 1000), record.billed_ms, record.memory_mb, 1, record.cold_start, record.status,
-        record.error_type,
+        id, INVOCATION, tenant, function, version, trigger, round(started_at * 1_000_000),
+        round(ended_at * 1_000_000), round(init_ms * 1000), round(duration_ms * 1000), billed_ms, memory_mb, 1,
+        cold_start, outcome, error_type,
     )  # fmt: skip
 
 

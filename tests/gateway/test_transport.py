@@ -226,6 +226,57 @@ async def test_respond_sends_a_whole_answer_and_keeps_the_connection_as_uvicorn_
         await serving
 
 
+async def test_whole_body_hands_over_a_body_that_is_all_in_and_leaves_the_rest_to_receive() -> None:
+    """`whole_body` takes a complete body off uvicorn's cycle as receive() would; a body still
+    coming (chunked, sent in two writes) or one behind `Expect: 100-continue` is read with
+    receive(), and either way the app gets every byte once."""
+    from mist.gateway.transport import CYCLE, respond, whole_body
+
+    ways = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body = whole_body(scope[CYCLE])
+        ways.append("whole" if body is not None else "receive")
+        if body is None:
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+        assert whole_body(scope[CYCLE]) is None or not scope[CYCLE].body  # taken once
+        assert respond(scope[CYCLE], 200, [], b'{"len":%d}' % len(body))
+
+    server, serving, port = await _serve(app)
+    try:
+        got = await _exchange(port, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc", until=1)
+        assert got.endswith(b'{"len":3}')
+        big = b"x" * 300_000  # over uvicorn's high-water mark: reading paused, resumed by whole_body
+        got = await _exchange(port, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(big) + big
+                              + b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\ny", until=2)  # fmt: skip
+        assert b'{"len":300000}' in got and got.endswith(b'{"len":1}')
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"2\r\nde\r\n0\r\n\r\n")
+        got = b""
+        while not got.endswith(b"}"):
+            got += await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        assert got.endswith(b'{"len":5}')
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            r = await c.post("/", content=b"12345678", headers={"expect": "100-continue"})
+            assert r.json() == {"len": 8}
+    finally:
+        server.should_exit = True
+        await serving
+    # the big body may start its app before all of it is in: either way is right
+    assert (ways[0], ways[2], ways[3:]) == ("whole", "whole", ["receive", "receive"])
+
+
 async def test_respond_refuses_a_response_already_started_and_the_asgi_way_goes_on() -> None:
     from mist.gateway.transport import CYCLE, respond
 

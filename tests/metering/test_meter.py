@@ -123,6 +123,32 @@ async def test_a_synchronous_attempt_is_in_the_journal_before_invoke_returns(mis
         "acme", "hello", 1, "api", 512, 12, 512 * 12, "succeeded")
 
 
+async def test_an_answer_goes_out_after_the_usage_is_journaled_and_before_the_record_is_made(mist):
+    """The gateway answers from `invoke`'s `answer` callback: the usage is in the journal by
+    then (a client holding an answer is billed, whatever crashes next), and the record follows
+    at once, even when answering failed."""
+    records = mist.invocations._records
+    fv = await mist.version("acme")
+    seen = []
+
+    def answer(out):
+        (_, found), = Journal(mist.tmp_path / "journal").recover()
+        seen.append(([r.id for r in found], records._pending.get(out.invocation_id)))
+
+    out = await mist.invocations.invoke(fv, b"{}", trigger="api", answer=answer)
+    assert seen == [([out.invocation_id], None)]
+    assert (await records.get(out.invocation_id))[0].status == "succeeded"
+
+    def broken(out):
+        raise ConnectionResetError("the client went away")
+
+    mist.worker.behaviour = fails("ValueError", "bad")
+    with pytest.raises(ConnectionResetError):
+        await mist.invocations.invoke(fv, b"{}", trigger="api", answer=broken)
+    failed = [r for r in await records.list(fv.name, 10) if r.status == "failed"]
+    assert len(failed) == 1 and failed[0].id in await mist.ledger()
+
+
 async def test_function_errors_are_billed_and_platform_errors_are_not(mist):
     mist.worker.behaviour = fails("ValueError", "bad")
     failed = await mist.invocations.invoke(await mist.version(), b"{}", trigger="api")
