@@ -152,13 +152,14 @@ class Admission:
     async def check_rate(self, fv: FunctionVersion) -> None:
         tenant = fv.tenant
         limits = self._tenant_limits(tenant)
-        if limits.rate_per_s is not None:
-            await self._take_rate(f"t:{tenant}", rate_limit(limits.rate_per_s, limits.burst), f"tenant {tenant}")
-        if fv.rate_per_s is not None:
-            await self._take_rate(f"f:{fv.name}", rate_limit(fv.rate_per_s, fv.burst), f"function {fv.local_name}")
+        limit = rate_limit(limits.rate_per_s, limits.burst)
+        if limit is not None:  # the keys and names are made only for a limit that applies
+            await self._take_rate(f"t:{tenant}", limit, f"tenant {tenant}")
+        limit = rate_limit(fv.rate_per_s, fv.burst)
+        if limit is not None:
+            await self._take_rate(f"f:{fv.name}", limit, f"function {fv.local_name}")
 
-    async def _take_rate(self, key: str, limit: RateLimit | None, what: str) -> None:
-        assert limit is not None
+    async def _take_rate(self, key: str, limit: RateLimit, what: str) -> None:
         ok, wait = await self._rates.take(key, limit)
         if not ok:
             self._refused_rate += 1
@@ -180,10 +181,7 @@ class Admission:
                 f"function {fv.local_name} has reserved concurrency 0: it is stopped; raise it to run it",
                 retry_after=60.0, limit=f"function {fv.local_name}: reserved concurrency 0")
         if self._permits is None or (ask.reserved is None and self._tenant_limits(ask.tenant).max_concurrency is None):
-            if self._blocking(ask) is not None:  # `_take_node_slot` inlined: every invocation comes here
-                await self._wait(ask, fv, timeout_s)
-            else:
-                self._enter(ask)
+            await self._take_node_slot(ask, fv, timeout_s)
             return ask, None
         return ask, await self._take_node_slot_and_permit(ask, fv, timeout_s)
 

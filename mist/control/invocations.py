@@ -167,8 +167,7 @@ class InvocationService:
             )  # fmt: skip
             if not settle_usage:
                 await meter.record(usage)  # in the journal before the answer (docs/billing.md)
-                usage = None
-        outcome = Outcome(inv_id, fv, result, usage)
+        outcome = Outcome(inv_id, fv, result, usage if settle_usage else None)
         try:
             if answer is not None:
                 answer(outcome)
