@@ -137,13 +137,3 @@ def write_function(root: Path, files: dict[str, str]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     return root
-
-
-def sandbox_cgroup_dirs(data_dir: Path) -> list[str]:
-    """Every cgroup directory under the mist hierarchy (left over or live) for any data dir."""
-    found = []
-    for ctrl in ("memory", "cpu", "pids", "cpuset"):
-        base = Path("/sys/fs/cgroup") / ctrl / "mist"
-        if base.is_dir():
-            found += [str(p) for p in base.rglob("*") if p.is_dir()]
-    return found
