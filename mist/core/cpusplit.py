@@ -18,6 +18,7 @@ least `hold_s`, so a load near a threshold does not flap. A machine with one CPU
 from __future__ import annotations
 
 import math
+from itertools import groupby
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -64,14 +65,7 @@ def cpus_of(all_cpus: Sequence[int], split: Split) -> tuple[frozenset[int], froz
 def cpu_list(cpus: Iterable[int]) -> str:
     """A cpuset list: [0, 1, 2, 5] -> "0-2,5"."""
     out: list[str] = []
-    run: list[int] = []
-    for cpu in sorted(set(cpus)):
-        if run and cpu == run[-1] + 1:
-            run.append(cpu)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [cpu]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    for _, run in groupby(enumerate(sorted(set(cpus))), key=lambda pair: pair[1] - pair[0]):  # consecutive CPUs
+        first, *rest = [cpu for _, cpu in run]
+        out.append(f"{first}-{rest[-1]}" if rest else str(first))
     return ",".join(out)
